@@ -1,0 +1,148 @@
+"""The frozen, validated configuration and `load_config()`."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from daemon import paths
+from daemon.errors import ConfigError
+
+
+def _expand(p: Path) -> Path:
+    return Path(os.path.expandvars(os.path.expanduser(str(p))))
+
+
+ExpandedPath = Annotated[Path, AfterValidator(_expand)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LibraryConfig(_Section):
+    path: ExpandedPath = Field(default_factory=paths.default_library_path)
+    source: Literal["xml", "music-app"] = "xml"
+    settle_seconds: float = Field(default=1.0, ge=0.0, le=600.0)
+    # A file that never stops changing is still scanned this long after the first event.
+    settle_max_seconds: float = Field(default=10.0, gt=0.0, le=3600.0)
+    verify_seconds: float = Field(default=60.0, gt=0.0, le=86400.0)
+    # A full comparison that bypasses any fast path runs at least this often.
+    full_scan_interval_seconds: float = Field(default=7 * 86400.0, gt=0.0)
+    # Removing more than this share of the snapshot at once needs confirmation.
+    mass_removal_ratio: float = Field(default=0.5, gt=0.0, le=1.0)
+    mass_removal_confirm_seconds: float = Field(default=300.0, ge=0.0)
+    osascript_timeout_seconds: float = Field(default=120.0, gt=0.0)
+
+
+class StateConfig(_Section):
+    dir: ExpandedPath = Field(default_factory=paths.default_state_dir)
+    flush_interval_seconds: float = Field(default=30.0, ge=0.0, le=86400.0)
+
+
+class CacheConfig(_Section):
+    failed_ttl_seconds: float = Field(default=3600.0, ge=0.0)
+    cleanup_interval_seconds: float = Field(default=3600.0, gt=0.0)
+
+
+class ControlConfig(_Section):
+    socket: ExpandedPath = Field(default_factory=paths.default_socket_path)
+    max_subscriber_queue: int = Field(default=1000, ge=1)
+
+
+class LogConfig(_Section):
+    file: ExpandedPath = Field(default_factory=paths.default_log_file)
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    backups: int = Field(default=3, ge=0, le=100)
+
+
+class Config(_Section):
+    library: LibraryConfig = Field(default_factory=LibraryConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    # Where this config came from (None: built-in defaults). Not a TOML key.
+    source_path: Path | None = Field(default=None, exclude=True)
+
+
+def resolve_config_path(cli_path: str | os.PathLike[str] | None) -> tuple[Path, bool]:
+    """The config file to use and whether it was asked for explicitly (then it must exist)."""
+    if cli_path:
+        return Path(cli_path).expanduser(), True
+    env = os.environ.get("MUSICD_CONFIG")
+    if env:
+        return Path(env).expanduser(), True
+    return paths.default_config_path(), False
+
+
+def _format_error(err: ValidationError, origin: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{origin}: unknown key '{key}'; remove it or check its spelling"
+    given = first.get("input")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    more = len(err.errors()) - 1
+    tail = f"; and {more} more problem(s)" if more else ""
+    return f"{origin}: invalid value for '{key}'{shown}: {first['msg']}{tail}"
+
+
+def config_from_mapping(data: dict[str, Any], origin: str = "config") -> Config:
+    if "source_path" in data:
+        raise ConfigError(f"{origin}: unknown key 'source_path'; remove it")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, origin)) from None
+
+
+def _anchor_relative_paths(cfg: Config, base: Path) -> Config:
+    """Relative paths in a config file are relative to the file, not to the daemon's cwd."""
+
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+
+    return cfg.model_copy(
+        update={
+            "library": cfg.library.model_copy(update={"path": fix(cfg.library.path)}),
+            "state": cfg.state.model_copy(update={"dir": fix(cfg.state.dir)}),
+            "control": cfg.control.model_copy(update={"socket": fix(cfg.control.socket)}),
+            "log": cfg.log.model_copy(update={"file": fix(cfg.log.file)}),
+        }
+    )
+
+
+def load_config(cli_path: str | os.PathLike[str] | None = None) -> Config:
+    """Load, validate and freeze the configuration.
+
+    Raises:
+        ConfigError: with a one-line message naming the file and the bad key.
+    """
+    path, explicit = resolve_config_path(cli_path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(
+                f"config file {path} does not exist; create it (see config/config.toml) "
+                "or leave out --config/MUSICD_CONFIG to use the defaults"
+            ) from None
+        return Config()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    cfg = _anchor_relative_paths(config_from_mapping(data, str(path)), path.parent)
+    cfg = cfg.model_copy(update={"source_path": path})
+    paths.check_socket_path(cfg.control.socket)
+    return cfg

@@ -1,0 +1,77 @@
+"""One exception hierarchy; each error carries a stable code and the exit status it maps to."""
+
+from __future__ import annotations
+
+import os
+
+# sysexits.h values: launchd and shells understand them, and 78 tells a supervisor that
+# restarting will not help until a person fixes the configuration.
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOINPUT = 66
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_CANTCREAT = 73
+EX_IOERR = 74
+EX_TEMPFAIL = 75
+EX_CONFIG = 78
+EXIT_NOT_RUNNING = 3
+
+
+class DaemonError(Exception):
+    """Base of every error a user can cause; `str(err)` is a one-line message for a person."""
+
+    code = "daemon_error"
+    exit_status = 1
+
+
+class ConfigError(DaemonError):
+    code = "config_error"
+    exit_status = EX_CONFIG
+
+
+class LibraryReadError(DaemonError):
+    """The library file could not be read or parsed; nothing from it may be trusted."""
+
+    code = "library_unreadable"
+    exit_status = EX_DATAERR
+
+
+class LibraryChangedDuringRead(LibraryReadError):
+    code = "library_changed_during_read"
+
+
+class StateError(DaemonError):
+    code = "state_error"
+    exit_status = EX_CANTCREAT
+
+
+class AlreadyRunning(DaemonError):
+    code = "already_running"
+    exit_status = EX_TEMPFAIL
+
+
+class NotRunning(DaemonError):
+    code = "not_running"
+    exit_status = EXIT_NOT_RUNNING
+
+
+class SocketPathTooLong(ConfigError):
+    code = "socket_path_too_long"
+
+
+class RemoteError(DaemonError):
+    """The daemon answered a request with a JSON-RPC error."""
+
+    code = "remote_error"
+    exit_status = 1
+
+    def __init__(self, message: str, rpc_code: int = 0, data: object = None) -> None:
+        super().__init__(message)
+        self.rpc_code = rpc_code
+        self.data = data
+
+
+def describe_os_error(err: OSError) -> str:
+    """Short human text for an OSError, e.g. 'No space left on device'."""
+    return err.strerror or os.strerror(err.errno or 0) or type(err).__name__

@@ -1,0 +1,105 @@
+"""Tracks, name normalisation and the snapshot/cache record shapes shared by every module."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from typing import Any, Final
+
+# Fields the daemon keeps for each track, in wire/snapshot order. Every other key of the
+# library file is ignored, so a play-count change is never a modification.
+TRACK_FIELDS: Final = (
+    "persistent_id",
+    "name",
+    "artist",
+    "album_artist",
+    "album",
+    "genre",
+    "year",
+    "compilation",
+    "disc_number",
+    "track_number",
+    "date_added",
+    "date_modified",
+    "kind",
+    "track_type",
+    "disabled",
+)
+# The fields whose change moves a track to another cache key.
+ALBUM_KEY_FIELDS: Final = frozenset({"artist", "album_artist", "album"})
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """One library track, reduced to the fields the daemon keeps.
+
+    Dates are kept as the ISO 8601 text the source wrote ("2020-05-16T11:33:56Z"): exact,
+    cheap to compare and to store.
+    """
+
+    persistent_id: str
+    name: str | None = None
+    artist: str | None = None
+    album_artist: str | None = None
+    album: str | None = None
+    genre: str | None = None
+    year: int | None = None
+    compilation: bool = False
+    disc_number: int | None = None
+    track_number: int | None = None
+    date_added: str | None = None
+    date_modified: str | None = None
+    kind: str | None = None
+    track_type: str | None = None
+    disabled: bool = False
+
+    def to_row(self) -> list[Any]:
+        """The track as a list in TRACK_FIELDS order (the compact snapshot form)."""
+        return [getattr(self, name) for name in TRACK_FIELDS]
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> Track:
+        return cls(*row)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in TRACK_FIELDS}
+
+    def changed_fields(self, other: Track) -> tuple[str, ...]:
+        """Names of the kept fields whose values differ between self and other."""
+        return tuple(
+            name for name in TRACK_FIELDS if getattr(self, name) != getattr(other, name)
+        )
+
+    def album_keys(self) -> frozenset[tuple[str, str]]:
+        """Every cache key the answers for this track's album may live under.
+
+        Lookup tools key an album by its track artist or by its album artist, so both count;
+        a track with no album has no album answers.
+        """
+        if not self.album:
+            return frozenset()
+        artists = {a for a in (self.artist, self.album_artist) if a}
+        return frozenset(album_key(a, self.album) for a in artists or {""})
+
+
+assert tuple(f.name for f in fields(Track)) == TRACK_FIELDS
+
+_SPACES = re.compile(r"\s+")
+
+
+@lru_cache(maxsize=65536)
+def normalize_name(value: str) -> str:
+    """NFKC, case-fold and collapse white space, so NFD (macOS) and NFC (APIs) names meet.
+
+    NFKC runs again after case folding because folding can produce unnormalised sequences.
+    """
+    text = unicodedata.normalize("NFKC", value).casefold()
+    text = unicodedata.normalize("NFKC", text)
+    return _SPACES.sub(" ", text).strip()
+
+
+def album_key(artist: str, album: str) -> tuple[str, str]:
+    """The normalised (artist, album) pair that keys the API cache."""
+    return (normalize_name(artist), normalize_name(album))
