@@ -1,0 +1,150 @@
+"""Track events produced by the differ, and the observer events around scans and flushes.
+
+Every event gets a sequence number from one `Sequencer` when it is published, so a subscriber can
+tell whether it missed any. The sequence survives restarts (it is stored with the snapshot).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from daemon.models import ALBUM_KEY_FIELDS, Track
+
+TRACK_ADDED: Final = "track_added"
+TRACK_MODIFIED: Final = "track_modified"
+TRACK_REMOVED: Final = "track_removed"
+SCAN_STARTED: Final = "scan_started"
+SCAN_FINISHED: Final = "scan_finished"
+FLUSH_FINISHED: Final = "flush_finished"
+ERROR: Final = "error"
+
+EventType = Literal[
+    "track_added",
+    "track_modified",
+    "track_removed",
+    "scan_started",
+    "scan_finished",
+    "flush_finished",
+    "error",
+]
+EVENT_TYPES: Final[tuple[str, ...]] = (
+    TRACK_ADDED,
+    TRACK_MODIFIED,
+    TRACK_REMOVED,
+    SCAN_STARTED,
+    SCAN_FINISHED,
+    FLUSH_FINISHED,
+    ERROR,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackAdded:
+    track: Track
+    seq: int = 0
+    type: Literal["track_added"] = TRACK_ADDED
+
+    @property
+    def persistent_id(self) -> str:
+        return self.track.persistent_id
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "seq": self.seq, "track": self.track.to_dict()}
+
+
+@dataclass(frozen=True, slots=True)
+class TrackModified:
+    old: Track
+    new: Track
+    changed: tuple[str, ...]
+    seq: int = 0
+    type: Literal["track_modified"] = TRACK_MODIFIED
+
+    @property
+    def persistent_id(self) -> str:
+        return self.new.persistent_id
+
+    @property
+    def moves_album(self) -> bool:
+        """Whether the change moves the track to another cache key (artist/album changed)."""
+        return not ALBUM_KEY_FIELDS.isdisjoint(self.changed)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "seq": self.seq,
+            "persistent_id": self.persistent_id,
+            "changed": list(self.changed),
+            "old": {name: getattr(self.old, name) for name in self.changed},
+            "new": {name: getattr(self.new, name) for name in self.changed},
+            "track": self.new.to_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TrackRemoved:
+    track: Track  # the last known version: its artist/album say which cache entries to drop
+    seq: int = 0
+    type: Literal["track_removed"] = TRACK_REMOVED
+
+    @property
+    def persistent_id(self) -> str:
+        return self.track.persistent_id
+
+    def to_wire(self) -> dict[str, Any]:
+        t = self.track
+        return {
+            "type": self.type,
+            "seq": self.seq,
+            "persistent_id": t.persistent_id,
+            "name": t.name,
+            "artist": t.artist,
+            "album_artist": t.album_artist,
+            "album": t.album,
+        }
+
+
+TrackEvent = TrackAdded | TrackModified | TrackRemoved
+
+
+@dataclass(frozen=True, slots=True)
+class ObserverEvent:
+    """scan_started / scan_finished / flush_finished / error: for watchers, not for the stores."""
+
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0
+    at: float = field(default_factory=time.time)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "seq": self.seq, "at": self.at, **self.data}
+
+
+AnyEvent = TrackEvent | ObserverEvent
+
+
+def invalidation_keys(event: TrackEvent) -> frozenset[tuple[str, str]]:
+    """The album cache keys an event makes stale.
+
+    A removed track stales its album; a track whose artist, album artist or album changed
+    stales its *old* album (the new one has no answers about this track yet). Additions and
+    other edits stale nothing: cached album answers do not depend on them.
+    """
+    if isinstance(event, TrackRemoved):
+        return event.track.album_keys()
+    if isinstance(event, TrackModified) and event.moves_album:
+        return event.old.album_keys() - event.new.album_keys()
+    return frozenset()
+
+
+class Sequencer:
+    """Hands out strictly increasing sequence numbers."""
+
+    def __init__(self, last: int = 0) -> None:
+        self.last = last
+
+    def next(self) -> int:
+        self.last += 1
+        return self.last

@@ -1,0 +1,27 @@
+"""Compare two track maps and produce the track events between them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from daemon.events import TrackAdded, TrackEvent, TrackModified, TrackRemoved
+from daemon.models import Track
+
+
+def diff_tracks(old: Mapping[str, Track], new: Mapping[str, Track]) -> list[TrackEvent]:
+    """Events that turn `old` into `new`, without sequence numbers.
+
+    Order: removals (in old order), then modifications and additions (in new order), so a
+    consumer that applies them one by one ends with `new`'s tracks. Tracks compare equal
+    only when every kept field is equal, which is what makes an untouched track cheap.
+    """
+    events: list[TrackEvent] = [
+        TrackRemoved(track) for pid, track in old.items() if pid not in new
+    ]
+    for pid, track in new.items():
+        before = old.get(pid)
+        if before is None:
+            events.append(TrackAdded(track))
+        elif before != track:
+            events.append(TrackModified(before, track, before.changed_fields(track)))
+    return events

@@ -1,0 +1,325 @@
+"""The scanner task: wait for a change, let it settle, read the library once, diff, fan out.
+
+It keeps its own baseline (the tracks as of the last scan), so a new diff never races with the
+consumers that are still applying the previous one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from daemon.errors import LibraryChangedDuringRead, LibraryReadError
+from daemon.events import (
+    ERROR,
+    SCAN_FINISHED,
+    SCAN_STARTED,
+    AnyEvent,
+    ObserverEvent,
+    Sequencer,
+    TrackAdded,
+    TrackEvent,
+    TrackModified,
+    TrackRemoved,
+)
+from daemon.library import FileStat, LibraryRead, library_stat
+from daemon.library.differ import diff_tracks
+from daemon.models import Track
+from daemon.pipeline import Batch, Fanout
+from daemon.watcher import Wakeup
+
+log = structlog.get_logger(__name__)
+
+Reader = Callable[[], LibraryRead]
+CHANGED_DURING_READ_RETRIES = 5
+
+
+@dataclass
+class ScanStatus:
+    """What `status` reports about scanning."""
+
+    last_scan_at: float | None = None
+    last_scan_duration_ms: float | None = None
+    last_scan_reason: str | None = None
+    last_counts: dict[str, int] = field(default_factory=dict)
+    scans: int = 0
+    reader_error: str | None = None
+    reader_error_at: float | None = None
+    library_missing: bool = False
+    held_removals: int = 0
+    held_since: float | None = None
+    without_persistent_id: int = 0
+    duplicate_ids: int = 0
+
+
+@dataclass
+class ScanOutcome:
+    added: int = 0
+    modified: int = 0
+    removed: int = 0
+    held_removals: int = 0
+    ok: bool = True
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+class Scanner:
+    """Owns the baseline; turns wake-ups into scans and scans into batches."""
+
+    def __init__(
+        self,
+        *,
+        reader: Reader,
+        library_path: Path,
+        baseline: dict[str, Track],
+        baseline_stat: FileStat | None,
+        initial_build: bool,
+        fanout: Fanout,
+        sequencer: Sequencer,
+        wakeup: Wakeup,
+        settle_seconds: float,
+        settle_max_seconds: float,
+        verify_seconds: float,
+        full_scan_interval_seconds: float,
+        last_full_scan: float | None,
+        mass_removal_ratio: float,
+        mass_removal_confirm_seconds: float,
+    ) -> None:
+        self.reader = reader
+        self.library_path = library_path
+        self.baseline = baseline
+        self.last_stat = baseline_stat
+        self.initial_build = initial_build
+        self.fanout = fanout
+        self.sequencer = sequencer
+        self.wakeup = wakeup
+        self.settle_seconds = settle_seconds
+        self.settle_max_seconds = settle_max_seconds
+        self.verify_seconds = verify_seconds
+        self.full_scan_interval_seconds = full_scan_interval_seconds
+        self.last_full_scan = last_full_scan
+        self.mass_removal_ratio = mass_removal_ratio
+        self.mass_removal_confirm_seconds = mass_removal_confirm_seconds
+        self.status = ScanStatus()
+        self._batch_ids = 0
+        self._lock = anyio.Lock()
+        self._held: dict[str, Track] = {}
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Reconcile once, then scan after every settled burst of changes until cancelled."""
+        await self._scan_isolated("startup")
+        while True:
+            with anyio.move_on_after(self.verify_seconds):
+                await self.wakeup.wait()
+            if not self.wakeup.is_set:
+                # The safety net: watchers can drop events (inotify overflow, FSEvents rescan).
+                if library_stat(self.library_path) != self.last_stat or self._held:
+                    log.info("library_changed_unnoticed", path=str(self.library_path))
+                    self.wakeup.set("verify", force=True)
+                else:
+                    continue
+            reasons, forced = await self._settle()
+            if not forced and library_stat(self.library_path) == self.last_stat:
+                log.debug("scan_skipped", reasons=sorted(reasons), why="library unchanged")
+                continue
+            await self._scan_isolated(",".join(sorted(reasons)))
+
+    async def _scan_isolated(self, reason: str) -> None:
+        # A bug in one scan must not stop the daemon from watching: log it and wait for the next.
+        try:
+            await self.scan(reason)
+        except Exception:
+            log.exception("scan_failed", reason=reason)
+            self.last_stat = None
+
+    async def _settle(self) -> tuple[set[str], bool]:
+        """Wait for `settle_seconds` of quiet, but no longer than `settle_max_seconds` in all."""
+        first = anyio.current_time()
+        reasons: set[str] = set()
+        forced = False
+        while True:
+            more, force = self.wakeup.take()
+            reasons |= more
+            forced = forced or force
+            remaining = self.settle_max_seconds - (anyio.current_time() - first)
+            if remaining <= 0 or self.settle_seconds <= 0:
+                return reasons, forced
+            with anyio.move_on_after(min(self.settle_seconds, remaining)):
+                await self.wakeup.wait()
+            if not self.wakeup.is_set:
+                return reasons, forced
+
+    # -- one scan ------------------------------------------------------------------------
+
+    async def _read(self) -> LibraryRead:
+        for _ in range(CHANGED_DURING_READ_RETRIES):
+            try:
+                return await anyio.to_thread.run_sync(self.reader, abandon_on_cancel=True)
+            except LibraryChangedDuringRead:
+                log.info("library_changed_during_read", path=str(self.library_path))
+                await anyio.sleep(max(self.settle_seconds, 0.2))
+        raise LibraryReadError(
+            "library file kept changing while it was read; will try again on the next change"
+        )
+
+    def _observer(self, kind: str, **data: object) -> ObserverEvent:
+        return ObserverEvent(kind, dict(data), seq=self.sequencer.next())
+
+    async def scan(self, reason: str, *, accept_removals: bool = False) -> ScanOutcome:
+        """Read the library once and publish what changed. Never raises for a bad library."""
+        async with self._lock:
+            return await self._scan_locked(reason, accept_removals)
+
+    async def _scan_locked(self, reason: str, accept_removals: bool) -> ScanOutcome:
+        started = time.monotonic()
+        now = time.time()
+        full = (
+            self.last_full_scan is None
+            or now - self.last_full_scan >= self.full_scan_interval_seconds
+        )
+        await self.fanout.publish([self._observer(SCAN_STARTED, reason=reason)])
+        try:
+            read = await self._read()
+        except LibraryReadError as err:
+            return await self._failed(err, reason)
+        if self.status.reader_error or self.status.library_missing:
+            log.info("library_readable_again", path=str(self.library_path))
+        self.status.reader_error = None
+        self.status.library_missing = False
+        self.status.without_persistent_id = read.without_persistent_id
+        self.status.duplicate_ids = read.duplicate_ids
+        for warning in read.warnings:
+            log.warning("library_warning", path=str(self.library_path), warning=warning)
+
+        if self.initial_build:
+            events: list[TrackEvent] = []
+            replace: dict[str, Track] | None = read.tracks
+            held: dict[str, Track] = {}
+        else:
+            raw = await anyio.to_thread.run_sync(diff_tracks, self.baseline, read.tracks)
+            events, held = self._guard_removals(raw, accept_removals, now)
+            replace = None
+        numbered = [dataclasses.replace(e, seq=self.sequencer.next()) for e in events]
+        outcome = ScanOutcome(
+            added=sum(isinstance(e, TrackAdded) for e in numbered),
+            modified=sum(isinstance(e, TrackModified) for e in numbered),
+            removed=sum(isinstance(e, TrackRemoved) for e in numbered),
+            held_removals=len(held),
+        )
+        self._batch_ids += 1
+        batch = Batch(
+            batch_id=self._batch_ids,
+            events=numbered,
+            stat=read.stat,
+            full=full,
+            scanned_at=now,
+            last_seq=self.sequencer.last,
+            library_path=str(self.library_path),
+            replace=replace,
+        )
+        await self.fanout.send_batch(batch)
+        new_baseline = read.tracks
+        if held:
+            new_baseline = {**read.tracks, **held}
+        self.baseline = new_baseline
+        self.last_stat = read.stat
+        if full:
+            self.last_full_scan = now
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        self.status.last_scan_at = now
+        self.status.last_scan_duration_ms = duration_ms
+        self.status.last_scan_reason = reason
+        self.status.scans += 1
+        counts = {
+            "added": outcome.added,
+            "modified": outcome.modified,
+            "removed": outcome.removed,
+            "held_removals": outcome.held_removals,
+            "tracks": len(read.tracks),
+        }
+        self.status.last_counts = counts
+        if self.initial_build:
+            log.info("snapshot_built", tracks=len(read.tracks), duration_ms=duration_ms,
+                     without_persistent_id=read.without_persistent_id)
+            self.initial_build = False
+        log.info("scan_finished", reason=reason, duration_ms=duration_ms, **counts)
+        tail: list[AnyEvent] = [*numbered, self._observer(SCAN_FINISHED, duration_ms=duration_ms,
+                                                          reason=reason, **counts)]
+        await self.fanout.publish(tail)
+        return outcome
+
+    async def _failed(self, err: LibraryReadError, reason: str) -> ScanOutcome:
+        message = str(err)
+        missing = library_stat(self.library_path) is None
+        if missing:
+            if not self.status.library_missing:
+                log.warning(
+                    "library_missing",
+                    path=str(self.library_path),
+                    hint="waiting for it to appear; check library.path in the config",
+                )
+            self.status.library_missing = True
+        elif message != self.status.reader_error:
+            log.error("library_unreadable", path=str(self.library_path), reason=message,
+                      hint="nothing was changed; the next change to the file is scanned again")
+        self.status.reader_error = message
+        self.status.reader_error_at = time.time()
+        # Remember the broken version's stat: the safety net does not re-read the same broken
+        # file every minute, while any write to it (an event) is scanned again.
+        self.last_stat = library_stat(self.library_path)
+        await self.fanout.publish([self._observer(ERROR, reason=reason, message=message)])
+        return ScanOutcome(ok=False, error=message)
+
+    def _guard_removals(
+        self, events: list[TrackEvent], accept: bool, now: float
+    ) -> tuple[list[TrackEvent], dict[str, Track]]:
+        """Hold a mass removal until a later scan confirms it (or the user accepts it).
+
+        A library that suddenly lost most of its tracks is more often a half-synced or
+        mis-exported file than a real deletion, and applying it would throw away cached
+        answers that took hours of rate-limited lookups to gather.
+        """
+        removed = [e for e in events if isinstance(e, TrackRemoved)]
+        total = len(self.baseline)
+        if accept or not removed or total == 0:
+            self._clear_hold()
+            return events, {}
+        share = len(removed) / total
+        if share <= self.mass_removal_ratio:
+            self._clear_hold()
+            return events, {}
+        held_ids = {e.persistent_id for e in removed}
+        if self._held and held_ids <= set(self._held) and self.status.held_since is not None:
+            if now - self.status.held_since >= self.mass_removal_confirm_seconds:
+                log.warning("mass_removal_confirmed", removed=len(removed), tracks=total)
+                self._clear_hold()
+                return events, {}
+        else:
+            self.status.held_since = now
+        self._held = {e.persistent_id: e.track for e in removed}
+        self.status.held_removals = len(removed)
+        log.warning(
+            "mass_removal_held",
+            removed=len(removed),
+            tracks=total,
+            share=round(share, 3),
+            hint="run 'musicd rescan --accept-removals' if the tracks really were deleted",
+        )
+        kept = [e for e in events if not isinstance(e, TrackRemoved)]
+        return kept, dict(self._held)
+
+    def _clear_hold(self) -> None:
+        self._held = {}
+        self.status.held_removals = 0
+        self.status.held_since = None

@@ -1,0 +1,287 @@
+"""The whole pipeline against a real `musicd run` subprocess on real files."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import orjson
+import pytest
+
+from daemon.models import normalize_name
+from tests.support import (
+    DaemonProc,
+    daemon_env,
+    edit_tracks,
+    find_track,
+    load_plist,
+    wait_for,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def seed_cache(d: DaemonProc, albums: list[tuple[str, str]]) -> None:
+    """Cached answers written before the daemon starts, as an earlier run would have left."""
+    entries = [
+        {
+            "artist": artist,
+            "album": album,
+            "source": source,
+            "success": True,
+            "data": {"year": 1959},
+            "metadata": {},
+            "created_at": 1_700_000_000.0,
+            "expires_at": None,
+        }
+        for artist, album in albums
+        for source in ("musicbrainz", "discogs", "lastfm", "spotify")
+    ]
+    d.state_dir.mkdir(exist_ok=True)
+    (d.state_dir / "api_cache.json").write_bytes(orjson.dumps({"version": 1, "entries": entries}))
+
+
+def cached_albums(d: DaemonProc) -> set[tuple[str, str]]:
+    return {(normalize_name(e["artist"]), normalize_name(e["album"])) for e in d.cache_entries()}
+
+
+def wait_flushed(d: DaemonProc, after: int) -> None:
+    d.wait_log("flush_finished", after=after)
+
+
+ALBUMS = [("Miles Davis", "Kind of Blue"), ("Björk", "Homogenic"), ("Nina Simone", "Wild Is the Wind")]
+
+
+def test_album_rename_is_logged_merged_and_invalidates_only_that_album() -> None:
+    with daemon_env() as d:
+        seed_cache(d, ALBUMS)
+        d.start()
+        d.wait_log("snapshot_built")
+        mark = d.mark()
+
+        def rename(tracks: dict[str, dict[str, Any]]) -> None:
+            find_track(tracks, Name="So What")["Album"] = "Kind of Blue (Legacy Edition)"
+
+        edit_tracks(d.library, rename)
+        event = d.wait_log("track_modified", after=mark)
+        assert event["changed"] == ["album"]
+        assert event["old"] == {"album": "Kind of Blue"}
+        assert event["new"] == {"album": "Kind of Blue (Legacy Edition)"}
+        d.wait_log("cache_invalidated", after=mark)
+        wait_flushed(d, mark)
+
+        def flushed() -> bool:
+            snap = d.snapshot_tracks()
+            return snap[event["persistent_id"]]["album"] == "Kind of Blue (Legacy Edition)"
+
+        wait_for(flushed, what="snapshot.json with the new album name")
+        wait_for(lambda: ("miles davis", "kind of blue") not in cached_albums(d),
+                 what="old album gone from api_cache.json")
+        remaining = cached_albums(d)
+        assert ("björk", "homogenic") in remaining
+        assert ("nina simone", "wild is the wind") in remaining
+        code, took = d.stop()
+        assert code == 0
+
+
+def test_removed_track_leaves_snapshot_and_invalidates_its_album() -> None:
+    with daemon_env() as d:
+        seed_cache(d, ALBUMS)
+        d.start()
+        d.wait_log("snapshot_built")
+        pid = find_track(load_plist(d.library)["Tracks"], Name="Hunter")["Persistent ID"]
+        mark = d.mark()
+
+        def remove(tracks: dict[str, dict[str, Any]]) -> None:
+            for key, track in list(tracks.items()):
+                if track["Name"] == "Hunter":
+                    del tracks[key]
+
+        edit_tracks(d.library, remove)
+        event = d.wait_log("track_removed", after=mark)
+        assert event["persistent_id"] == pid
+        assert event["artist"] == "Björk" and event["album"] == "Homogenic"
+        wait_for(lambda: pid not in d.snapshot_tracks(), what="track gone from the snapshot")
+        wait_for(lambda: ("björk", "homogenic") not in cached_albums(d),
+                 what="album invalidated in api_cache.json")
+        assert ("miles davis", "kind of blue") in cached_albums(d)
+        assert d.stop()[0] == 0
+
+
+def test_file_replaced_by_rename_is_noticed() -> None:
+    with daemon_env() as d:
+        d.start()
+        d.wait_log("snapshot_built")
+        mark = d.mark()
+
+        def retitle(tracks: dict[str, dict[str, Any]]) -> None:
+            find_track(tracks, Name="Jóga")["Name"] = "Jóga (String Version)"
+
+        edit_tracks(d.library, retitle, by_rename=True)
+        event = d.wait_log("track_modified", after=mark)
+        assert event["new"] == {"name": "Jóga (String Version)"}
+        assert d.stop()[0] == 0
+
+
+def test_burst_of_writes_coalesces_into_one_scan() -> None:
+    with daemon_env() as d:
+        d.start()
+        d.wait_log("snapshot_built")
+        mark = d.mark()
+        for i in range(20):
+
+            def bump(tracks: dict[str, dict[str, Any]], i: int = i) -> None:
+                find_track(tracks, Name="Batavia")["Genre"] = f"Ambient {i}"
+
+            edit_tracks(d.library, bump)
+        d.wait_log("scan_finished", after=mark)
+        d.wait_log("flush_finished", after=mark)
+        scans = [e for e in d.logs()[mark:] if e["event"] == "scan_finished"]
+        assert len(scans) <= 3
+        wait_for(
+            lambda: any(t["genre"] == "Ambient 19" for t in d.snapshot_tracks().values()),
+            what="final genre in the snapshot",
+        )
+        assert d.stop()[0] == 0
+
+
+def test_sigterm_drains_flushes_and_exits_zero_quickly() -> None:
+    with daemon_env(state={"flush_interval_seconds": 3600}) as d:
+        d.start()
+        d.wait_log("snapshot_built")
+        mark = d.mark()
+
+        def edit(tracks: dict[str, dict[str, Any]]) -> None:
+            find_track(tracks, Name="Four Women")["Album"] = "Wild Is the Wind (Mono)"
+
+        edit_tracks(d.library, edit)
+        d.wait_log("track_modified", after=mark)
+        code, took = d.stop(signal.SIGTERM)
+        assert code == 0
+        assert took < 5
+        assert d.find_logs("flush_finished", reason="shutdown")
+        assert d.find_logs("daemon_stopped")
+        assert any(t["album"] == "Wild Is the Wind (Mono)" for t in d.snapshot_tracks().values())
+        assert not list(d.state_dir.glob(".*.tmp"))
+
+
+def test_edit_while_stopped_is_reconciled_on_next_start() -> None:
+    with daemon_env() as d:
+        seed_cache(d, ALBUMS)
+        d.start()
+        d.wait_log("snapshot_built")
+        assert d.stop()[0] == 0
+
+        def edit(tracks: dict[str, dict[str, Any]]) -> None:
+            find_track(tracks, Name="Lilac Wine")["Artist"] = "Jeff Buckley"
+            find_track(tracks, Name="Lilac Wine")["Album Artist"] = "Jeff Buckley"
+
+        edit_tracks(d.library, edit)
+        mark = d.mark()
+        d.start()
+        event = d.wait_log("track_modified", after=mark)
+        assert set(event["changed"]) == {"artist", "album_artist"}
+        assert not d.find_logs("snapshot_built")[1:]
+        wait_for(lambda: ("nina simone", "wild is the wind") not in cached_albums(d),
+                 what="old album invalidated after reconciliation")
+        assert ("björk", "homogenic") in cached_albums(d)
+        assert d.stop()[0] == 0
+
+
+def test_first_start_builds_the_snapshot_without_a_flood_of_events() -> None:
+    with daemon_env() as d:
+        seed_cache(d, ALBUMS)
+        d.start()
+        built = d.wait_log("snapshot_built")
+        assert built["tracks"] == 39
+        d.wait_log("flush_finished")
+        assert not d.find_logs("track_added")
+        assert not d.find_logs("cache_invalidated")
+        assert len(d.snapshot_tracks()) == 39
+        meta = orjson.loads((d.state_dir / "snapshot.meta.json").read_bytes())
+        assert meta["track_count"] == 39
+        assert d.stop()[0] == 0
+
+
+def test_broken_library_file_changes_nothing_and_is_retried() -> None:
+    with daemon_env() as d:
+        d.start()
+        d.wait_log("snapshot_built")
+        d.wait_log("flush_finished")
+        before = d.snapshot_tracks()
+        good = d.library.read_bytes()
+        mark = d.mark()
+        d.library.write_bytes(good[: len(good) // 2])
+        error = d.wait_log("library_unreadable", after=mark)
+        assert "line" in error["reason"]
+        assert not [e for e in d.logs()[mark:] if e["event"].startswith("track_")]
+        assert d.snapshot_tracks() == before
+        mark = d.mark()
+
+        d.library.write_bytes(good.replace(b"Homogenic", b"Homogenic (Live)"))
+        d.wait_log("track_modified", after=mark)
+        d.wait_log("library_readable_again", after=mark)
+        assert d.stop()[0] == 0
+
+
+def test_corrupt_state_file_is_moved_aside_and_rebuilt() -> None:
+    with daemon_env() as d:
+        d.state_dir.mkdir()
+        (d.state_dir / "snapshot.json").write_bytes(b"{not json")
+        (d.state_dir / "api_cache.json").write_bytes(b'{"version": 999, "entries": []}')
+        d.start()
+        d.wait_log("snapshot_built")
+        assert len(list(d.state_dir.glob("snapshot.json.corrupt-*"))) == 1
+        assert len(list(d.state_dir.glob("api_cache.json.corrupt-*"))) == 1
+        d.wait_log("flush_finished")
+        assert len(d.snapshot_tracks()) == 39
+        assert d.stop()[0] == 0
+
+
+def test_missing_library_is_waited_for() -> None:
+    with daemon_env() as d:
+        content = d.library.read_bytes()
+        d.library.unlink()
+        d.start()
+        d.wait_log("library_missing")
+        mark = d.mark()
+        d.library.write_bytes(content)
+        built = d.wait_log("snapshot_built", after=mark)
+        assert built["tracks"] == 39
+        assert len(d.find_logs("library_missing")) == 1
+        assert d.stop()[0] == 0
+
+
+def test_second_daemon_on_same_state_dir_exits_non_zero_with_a_message() -> None:
+    with daemon_env() as d:
+        d.start()
+        import subprocess
+        import sys
+
+        second = subprocess.run(
+            [sys.executable, "-m", "daemon", "run", "--config", str(d.config_path)],
+            capture_output=True,
+            timeout=30,
+        )
+        assert second.returncode != 0
+        err = second.stderr.decode()
+        assert "already running" in err
+        assert "Traceback" not in err
+        assert d.proc is not None and d.proc.poll() is None
+        assert d.stop()[0] == 0
+
+
+def test_bad_config_exits_78_with_one_line() -> None:
+    import subprocess
+    import sys
+
+    with daemon_env() as d:
+        d.config_path.write_text("[library]\nsettle = 1\n")
+        result = subprocess.run(
+            [sys.executable, "-m", "daemon", "run", "--config", str(d.config_path)],
+            capture_output=True,
+            timeout=30,
+        )
+        assert result.returncode == 78
+        err = result.stderr.decode().strip()
+        assert "library.settle" in err and len(err.splitlines()) == 1

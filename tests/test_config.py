@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon.config import load_config
+from daemon.errors import EX_CONFIG, ConfigError
+from daemon.paths import check_socket_path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_documented_default_config_loads_and_matches_the_builtin_defaults() -> None:
+    cfg = load_config(REPO / "config" / "config.toml")
+    assert cfg.library.source == "xml"
+    assert cfg.library.settle_seconds == 1.0
+    assert cfg.library.verify_seconds == 60.0
+    assert cfg.cache.failed_ttl_seconds == 3600.0
+    assert cfg.library.path.is_absolute()
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "[library]\nsettle_secs = 2\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'library\.settle_secs'") as info:
+        load_config(path)
+    assert info.value.exit_status == EX_CONFIG == 78
+
+
+def test_bad_value_names_the_key_and_value(tmp_path: Path) -> None:
+    path = write(tmp_path, '[library]\nsource = "itunes"\n')
+    with pytest.raises(ConfigError, match=r"library\.source.*'itunes'"):
+        load_config(path)
+
+
+def test_negative_interval_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "[state]\nflush_interval_seconds = -1\n")
+    with pytest.raises(ConfigError, match=r"state\.flush_interval_seconds"):
+        load_config(path)
+
+
+def test_broken_toml_is_a_one_line_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "[library\npath = 1\n")
+    with pytest.raises(ConfigError, match="not valid TOML") as info:
+        load_config(path)
+    assert "\n" not in str(info.value)
+
+
+def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_env_var_picks_the_file_and_relative_paths_follow_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, '[library]\npath = "lib/Library.xml"\n[state]\ndir = "st"\n')
+    monkeypatch.setenv("MUSICD_CONFIG", str(path))
+    cfg = load_config()
+    assert cfg.library.path == tmp_path / "lib" / "Library.xml"
+    assert cfg.state.dir == tmp_path / "st"
+    assert cfg.source_path == path
+
+
+def test_too_long_socket_path_is_refused(tmp_path: Path) -> None:
+    long = "/tmp/" + "x" * 120 + "/musicd.sock"
+    path = write(tmp_path, f'[control]\nsocket = "{long}"\n')
+    with pytest.raises(ConfigError, match="socket"):
+        load_config(path)
+    with pytest.raises(ConfigError):
+        check_socket_path(Path(long))
