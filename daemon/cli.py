@@ -147,6 +147,7 @@ def _print_demo_help(cfg_path: Path) -> None:
     musicd subscribe --config {cfg_path}
 
   Stop it with Ctrl-C.
+""",
         flush=True,
     )
 
@@ -155,8 +156,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
     from daemon.app import run
-    from daemon.config import load_config
-    from daemon.logs import configure_logging, stop_logging
+    from daemon.config import load_config, resolve_config_path
+    from daemon.errors import ConfigError
+    from daemon.logs import configure_logging, log_without_config, stop_logging
 
     config_arg = args.config
     if args.demo:
@@ -164,7 +166,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         _seed_demo_cache(cfg_path)
         _print_demo_help(cfg_path)
         config_arg = str(cfg_path)
-    cfg = load_config(config_arg)
+    try:
+        cfg = load_config(config_arg)
+    except ConfigError as err:
+        # Under launchd nobody watches stderr: leave the reason where `musicd logs` looks.
+        log_without_config("config_invalid", code=err.code, error=str(err),
+                           config=str(resolve_config_path(config_arg)[0]))
+        raise
     level = args.log_level or cfg.log.level
     configure_logging(level, cfg.log.file, console=None if not args.demo else True,
                       max_bytes=cfg.log.max_bytes, backups=cfg.log.backups)

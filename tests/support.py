@@ -99,13 +99,18 @@ class DaemonProc:
     def start(self, *, wait_ready: bool = True, extra_env: dict[str, str] | None = None) -> None:
         env = {**os.environ, **(extra_env or {})}
         env.pop("MUSICD_CONFIG", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "run", "--config", str(self.config_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=self.root,
-        )
+        # Output goes to files, not pipes: a pipe nobody drains would block the daemon.
+        with (self.root / "stdout.txt").open("ab") as out, (self.root / "stderr.txt").open(
+            "ab"
+        ) as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "daemon", "run", "--config", str(self.config_path)],
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.root,
+            )
         if wait_ready:
             self.wait_log("daemon_started", timeout=20)
 
@@ -149,11 +154,14 @@ class DaemonProc:
 
     def _check_alive(self, waiting_for: str) -> None:
         if self.proc is not None and self.proc.poll() is not None and waiting_for != "daemon_stopped":
-            out, err = self.proc.communicate()
             raise AssertionError(
                 f"daemon exited with {self.proc.returncode} while waiting for {waiting_for}:\n"
-                f"{err.decode(errors='replace')[-3000:]}"
+                f"{self.stderr()[-3000:]}"
             )
+
+    def stderr(self) -> str:
+        path = self.root / "stderr.txt"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> tuple[int, float]:
         """Send `sig` and wait; returns (exit status, seconds it took)."""
@@ -172,10 +180,6 @@ class DaemonProc:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        if self.proc is not None:
-            for stream in (self.proc.stdout, self.proc.stderr):
-                if stream is not None:
-                    stream.close()
 
     def snapshot_tracks(self) -> dict[str, dict[str, Any]]:
         data = read_json(self.state_dir / "snapshot.json")
