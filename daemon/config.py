@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from daemon import paths
 from daemon.errors import ConfigError
@@ -24,6 +24,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The default library.path for source = "music-app" (expanded like every path).
+MUSIC_APP_LIBRARY_PATH = "~/Music/Music/Music Library.musiclibrary"
+
+
 class LibraryConfig(_Section):
     path: ExpandedPath = Field(default_factory=paths.default_library_path)
     source: Literal["xml", "music-app"] = "xml"
@@ -37,6 +41,14 @@ class LibraryConfig(_Section):
     mass_removal_ratio: float = Field(default=0.5, gt=0.0, le=1.0)
     mass_removal_confirm_seconds: float = Field(default=300.0, ge=0.0)
     osascript_timeout_seconds: float = Field(default=120.0, gt=0.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_path_for_source(cls, data: Any) -> Any:
+        # Music.app's own library is a bundle, not the shared XML: its default path differs.
+        if isinstance(data, dict) and data.get("source") == "music-app" and "path" not in data:
+            return {**data, "path": MUSIC_APP_LIBRARY_PATH}
+        return data
 
 
 class StateConfig(_Section):
