@@ -1,0 +1,128 @@
+"""`musicd launchd install|uninstall|status|restart`: musicd as a per-user launchd agent."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from daemon.errors import EX_CONFIG, EXIT_NOT_RUNNING
+
+
+def register(sub: Any, add_config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add `musicd launchd …` to the CLI."""
+    launchd: argparse.ArgumentParser = sub.add_parser(
+        "launchd",
+        help="run musicd as a per-user launchd agent (macOS)",
+        description="Install musicd as a launchd agent that starts at login and is restarted "
+        "after a crash (not after 'musicd stop').",
+    )
+    actions = launchd.add_subparsers(dest="launchd_command", metavar="ACTION", required=True)
+
+    install = actions.add_parser(
+        "install",
+        help="write ~/Library/LaunchAgents/io.musicd.agent.plist and load it",
+    )
+    add_config_arg(install)
+    install.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plist (stdout) and the commands (stderr); change nothing",
+    )
+    install.set_defaults(handler=cmd_install)
+
+    uninstall = actions.add_parser("uninstall", help="unload the agent and remove its plist")
+    uninstall.set_defaults(handler=cmd_uninstall)
+
+    status = actions.add_parser(
+        "status", help="loaded or not, pid, last exit status (exit 3 when not loaded)"
+    )
+    status.set_defaults(handler=cmd_status)
+
+    restart = actions.add_parser("restart", help="restart the agent (launchctl kickstart -k)")
+    restart.set_defaults(handler=cmd_restart)
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from daemon import launchd
+
+    agent = launchd.agent_for_config(args.config)
+    if args.dry_run:
+        print(agent.to_bytes().decode(), end="", flush=True)
+        print(f"# would write {agent.plist_path} (the plist above), then run:", file=sys.stderr)
+        for command in launchd.install_commands(agent):
+            note = "   # only if already loaded" if command[1:2] == ["bootout"] else ""
+            print(f"{shlex.join(command)}{note}", file=sys.stderr)
+        return 0
+    launchctl = launchd.Launchctl.find()
+    replaced = launchd.install(agent, launchctl)
+    print(f"wrote {agent.plist_path}")
+    what = "replaced the loaded agent" if replaced else "loaded"
+    print(f"{what} {agent.label} in {launchctl.domain}: it runs now and at every login")
+    config = (
+        agent.plist["ProgramArguments"][-1]
+        if "--config" in agent.plist["ProgramArguments"]
+        else None
+    )
+    follow = "musicd logs -f" + (f" --config {shlex.quote(config)}" if config else "")
+    print(f"logs: {follow}   (launchd's own output: {agent.log_dir})")
+    return 0
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    from daemon import launchd
+
+    launchctl = launchd.Launchctl.find()
+    plist_path = launchd.launch_agents_dir() / f"{launchd.LABEL}.plist"
+    was_loaded, removed = launchd.uninstall(launchctl)
+    if was_loaded:
+        print(f"unloaded {launchd.LABEL} from {launchctl.domain}")
+    if removed:
+        print(f"removed {plist_path}")
+    if not was_loaded and not removed:
+        print(f"{launchd.LABEL} was not installed")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from daemon import launchd
+
+    launchctl = launchd.Launchctl.find()
+    status = launchctl.status(launchd.LABEL)
+    plist = launchd.installed_plist()
+    plist_path = launchd.launch_agents_dir() / f"{launchd.LABEL}.plist"
+    if not status.loaded:
+        where = f"plist at {plist_path}" if plist is not None else "not installed"
+        print(f"{launchd.LABEL}: not loaded ({where}; 'musicd launchd install' loads it)")
+        return EXIT_NOT_RUNNING
+    running = f", pid {status.pid}" if status.pid is not None else ""
+    print(f"{launchd.LABEL}: loaded, {status.state or 'state unknown'}{running}")
+    last = status.last_exit_code or "unknown"
+    print(f"  last exit status: {last}{_explain_exit(last, status.last_signal)}")
+    print(f"  plist: {plist_path}" + ("" if plist is not None else " (missing)"))
+    if plist is not None and plist.get("StandardErrorPath"):
+        print(f"  launchd output: {plist['StandardErrorPath']}")
+    return 0
+
+
+def _explain_exit(code: str, signal: str | None) -> str:
+    if signal:
+        return f" (killed by {signal})"
+    # launchctl says "0", "78: EX_CONFIG" or "(never exited)".
+    number = code.split(":")[0].strip()
+    if number == str(EX_CONFIG):
+        return " (config error: see 'musicd logs --level error'; restarts are throttled)"
+    if number.isdigit() and number != "0":
+        return " (see 'musicd logs --level warning')"
+    return ""
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    from daemon import launchd
+
+    launchctl = launchd.Launchctl.find()
+    launchctl.kickstart(launchd.LABEL)
+    print(f"restarted {launchd.LABEL}")
+    return 0
