@@ -1,4 +1,4 @@
-"""musicd: keeps a library snapshot and an API response cache in step with an Apple Music library."""
+"""musicd: keeps a library snapshot and an API response cache in step with a Music library."""
 
 from __future__ import annotations
 

@@ -124,11 +124,19 @@ class Daemon:
 
     @classmethod
     def open(cls, config: Config) -> Daemon:
-        """Load every store from the state dir (a corrupt file is set aside, never fatal)."""
+        """Load every store from the state dir (a corrupt file is set aside, never fatal).
+
+        First make sure the control socket can be ours: a second daemon on the same socket (with
+        another state dir) must stop here with a plain message, before any task group opens.
+        """
+        from daemon.control.endpoint import prepare_socket_path
+
+        prepare_socket_path(config.control.socket)
         state_dir = config.state.dir
         snapshot = SnapshotStore(state_dir)
-        cache = ApiCache(state_dir / "api_cache.json",
-                         failed_ttl_seconds=config.cache.failed_ttl_seconds)
+        cache = ApiCache(
+            state_dir / "api_cache.json", failed_ttl_seconds=config.cache.failed_ttl_seconds
+        )
         delta = DeltaState(state_dir)
         _remove_stale_temp_files(state_dir)
         snapshot.load()
@@ -138,10 +146,17 @@ class Daemon:
         pending = list(snapshot.meta.pending_invalidations)
         if pending:
             # Invalidations recorded but not yet written to the cache before a stop: replay them.
-            removed = cache.invalidate_keys(tuple(k) for k in pending)
+            # The cache is flushed before the snapshot, so forgetting them here is safe.
+            removed = cache.invalidate_keys(pending)
+            snapshot.discard_pending_invalidations(pending)
             log.info("cache_invalidations_replayed", albums=len(pending), entries=removed)
-        log.info("state_loaded", dir=str(state_dir), tracks=len(snapshot),
-                 cache_entries=len(cache), expired_dropped=expired)
+        log.info(
+            "state_loaded",
+            dir=str(state_dir),
+            tracks=len(snapshot),
+            cache_entries=len(cache),
+            expired_dropped=expired,
+        )
         return cls(
             config=config,
             snapshot=snapshot,
@@ -186,8 +201,11 @@ class Daemon:
         saves: list[Any] = []
         names: list[str] = []
         # Cache first, snapshot last: a crash in between re-runs an invalidation, never skips one.
-        for name, store in (("api_cache", self.cache), ("delta", self.delta),
-                            ("snapshot", self.snapshot)):
+        for name, store in (
+            ("api_cache", self.cache),
+            ("delta", self.delta),
+            ("snapshot", self.snapshot),
+        ):
             if store.dirty and (settled or name != "snapshot"):
                 saves.append(store.capture())
                 names.append(name)
@@ -199,8 +217,13 @@ class Daemon:
             text = describe_os_error(err)
             self.flush_status.flush_error = f"{text}: {err.filename or self.config.state.dir}"
             self.flush_status.flush_error_at = time.time()
-            log.error("flush_failed", reason=reason, error=text, path=err.filename,
-                      hint="state on disk is unchanged; retrying by itself once this is fixed")
+            log.error(
+                "flush_failed",
+                reason=reason,
+                error=text,
+                path=err.filename,
+                hint="state on disk is unchanged; retrying by itself once this is fixed",
+            )
             self.dirty.set()
             return False
         duration_ms = round((time.monotonic() - started) * 1000, 1)
@@ -211,12 +234,24 @@ class Daemon:
             last_flush_duration_ms=duration_ms,
             flushes=self.flush_status.flushes + 1,
         )
-        log.info("flush_finished", reason=reason, wrote=names, duration_ms=duration_ms,
-                 tracks=len(self.snapshot), cache_entries=len(self.cache))
+        log.info(
+            "flush_finished",
+            reason=reason,
+            wrote=names,
+            duration_ms=duration_ms,
+            tracks=len(self.snapshot),
+            cache_entries=len(self.cache),
+        )
         if not final:
-            self.hub.publish([ObserverEvent(FLUSH_FINISHED, {"wrote": names,
-                                                             "duration_ms": duration_ms},
-                                            seq=self.sequencer.next())])
+            self.hub.publish(
+                [
+                    ObserverEvent(
+                        FLUSH_FINISHED,
+                        {"wrote": names, "duration_ms": duration_ms},
+                        seq=self.sequencer.next(),
+                    )
+                ]
+            )
         return True
 
     def status(self) -> dict[str, Any]:
@@ -237,7 +272,8 @@ class Daemon:
                 "duplicate_ids": scan.duplicate_ids if scan else 0,
                 "held_removals": scan.held_removals if scan else 0,
                 "held_since": scan.held_since if scan else None,
-                "watching": str(self.watcher.watching) if self.watcher and self.watcher.watching
+                "watching": str(self.watcher.watching)
+                if self.watcher and self.watcher.watching
                 else None,
             },
             "last_scan_at": scan.last_scan_at if scan else None,
@@ -297,17 +333,14 @@ async def _watch_signals(daemon: Daemon) -> None:
             os._exit(128 + signum)
 
 
-async def run(config: Config, *, task_status: TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED,
-              ) -> int:
+async def run(
+    config: Config,
+    *,
+    task_status: TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED,
+) -> int:
     """Run the daemon until shutdown; return the exit status (0 after a clean drain)."""
     state_dir = config.state.dir
-    try:
-        ensure_private_dir(state_dir)
-    except OSError as err:
-        raise StateError(
-            f"cannot create state dir {state_dir}: {describe_os_error(err)}; "
-            "fix its permissions or set state.dir"
-        ) from None
+    ensure_private_dir(state_dir)  # raises StateError with a message naming the dir
     with instance_lock(state_dir):
         daemon = await anyio.to_thread.run_sync(Daemon.open, config)
         return await _serve(daemon, task_status)
@@ -320,8 +353,7 @@ async def _serve(daemon: Daemon, task_status: TaskStatus[Daemon]) -> int:
     pub_tx, pub_rx = anyio.create_memory_object_stream[list[AnyEvent]](BATCH_BUFFER)
     fanout = Fanout(merger_tx, inval_tx, pub_tx, daemon.progress)
     target_is_dir = config.library.source == "music-app"
-    daemon.watcher = LibraryWatcher(config.library.path, daemon.wakeup,
-                                    target_is_dir=target_is_dir)
+    daemon.watcher = LibraryWatcher(config.library.path, daemon.wakeup, target_is_dir=target_is_dir)
     daemon.scanner = Scanner(
         reader=make_reader(config),
         library_path=config.library.path,
@@ -344,10 +376,17 @@ async def _serve(daemon: Daemon, task_status: TaskStatus[Daemon]) -> int:
         outer.start_soon(_watch_signals, daemon)
         with anyio.move_on_after(float("inf")) as drain_scope:
             async with anyio.create_task_group() as consumers:
-                consumers.start_soon(merge_snapshot, merger_rx, daemon.snapshot, daemon.delta,
-                                     daemon.progress, daemon.mark_dirty)
-                consumers.start_soon(invalidate_cache, inval_rx, daemon.cache, daemon.progress,
-                                     daemon.mark_dirty)
+                consumers.start_soon(
+                    merge_snapshot,
+                    merger_rx,
+                    daemon.snapshot,
+                    daemon.delta,
+                    daemon.progress,
+                    daemon.mark_dirty,
+                )
+                consumers.start_soon(
+                    invalidate_cache, inval_rx, daemon.cache, daemon.progress, daemon.mark_dirty
+                )
                 consumers.start_soon(publish_events, pub_rx, daemon.hub)
                 try:
                     async with anyio.create_task_group() as sources:
@@ -357,13 +396,22 @@ async def _serve(daemon: Daemon, task_status: TaskStatus[Daemon]) -> int:
                         await sources.start(daemon.watcher.run)
                         await _start_control(sources, daemon)
                         sources.start_soon(daemon.scanner.run)
-                        sources.start_soon(flush_periodically, daemon.dirty,
-                                           partial(daemon.flush), config.state.flush_interval_seconds)
-                        log.info("daemon_started", pid=os.getpid(), version=__version__,
-                                 library=str(config.library.path), source=config.library.source,
-                                 state_dir=str(config.state.dir),
-                                 socket=str(config.control.socket),
-                                 startup_ms=round((time.monotonic() - started) * 1000, 1))
+                        sources.start_soon(
+                            flush_periodically,
+                            daemon.dirty,
+                            partial(daemon.flush),
+                            config.state.flush_interval_seconds,
+                        )
+                        log.info(
+                            "daemon_started",
+                            pid=os.getpid(),
+                            version=__version__,
+                            library=str(config.library.path),
+                            source=config.library.source,
+                            state_dir=str(config.state.dir),
+                            socket=str(config.control.socket),
+                            startup_ms=round((time.monotonic() - started) * 1000, 1),
+                        )
                         task_status.started(daemon)
                 finally:
                     # Sources are done: closing the send ends lets each consumer drain and return.
@@ -381,9 +429,7 @@ async def _serve(daemon: Daemon, task_status: TaskStatus[Daemon]) -> int:
 
 
 async def _start_control(sources: anyio.abc.TaskGroup, daemon: Daemon) -> None:
-    """Start the control server when this build has one."""
-    try:
-        from daemon.control.server import serve_control
-    except ImportError:
-        return
+    """Start the control server; returns once its socket is bound."""
+    from daemon.control.server import serve_control
+
     await sources.start(serve_control, daemon)

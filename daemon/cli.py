@@ -116,14 +116,23 @@ def _seed_demo_cache(cfg_path: Path) -> None:
 
     cfg = load_config(cfg_path)
     ensure_private_dir(cfg.state.dir)
-    cache = ApiCache(cfg.state.dir / "api_cache.json",
-                     failed_ttl_seconds=cfg.cache.failed_ttl_seconds)
-    albums = {(t.album_artist or t.artist or "", t.album or "")
-              for t in read_library_xml(cfg.library.path).tracks.values()}
+    cache = ApiCache(
+        cfg.state.dir / "api_cache.json", failed_ttl_seconds=cfg.cache.failed_ttl_seconds
+    )
+    albums = {
+        (t.album_artist or t.artist or "", t.album or "")
+        for t in read_library_xml(cfg.library.path).tracks.values()
+    }
     for artist, album in sorted(albums):
         for source in ("musicbrainz", "discogs"):
-            cache.put(artist, album, source, success=True,
-                      data={"demo": True, "album": album}, metadata={"seeded_by": "demo"})
+            cache.put(
+                artist,
+                album,
+                source,
+                success=True,
+                data={"demo": True, "album": album},
+                metadata={"seeded_by": "demo"},
+            )
     cache.capture().write()
 
 
@@ -170,12 +179,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = load_config(config_arg)
     except ConfigError as err:
         # Under launchd nobody watches stderr: leave the reason where `musicd logs` looks.
-        log_without_config("config_invalid", code=err.code, error=str(err),
-                           config=str(resolve_config_path(config_arg)[0]))
+        log_without_config(
+            "config_invalid",
+            code=err.code,
+            error=str(err),
+            config=str(resolve_config_path(config_arg)[0]),
+        )
         raise
     level = args.log_level or cfg.log.level
-    configure_logging(level, cfg.log.file, console=None if not args.demo else True,
-                      max_bytes=cfg.log.max_bytes, backups=cfg.log.backups)
+    configure_logging(
+        level,
+        cfg.log.file,
+        console=None if not args.demo else True,
+        max_bytes=cfg.log.max_bytes,
+        backups=cfg.log.backups,
+    )
     try:
         return anyio.run(run, cfg)
     except DaemonError as err:

@@ -1,4 +1,4 @@
-"""Fan-out of published events to socket subscribers; a slow subscriber is cut off, never waited for."""
+"""Fan-out of events to socket subscribers: a slow subscriber is cut off, never waited for."""
 
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ class EventHub:
 
     def subscribe(self, types: Iterable[str] | None = None, *, label: str = "") -> Subscription:
         send, receive = anyio.create_memory_object_stream[AnyEvent](self.max_queue)
-        sub = Subscription(frozenset(types) if types is not None else None, send, receive,
-                           label=label)
+        sub = Subscription(
+            frozenset(types) if types is not None else None, send, receive, label=label
+        )
         self._subs.add(sub)
         return sub
 
@@ -65,8 +66,12 @@ class EventHub:
                 except anyio.WouldBlock:
                     # The subscriber stopped reading: cut it off rather than hold the daemon.
                     sub.overflowed = True
-                    log.warning("subscriber_dropped", subscriber=sub.label,
-                                queued=self.max_queue, reason="queue_full")
+                    log.warning(
+                        "subscriber_dropped",
+                        subscriber=sub.label,
+                        queued=self.max_queue,
+                        reason="queue_full",
+                    )
                     self.unsubscribe(sub)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                     self.unsubscribe(sub)

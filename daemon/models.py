@@ -68,9 +68,7 @@ class Track:
 
     def changed_fields(self, other: Track) -> tuple[str, ...]:
         """Names of the kept fields whose values differ between self and other."""
-        return tuple(
-            name for name in TRACK_FIELDS if getattr(self, name) != getattr(other, name)
-        )
+        return tuple(name for name in TRACK_FIELDS if getattr(self, name) != getattr(other, name))
 
     def album_keys(self) -> frozenset[tuple[str, str]]:
         """Every cache key the answers for this track's album may live under.

@@ -126,7 +126,7 @@ class Scanner:
                 # The safety net: watchers can drop events (inotify overflow, FSEvents rescan).
                 if library_stat(self.library_path) != self.last_stat or self._held:
                     log.info("library_changed_unnoticed", path=str(self.library_path))
-                    self.wakeup.set("verify", force=True)
+                    self.wakeup.notify("verify", force=True)
                 else:
                     continue
             reasons, forced = await self._settle()
@@ -250,12 +250,18 @@ class Scanner:
         }
         self.status.last_counts = counts
         if self.initial_build:
-            log.info("snapshot_built", tracks=len(read.tracks), duration_ms=duration_ms,
-                     without_persistent_id=read.without_persistent_id)
+            log.info(
+                "snapshot_built",
+                tracks=len(read.tracks),
+                duration_ms=duration_ms,
+                without_persistent_id=read.without_persistent_id,
+            )
             self.initial_build = False
         log.info("scan_finished", reason=reason, duration_ms=duration_ms, **counts)
-        tail: list[AnyEvent] = [*numbered, self._observer(SCAN_FINISHED, duration_ms=duration_ms,
-                                                          reason=reason, **counts)]
+        tail: list[AnyEvent] = [
+            *numbered,
+            self._observer(SCAN_FINISHED, duration_ms=duration_ms, reason=reason, **counts),
+        ]
         await self.fanout.publish(tail)
         return outcome
 
@@ -271,8 +277,12 @@ class Scanner:
                 )
             self.status.library_missing = True
         elif message != self.status.reader_error:
-            log.error("library_unreadable", path=str(self.library_path), reason=message,
-                      hint="nothing was changed; the next change to the file is scanned again")
+            log.error(
+                "library_unreadable",
+                path=str(self.library_path),
+                reason=message,
+                hint="nothing was changed; the next change to the file is scanned again",
+            )
         self.status.reader_error = message
         self.status.reader_error_at = time.time()
         # Remember the broken version's stat: the safety net does not re-read the same broken
@@ -316,7 +326,7 @@ class Scanner:
             share=round(share, 3),
             hint="run 'musicd rescan --accept-removals' if the tracks really were deleted",
         )
-        kept = [e for e in events if not isinstance(e, TrackRemoved)]
+        kept: list[TrackEvent] = [e for e in events if not isinstance(e, TrackRemoved)]
         return kept, dict(self._held)
 
     def _clear_hold(self) -> None:

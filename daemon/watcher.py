@@ -40,13 +40,13 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class Wakeup:
-    """A re-armable, coalescing signal with the reasons it was set for since the last take()."""
+    """A re-armable, coalescing signal with the reasons it was notified for since take()."""
 
     _event: anyio.Event = field(default_factory=anyio.Event)
     reasons: set[str] = field(default_factory=set)
     forced: bool = False
 
-    def set(self, reason: str, *, force: bool = False) -> None:
+    def notify(self, reason: str, *, force: bool = False) -> None:
         self.reasons.add(reason)
         self.forced = self.forced or force
         self._event.set()
@@ -59,7 +59,7 @@ class Wakeup:
         await self._event.wait()
 
     def take(self) -> tuple[set[str], bool]:
-        """Return and clear what accumulated; the next set() wakes wait() again."""
+        """Return and clear what accumulated; the next notify() wakes wait() again."""
         reasons, forced = self.reasons, self.forced
         self.reasons, self.forced = set(), False
         self._event = anyio.Event()
@@ -147,16 +147,20 @@ class LibraryWatcher:
         if rewatch:
             self._rewatch.set()
         # Even a rewatch pokes the scanner: its stat check decides whether anything changed.
-        self.wakeup.set(reason, force=scan)
+        self.wakeup.notify(reason, force=scan)
 
     def _watch_dir(self) -> Path:
         want = self.target if self.target_is_dir else self.target.parent
         return _nearest_existing_dir(want)
 
-    def _start_observer(self, watched: Path, poke: Callable[[str, bool, bool], None]) -> BaseObserver:
+    def _start_observer(
+        self, watched: Path, poke: Callable[[str, bool, bool], None]
+    ) -> BaseObserver:
         observer = Observer()
         handler = _Handler(self.target, watched, poke, target_is_dir=self.target_is_dir)
-        observer.schedule(handler, str(watched), recursive=self.target_is_dir and watched == self.target)
+        observer.schedule(
+            handler, str(watched), recursive=self.target_is_dir and watched == self.target
+        )
         observer.daemon = True
         observer.start()
         return observer
@@ -168,7 +172,7 @@ class LibraryWatcher:
         def poke(reason: str, scan: bool, rewatch: bool) -> None:
             try:
                 anyio.from_thread.run_sync(self._on_loop, reason, scan, rewatch, token=token)
-            except (anyio.from_thread.RunFinishedError, RuntimeError):
+            except (anyio.RunFinishedError, RuntimeError):
                 pass  # the loop is shutting down: nothing is listening any more
 
         overflow = _OverflowHandler(poke)
@@ -200,7 +204,7 @@ class LibraryWatcher:
                     task_status.started()
                     started = True
                 else:
-                    self.wakeup.set("rewatched", force=True)
+                    self.wakeup.notify("rewatched", force=True)
                 try:
                     await self._rewatch.wait()
                 finally:

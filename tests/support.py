@@ -100,9 +100,10 @@ class DaemonProc:
         env = {**os.environ, **(extra_env or {})}
         env.pop("MUSICD_CONFIG", None)
         # Output goes to files, not pipes: a pipe nobody drains would block the daemon.
-        with (self.root / "stdout.txt").open("ab") as out, (self.root / "stderr.txt").open(
-            "ab"
-        ) as err:
+        with (
+            (self.root / "stdout.txt").open("ab") as out,
+            (self.root / "stderr.txt").open("ab") as err,
+        ):
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "daemon", "run", "--config", str(self.config_path)],
                 stdout=out,
@@ -130,18 +131,23 @@ class DaemonProc:
 
     def find_logs(self, event: str, **match: Any) -> list[dict[str, Any]]:
         return [
-            e for e in self.logs()
+            e
+            for e in self.logs()
             if e.get("event") == event and all(e.get(k) == v for k, v in match.items())
         ]
 
-    def wait_log(self, event: str, timeout: float = 10.0, after: int = 0, **match: Any) -> dict[str, Any]:
+    def wait_log(
+        self, event: str, timeout: float = 10.0, after: int = 0, **match: Any
+    ) -> dict[str, Any]:
         """Wait for the first log entry `event` (with `match`) at index >= `after`."""
 
         def found() -> dict[str, Any] | None:
             self._check_alive(event)
             for i, e in enumerate(self.logs()):
-                if i >= after and e.get("event") == event and all(
-                    e.get(k) == v for k, v in match.items()
+                if (
+                    i >= after
+                    and e.get("event") == event
+                    and all(e.get(k) == v for k, v in match.items())
                 ):
                     return e
             return None
@@ -153,7 +159,11 @@ class DaemonProc:
         return len(self.logs())
 
     def _check_alive(self, waiting_for: str) -> None:
-        if self.proc is not None and self.proc.poll() is not None and waiting_for != "daemon_stopped":
+        if (
+            self.proc is not None
+            and self.proc.poll() is not None
+            and waiting_for != "daemon_stopped"
+        ):
             raise AssertionError(
                 f"daemon exited with {self.proc.returncode} while waiting for {waiting_for}:\n"
                 f"{self.stderr()[-3000:]}"
@@ -214,7 +224,9 @@ def write_config(root: Path, library: Path, **sections: dict[str, Any]) -> Path:
 
 
 @contextmanager
-def daemon_env(library_bytes: bytes | None = None, **sections: dict[str, Any]) -> Iterator[DaemonProc]:
+def daemon_env(
+    library_bytes: bytes | None = None, **sections: dict[str, Any]
+) -> Iterator[DaemonProc]:
     """A temp dir with a library, a config and (not yet started) daemon; cleaned up after."""
     root = short_tempdir()
     library = root / "lib" / "Library.xml"

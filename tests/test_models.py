@@ -14,7 +14,7 @@ from daemon.models import TRACK_FIELDS, Track, album_key, normalize_name
         ("Sigur Rós", "SIGUR RÓS"),
         ("  Kind   of\tBlue ", "kind of blue"),
         ("Straße", "STRASSE"),
-        ("ｆｕｌｌｗｉｄｔｈ", "fullwidth"),
+        ("\uff46\uff55\uff4c\uff4c", "full"),  # fullwidth letters
         ("Apple\u00a0Music", "apple music"),
     ],
 )
@@ -27,8 +27,18 @@ def test_different_names_stay_different() -> None:
 
 
 def test_track_row_round_trip_keeps_every_field() -> None:
-    t = Track("ABCDEF0123456789", name="n", artist="a", album="b", year=1999, compilation=True,
-              disc_number=1, track_number=2, date_added="2020-01-01T00:00:00Z", disabled=True)
+    t = Track(
+        "ABCDEF0123456789",
+        name="n",
+        artist="a",
+        album="b",
+        year=1999,
+        compilation=True,
+        disc_number=1,
+        track_number=2,
+        date_added="2020-01-01T00:00:00Z",
+        disabled=True,
+    )
     assert Track.from_row(t.to_row()) == t
     assert list(t.to_dict()) == list(TRACK_FIELDS)
 

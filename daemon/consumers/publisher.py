@@ -23,8 +23,14 @@ def _log_event(event: AnyEvent) -> None:
         )
     elif isinstance(event, TrackAdded | TrackRemoved):
         t = event.track
-        log.info(event.type, seq=event.seq, persistent_id=t.persistent_id, name=t.name,
-                 artist=t.artist, album=t.album)
+        log.info(
+            event.type,
+            seq=event.seq,
+            persistent_id=t.persistent_id,
+            name=t.name,
+            artist=t.artist,
+            album=t.album,
+        )
 
 
 async def publish_events(

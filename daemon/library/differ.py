@@ -15,9 +15,7 @@ def diff_tracks(old: Mapping[str, Track], new: Mapping[str, Track]) -> list[Trac
     consumer that applies them one by one ends with `new`'s tracks. Tracks compare equal
     only when every kept field is equal, which is what makes an untouched track cheap.
     """
-    events: list[TrackEvent] = [
-        TrackRemoved(track) for pid, track in old.items() if pid not in new
-    ]
+    events: list[TrackEvent] = [TrackRemoved(track) for pid, track in old.items() if pid not in new]
     for pid, track in new.items():
         before = old.get(pid)
         if before is None:

@@ -49,7 +49,11 @@ def wait_flushed(d: DaemonProc, after: int) -> None:
     d.wait_log("flush_finished", after=after)
 
 
-ALBUMS = [("Miles Davis", "Kind of Blue"), ("Björk", "Homogenic"), ("Nina Simone", "Wild Is the Wind")]
+ALBUMS = [
+    ("Miles Davis", "Kind of Blue"),
+    ("Björk", "Homogenic"),
+    ("Nina Simone", "Wild Is the Wind"),
+]
 
 
 def test_album_rename_is_logged_merged_and_invalidates_only_that_album() -> None:
@@ -75,13 +79,14 @@ def test_album_rename_is_logged_merged_and_invalidates_only_that_album() -> None
             return snap[event["persistent_id"]]["album"] == "Kind of Blue (Legacy Edition)"
 
         wait_for(flushed, what="snapshot.json with the new album name")
-        wait_for(lambda: ("miles davis", "kind of blue") not in cached_albums(d),
-                 what="old album gone from api_cache.json")
+        wait_for(
+            lambda: ("miles davis", "kind of blue") not in cached_albums(d),
+            what="old album gone from api_cache.json",
+        )
         remaining = cached_albums(d)
         assert ("björk", "homogenic") in remaining
         assert ("nina simone", "wild is the wind") in remaining
-        code, took = d.stop()
-        assert code == 0
+        assert d.stop()[0] == 0
 
 
 def test_removed_track_leaves_snapshot_and_invalidates_its_album() -> None:
@@ -102,8 +107,10 @@ def test_removed_track_leaves_snapshot_and_invalidates_its_album() -> None:
         assert event["persistent_id"] == pid
         assert event["artist"] == "Björk" and event["album"] == "Homogenic"
         wait_for(lambda: pid not in d.snapshot_tracks(), what="track gone from the snapshot")
-        wait_for(lambda: ("björk", "homogenic") not in cached_albums(d),
-                 what="album invalidated in api_cache.json")
+        wait_for(
+            lambda: ("björk", "homogenic") not in cached_albums(d),
+            what="album invalidated in api_cache.json",
+        )
         assert ("miles davis", "kind of blue") in cached_albums(d)
         assert d.stop()[0] == 0
 
@@ -182,8 +189,10 @@ def test_edit_while_stopped_is_reconciled_on_next_start() -> None:
         event = d.wait_log("track_modified", after=mark)
         assert set(event["changed"]) == {"artist", "album_artist"}
         assert not d.find_logs("snapshot_built")[1:]
-        wait_for(lambda: ("nina simone", "wild is the wind") not in cached_albums(d),
-                 what="old album invalidated after reconciliation")
+        wait_for(
+            lambda: ("nina simone", "wild is the wind") not in cached_albums(d),
+            what="old album invalidated after reconciliation",
+        )
         assert ("björk", "homogenic") in cached_albums(d)
         assert d.stop()[0] == 0
 

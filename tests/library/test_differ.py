@@ -56,8 +56,13 @@ def test_case_only_album_edit_keeps_the_same_cache_key() -> None:
 
 
 names = st.sampled_from(["a", "b", "c", None])
-tracks = st.builds(Track, persistent_id=st.sampled_from("0123456789"), name=names,
-                   album=names, year=st.sampled_from([None, 1999, 2000]))
+tracks = st.builds(
+    Track,
+    persistent_id=st.sampled_from("0123456789"),
+    name=names,
+    album=names,
+    year=st.sampled_from([None, 1999, 2000]),
+)
 
 
 @given(st.lists(tracks), st.lists(tracks))
