@@ -204,9 +204,9 @@ class DaemonProc:
         return entries
 
 
-def write_config(root: Path, library: Path, **sections: dict[str, Any]) -> Path:
+def write_config(root: Path, library_path: Path, /, **sections: dict[str, Any]) -> Path:
     base: dict[str, dict[str, Any]] = {
-        "library": {"path": str(library), "settle_seconds": 0.2, "verify_seconds": 60},
+        "library": {"path": str(library_path), "settle_seconds": 0.2, "verify_seconds": 60},
         "state": {"dir": str(root / "state"), "flush_interval_seconds": 0.2},
         "control": {"socket": str(root / "d.sock")},
         "log": {"file": str(root / "musicd.log"), "level": "debug"},
