@@ -169,12 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from daemon.errors import ConfigError
     from daemon.logs import configure_logging, log_without_config, stop_logging
 
-    config_arg = args.config
-    if args.demo:
-        cfg_path = _prepare_demo()
-        _seed_demo_cache(cfg_path)
-        _print_demo_help(cfg_path)
-        config_arg = str(cfg_path)
+    config_arg = str(_prepare_demo()) if args.demo else args.config
     try:
         cfg = load_config(config_arg)
     except ConfigError as err:
@@ -194,6 +189,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_bytes=cfg.log.max_bytes,
         backups=cfg.log.backups,
     )
+    if args.demo:
+        _seed_demo_cache(Path(config_arg))
+        _print_demo_help(Path(config_arg))
     try:
         return anyio.run(run, cfg)
     except DaemonError as err:
