@@ -1,0 +1,567 @@
+"""The control server: JSON-RPC 2.0 over a Unix socket, one connection task per client.
+
+Every connection is isolated: a bad request gets an error object and the connection goes on; a
+handler that raises gets -32603 and is logged; a client that stops reading is cut off by a send
+timeout; a subscriber that falls behind is told and disconnected. None of it blocks the daemon or
+another client. See protocol.py for the messages and error codes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import anyio.to_thread
+import orjson
+import structlog
+from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from daemon import __version__
+from daemon.control.endpoint import (
+    fit_connection_limit,
+    peer_refusal,
+    peer_uid,
+    prepare_socket_path,
+    remove_socket_if_ours,
+    socket_ident,
+)
+from daemon.control.protocol import (
+    ALREADY_SUBSCRIBED,
+    DAEMON_BUSY,
+    FLUSH_FAILED,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    MAX_LINE_BYTES,
+    PARSE_ERROR,
+    PEER_REFUSED,
+    REQUEST_TOO_LARGE,
+    SCAN_FAILED,
+    TOO_MANY_CONNECTIONS,
+    AlbumParams,
+    CacheKeyParams,
+    CachePutParams,
+    ProtocolError,
+    RescanParams,
+    SubscribeParams,
+    TrackParams,
+    error_message,
+    notification,
+    parse_request,
+    request_id,
+    result_message,
+    validate_params,
+)
+from daemon.errors import DaemonError, StateError, describe_os_error
+from daemon.hub import Subscription
+
+if TYPE_CHECKING:
+    from daemon.app import Daemon
+
+log = structlog.get_logger(__name__)
+
+# Methods that only read: their canonical log line is debug, so a busy client cannot flood the log.
+CHEAP_METHODS: Final = frozenset(
+    {"ping", "status", "stats", "cache.get", "tracks.get", "tracks.album"}
+)
+# A refusal or a last notice to a client that may not be reading gets this long.
+NOTICE_TIMEOUT_SECONDS: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_connections: int = 1024
+    # A connection that is not subscribed and sends nothing for this long is closed.
+    idle_timeout_seconds: float = 300.0
+    # A response or notification the client does not take within this long ends the connection.
+    send_timeout_seconds: float = 10.0
+    max_line_bytes: int = MAX_LINE_BYTES
+
+
+# -- connections ----------------------------------------------------------------------------
+
+
+class Disconnected(Exception):
+    """The connection is gone or was given up on; its task ends."""
+
+
+@dataclass
+class Reply:
+    result: Any
+    # Runs after the answer is written (start forwarding events, stop the daemon).
+    after: Callable[[], None] | None = None
+
+
+@dataclass
+class Outcome:
+    message: dict[str, Any]
+    after: Callable[[], None] | None = None
+
+
+class Connection:
+    """One client: a line reader, a serialised writer, and maybe a subscription."""
+
+    def __init__(self, number: int, stream: SocketStream, limits: Limits) -> None:
+        self.number = number
+        self.stream = stream
+        self.reader = BufferedByteReceiveStream(stream)
+        self.limits = limits
+        self.log = log.bind(conn=number)
+        self.subscription: Subscription | None = None
+        self.requests = 0
+        self.close_reason: str | None = None
+        self.scope: anyio.CancelScope | None = None
+        self.task_group: TaskGroup | None = None
+        self._send_lock = anyio.Lock()
+
+    def close(self, reason: str) -> None:
+        if self.close_reason is None:
+            self.close_reason = reason
+        if self.scope is not None:
+            self.scope.cancel()
+
+    async def send(self, message: Any, *, within: float | None = None) -> None:
+        """Write one message line; raise Disconnected if the client is gone or not reading."""
+        try:
+            data = orjson.dumps(message, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:
+            self.log.exception("response_unencodable")
+            req_id = message.get("id") if isinstance(message, dict) else None
+            data = orjson.dumps(
+                error_message(req_id, INTERNAL_ERROR, "internal error: the answer is not JSON"),
+                option=orjson.OPT_APPEND_NEWLINE,
+            )
+        try:
+            async with self._send_lock:
+                with anyio.fail_after(within or self.limits.send_timeout_seconds):
+                    await self.stream.send(data)
+        except TimeoutError:
+            self.close("send_timeout")
+            raise Disconnected from None
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            self.close("peer_gone")
+            raise Disconnected from None
+
+
+Handler = Callable[[Connection, Any], Awaitable[Reply]]
+
+
+class ControlServer:
+    """Accepts connections and answers their requests against one Daemon."""
+
+    def __init__(self, daemon: Daemon, limits: Limits) -> None:
+        self.daemon = daemon
+        self.limits = limits
+        self.uid = os.getuid()
+        self.open = 0
+        self.total = 0
+        self.refused = 0
+        self.requests = 0
+        self.errors = 0
+        self.methods: dict[str, Handler] = {
+            "ping": self._ping,
+            "status": self._status,
+            "stats": self._stats,
+            "flush": self._flush,
+            "rescan": self._rescan,
+            "tracks.get": self._track,
+            "tracks.album": self._album,
+            "cache.get": self._cache_get,
+            "cache.put": self._cache_put,
+            "cache.invalidate": self._cache_invalidate,
+            "cache.clear": self._cache_clear,
+            "subscribe": self._subscribe,
+            "shutdown": self._shutdown,
+        }
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Bind the socket, report readiness, serve until cancelled, then remove the socket.
+
+        The socket file is removed only if it is still the one bound here.
+        """
+        path = self.daemon.config.control.socket
+        await anyio.to_thread.run_sync(prepare_socket_path, path)
+        fitted = fit_connection_limit(self.limits.max_connections)
+        self.limits = replace(self.limits, max_connections=fitted)
+        listener = await anyio.create_unix_listener(path, mode=0o600)
+        ident = socket_ident(path)
+        try:
+            async with listener, anyio.create_task_group() as tg:
+                log.info("control_listening", socket=str(path), max_connections=fitted)
+                task_status.started()
+                await self._accept_loop(listener, tg)
+        finally:
+            remove_socket_if_ours(path, ident)
+
+    async def _accept_loop(self, listener: SocketListener, tg: TaskGroup) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as err:
+                # Out of file descriptors (or similar): back off instead of crashing the daemon.
+                log.warning("accept_failed", error=describe_os_error(err))
+                await anyio.sleep(0.1)
+                continue
+            self.total += 1
+            tg.start_soon(self._serve_connection, stream, self.total)
+
+    def _refusal(self, stream: SocketStream) -> tuple[int, str] | None:
+        raw: socket.socket = stream.extra(SocketAttribute.raw_socket)
+        try:
+            reason = peer_refusal(peer_uid(raw), self.uid)
+        except OSError as err:
+            reason = f"cannot check the peer's credentials: {describe_os_error(err)}"
+        if reason is not None:
+            return PEER_REFUSED, reason
+        if self.open >= self.limits.max_connections:
+            return TOO_MANY_CONNECTIONS, (
+                f"too many connections ({self.open} open, the limit is "
+                f"{self.limits.max_connections}); close some and try again"
+            )
+        return None
+
+    async def _serve_connection(self, stream: SocketStream, number: int) -> None:
+        async with stream:
+            refusal = self._refusal(stream)
+            if refusal is not None:
+                self.refused += 1
+                code, message = refusal
+                log.warning("connection_refused", conn=number, code=code, reason=message)
+                with (
+                    contextlib.suppress(
+                        anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
+                    ),
+                    anyio.move_on_after(NOTICE_TIMEOUT_SECONDS),
+                ):
+                    await stream.send(orjson.dumps(error_message(None, code, message)) + b"\n")
+                return
+            conn = Connection(number, stream, self.limits)
+            self.open += 1
+            conn.log.debug("client_connected", open=self.open)
+            try:
+                async with anyio.create_task_group() as tg:
+                    conn.scope, conn.task_group = tg.cancel_scope, tg
+                    try:
+                        await self._read_requests(conn)
+                    except Disconnected:
+                        pass
+                    except Exception:
+                        # Catch site 2: one connection's failure never reaches the server.
+                        conn.log.exception("connection_failed")
+                    conn.close("eof")
+            finally:
+                self.open -= 1
+                if conn.subscription is not None:
+                    self.daemon.hub.unsubscribe(conn.subscription)
+                    conn.subscription.receive.close()
+                conn.log.debug(
+                    "client_disconnected",
+                    requests=conn.requests,
+                    reason=conn.close_reason or "stopped",
+                )
+
+    async def _read_requests(self, conn: Connection) -> None:
+        limits = self.limits
+        while True:
+            idle = math.inf if conn.subscription is not None else limits.idle_timeout_seconds
+            with anyio.move_on_after(idle) as idle_scope:
+                try:
+                    line = await conn.reader.receive_until(b"\n", limits.max_line_bytes)
+                except anyio.IncompleteRead:
+                    # The client closed its end; a last request without a newline still counts.
+                    rest = conn.reader.buffer
+                    if rest.strip():
+                        await self._handle_line(conn, rest)
+                    return
+                except anyio.DelimiterNotFound:
+                    await self._refuse_oversized(conn)
+                    return
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    conn.close("peer_gone")
+                    return
+            if idle_scope.cancelled_caught:
+                conn.close("idle_timeout")
+                return
+            await self._handle_line(conn, line)
+
+    async def _refuse_oversized(self, conn: Connection) -> None:
+        message = (
+            f"request too large: a request line may be at most {self.limits.max_line_bytes} "
+            "bytes; closing the connection"
+        )
+        self.errors += 1
+        conn.log.warning(
+            "request_rejected", method=None, code=REQUEST_TOO_LARGE, error=message, ok=False
+        )
+        with contextlib.suppress(Disconnected):
+            await conn.send(
+                error_message(None, REQUEST_TOO_LARGE, message), within=NOTICE_TIMEOUT_SECONDS
+            )
+        conn.close("request_too_large")
+
+    async def _handle_line(self, conn: Connection, line: bytes) -> None:
+        if not line.strip():
+            return
+        started = time.perf_counter()
+        error: ProtocolError | None
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as err:
+            obj, error = None, ProtocolError(PARSE_ERROR, f"parse error: {err}")
+        else:
+            error = None
+            if obj == []:
+                error = ProtocolError(INVALID_REQUEST, "invalid request: an empty batch")
+        if error is not None:
+            conn.requests += 1
+            self.requests += 1
+            await conn.send(self._rejected(conn, started, None, None, error).message)
+            return
+        if isinstance(obj, list):
+            outcomes = [await self._dispatch(conn, item) for item in obj]
+            await conn.send([o.message for o in outcomes])
+        else:
+            outcomes = [await self._dispatch(conn, obj)]
+            await conn.send(outcomes[0].message)
+        for outcome in outcomes:
+            if outcome.after is not None:
+                outcome.after()
+
+    async def _dispatch(self, conn: Connection, obj: Any) -> Outcome:
+        started = time.perf_counter()
+        conn.requests += 1
+        self.requests += 1
+        req_id = request_id(obj)
+        raw_method = obj.get("method") if isinstance(obj, dict) else None
+        method = raw_method[:100] if isinstance(raw_method, str) else None
+        try:
+            request = parse_request(obj)
+            params = validate_params(request.method, request.params)
+            reply = await self.methods[request.method](conn, params)
+        except ProtocolError as err:
+            return self._rejected(conn, started, req_id, method, err)
+        except DaemonError as err:
+            code = DAEMON_BUSY if isinstance(err, StateError) else INTERNAL_ERROR
+            return self._rejected(conn, started, req_id, method, ProtocolError(code, str(err)))
+        except Exception as err:
+            self.errors += 1
+            conn.log.exception(
+                "request_failed", method=method, id=req_id, ok=False, duration_ms=_ms_since(started)
+            )
+            text = str(err).splitlines()[0][:200] if str(err) else ""
+            message = f"internal error in {method}: {type(err).__name__}"
+            return Outcome(
+                error_message(req_id, INTERNAL_ERROR, f"{message}: {text}" if text else message)
+            )
+        level = conn.log.debug if method in CHEAP_METHODS else conn.log.info
+        level("request_handled", method=method, id=req_id, ok=True, duration_ms=_ms_since(started))
+        return Outcome(result_message(request.id, reply.result), reply.after)
+
+    def _rejected(
+        self,
+        conn: Connection,
+        started: float,
+        req_id: str | int | None,
+        method: str | None,
+        err: ProtocolError,
+    ) -> Outcome:
+        self.errors += 1
+        conn.log.warning(
+            "request_rejected",
+            method=method,
+            id=req_id,
+            code=err.code,
+            error=err.message[:300],
+            ok=False,
+            duration_ms=_ms_since(started),
+        )
+        return Outcome(error_message(req_id, err.code, err.message, err.data))
+
+    # -- methods ------------------------------------------------------------------------------
+
+    async def _ping(self, conn: Connection, params: object) -> Reply:
+        return Reply({"pong": True, "pid": os.getpid(), "version": __version__})
+
+    async def _status(self, conn: Connection, params: object) -> Reply:
+        status = self.daemon.status()
+        status["connections"] = self.open
+        return Reply(status)
+
+    async def _stats(self, conn: Connection, params: object) -> Reply:
+        hub = self.daemon.hub
+        return Reply(
+            {
+                "cache": self.daemon.cache.stats(),
+                "events": {
+                    "emitted": dict(sorted(hub.emitted.items())),
+                    "total": sum(hub.emitted.values()),
+                    "last_seq": self.daemon.sequencer.last,
+                },
+                "subscribers": hub.subscriber_count,
+                "control": {
+                    "connections_open": self.open,
+                    "connections_total": self.total,
+                    "connections_refused": self.refused,
+                    "max_connections": self.limits.max_connections,
+                    "requests": self.requests,
+                    "errors": self.errors,
+                },
+            }
+        )
+
+    async def _flush(self, conn: Connection, params: object) -> Reply:
+        started = time.perf_counter()
+        if not await self.daemon.flush("requested"):
+            error = self.daemon.flush_status.flush_error or "unknown error"
+            raise ProtocolError(
+                FLUSH_FAILED,
+                f"flush failed: {error}; the state is kept in memory and written as soon as "
+                "the problem is fixed",
+            )
+        daemon = self.daemon
+        return Reply(
+            {
+                "flushed": True,
+                "duration_ms": _ms_since(started),
+                "last_flush_at": daemon.flush_status.last_flush_at,
+                "dirty": daemon.snapshot.dirty or daemon.cache.dirty,
+            }
+        )
+
+    async def _rescan(self, conn: Connection, params: RescanParams) -> Reply:
+        started = time.perf_counter()
+        outcome = await self.daemon.rescan(accept_removals=params.accept_removals)
+        if not outcome.ok:
+            raise ProtocolError(SCAN_FAILED, f"rescan failed: {outcome.error}")
+        result = outcome.as_dict()
+        result["duration_ms"] = _ms_since(started)
+        return Reply(result)
+
+    async def _track(self, conn: Connection, params: TrackParams) -> Reply:
+        track = self.daemon.snapshot.get(params.persistent_id)
+        return Reply(track.to_dict() if track is not None else None)
+
+    async def _album(self, conn: Connection, params: AlbumParams) -> Reply:
+        tracks = self.daemon.snapshot.album_tracks(params.artist, params.album)
+        return Reply([t.to_dict() for t in tracks])
+
+    async def _cache_get(self, conn: Connection, params: CacheKeyParams) -> Reply:
+        entry = self.daemon.cache.get(params.artist, params.album, params.source)
+        return Reply(entry.to_dict() if entry is not None else None)
+
+    async def _cache_put(self, conn: Connection, params: CachePutParams) -> Reply:
+        try:
+            entry = self.daemon.cache.put(
+                params.artist,
+                params.album,
+                params.source,
+                success=params.success,
+                data=params.data,
+                metadata=params.metadata,
+            )
+        except (TypeError, ValueError) as err:
+            raise ProtocolError(INVALID_PARAMS, f"cache.put: {err}") from None
+        self.daemon.mark_dirty()
+        return Reply(entry.to_dict())
+
+    async def _cache_invalidate(self, conn: Connection, params: AlbumParams) -> Reply:
+        removed = self.daemon.cache.invalidate_album(params.artist, params.album)
+        if removed:
+            self.daemon.mark_dirty()
+        conn.log.info(
+            "cache_invalidated",
+            artist=params.artist,
+            album=params.album,
+            entries=removed,
+            reason="requested",
+        )
+        return Reply({"removed": removed})
+
+    async def _cache_clear(self, conn: Connection, params: object) -> Reply:
+        removed = self.daemon.cache.clear()
+        if removed:
+            self.daemon.mark_dirty()
+        return Reply({"removed": removed})
+
+    async def _subscribe(self, conn: Connection, params: SubscribeParams) -> Reply:
+        if conn.subscription is not None:
+            raise ProtocolError(
+                ALREADY_SUBSCRIBED,
+                "this connection is already subscribed; open another one for another filter",
+            )
+        sub = self.daemon.hub.subscribe(params.types, label=f"conn-{conn.number}")
+        conn.subscription = sub
+        types = sorted(params.types) if params.types is not None else None
+
+        def start() -> None:
+            if conn.task_group is not None and conn.close_reason is None:
+                conn.task_group.start_soon(self._forward_events, conn, sub)
+
+        return Reply(
+            {"subscribed": True, "types": types, "last_seq": self.daemon.sequencer.last},
+            after=start,
+        )
+
+    async def _shutdown(self, conn: Connection, params: object) -> Reply:
+        return Reply(
+            {"stopping": True, "pid": os.getpid()},
+            after=partial(self.daemon.request_shutdown, "control"),
+        )
+
+    async def _forward_events(self, conn: Connection, sub: Subscription) -> None:
+        """Send the subscription's events in order; tell and drop a subscriber that fell behind."""
+        delivered = 0
+        last_seq: int | None = None
+        try:
+            async for event in sub.receive:
+                if sub.overflowed:
+                    break
+                await conn.send(notification("event", event.to_wire()))
+                delivered += 1
+                last_seq = event.seq
+            if sub.overflowed:
+                reason = (
+                    f"queue_full: more than {self.daemon.hub.max_queue} events were waiting for "
+                    "this subscriber; reconnect and resync (events after last_seq were missed)"
+                )
+                conn.log.warning(
+                    "subscriber_disconnected",
+                    reason="queue_full",
+                    delivered=delivered,
+                    last_seq=last_seq,
+                )
+                await conn.send(
+                    notification("subscription_dropped", {"reason": reason, "last_seq": last_seq}),
+                    within=NOTICE_TIMEOUT_SECONDS,
+                )
+                conn.close("subscriber_overflow")
+            else:
+                conn.close("event_stream_closed")
+        except Disconnected:
+            return
+        except Exception:
+            conn.log.exception("event_forwarding_failed")
+            conn.close("internal_error")
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+async def serve_control(
+    daemon: Daemon,
+    *,
+    limits: Limits | None = None,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the control socket until cancelled; report readiness once it is bound."""
+    await ControlServer(daemon, limits or Limits()).serve(task_status=task_status)
