@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from daemon.client import MusicdClient
+from daemon.client import ClientTimeout, MusicdClient
 from daemon.errors import EX_USAGE, DaemonError
 from daemon.events import EVENT_TYPES
 
@@ -295,13 +295,18 @@ def cmd_stop(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with _client(args) as client:
         pid = int(client.shutdown()["pid"])
-        client.wait_closed(STOP_WAIT_SECONDS)
+        still_running = DaemonError(
+            f"asked musicd (pid {pid}) to stop, but it is still running after "
+            f"{STOP_WAIT_SECONDS:g} s; see 'musicd logs'"
+        )
+        try:
+            # The socket closes first (the sources stop), then the daemon drains and flushes.
+            client.wait_closed(STOP_WAIT_SECONDS)
+        except ClientTimeout:
+            raise still_running from None
     while _pid_alive(pid):
         if time.monotonic() - started > STOP_WAIT_SECONDS:
-            raise DaemonError(
-                f"asked musicd (pid {pid}) to stop, but it is still running after "
-                f"{STOP_WAIT_SECONDS:g} s; see 'musicd logs'"
-            )
+            raise still_running
         time.sleep(0.05)
     took = time.monotonic() - started
     if args.json:

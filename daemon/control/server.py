@@ -15,7 +15,6 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -25,7 +24,6 @@ import structlog
 from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from daemon import __version__
 from daemon.control.endpoint import (
     fit_connection_limit,
     peer_refusal,
@@ -34,26 +32,19 @@ from daemon.control.endpoint import (
     remove_socket_if_ours,
     socket_ident,
 )
+from daemon.control.methods import DaemonMethods, Method, Reply, ms_since
 from daemon.control.protocol import (
     ALREADY_SUBSCRIBED,
     DAEMON_BUSY,
-    FLUSH_FAILED,
     INTERNAL_ERROR,
-    INVALID_PARAMS,
     INVALID_REQUEST,
     MAX_LINE_BYTES,
     PARSE_ERROR,
     PEER_REFUSED,
     REQUEST_TOO_LARGE,
-    SCAN_FAILED,
     TOO_MANY_CONNECTIONS,
-    AlbumParams,
-    CacheKeyParams,
-    CachePutParams,
     ProtocolError,
-    RescanParams,
     SubscribeParams,
-    TrackParams,
     error_message,
     notification,
     parse_request,
@@ -92,13 +83,6 @@ class Limits:
 
 class Disconnected(Exception):
     """The connection is gone or was given up on; its task ends."""
-
-
-@dataclass
-class Reply:
-    result: Any
-    # Runs after the answer is written (start forwarding events, stop the daemon).
-    after: Callable[[], None] | None = None
 
 
 @dataclass
@@ -155,6 +139,13 @@ class Connection:
 Handler = Callable[[Connection, Any], Awaitable[Reply]]
 
 
+def _without_conn(method: Method) -> Handler:
+    async def handler(conn: Connection, params: Any) -> Reply:
+        return await method(params)
+
+    return handler
+
+
 class ControlServer:
     """Accepts connections and answers their requests against one Daemon."""
 
@@ -167,20 +158,18 @@ class ControlServer:
         self.refused = 0
         self.requests = 0
         self.errors = 0
-        self.methods: dict[str, Handler] = {
-            "ping": self._ping,
-            "status": self._status,
-            "stats": self._stats,
-            "flush": self._flush,
-            "rescan": self._rescan,
-            "tracks.get": self._track,
-            "tracks.album": self._album,
-            "cache.get": self._cache_get,
-            "cache.put": self._cache_put,
-            "cache.invalidate": self._cache_invalidate,
-            "cache.clear": self._cache_clear,
-            "subscribe": self._subscribe,
-            "shutdown": self._shutdown,
+        table = DaemonMethods(daemon, self.control_stats).table()
+        self.methods: dict[str, Handler] = {name: _without_conn(fn) for name, fn in table.items()}
+        self.methods["subscribe"] = self._subscribe
+
+    def control_stats(self) -> dict[str, Any]:
+        return {
+            "connections_open": self.open,
+            "connections_total": self.total,
+            "connections_refused": self.refused,
+            "max_connections": self.limits.max_connections,
+            "requests": self.requests,
+            "errors": self.errors,
         }
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -326,15 +315,16 @@ class ControlServer:
             self.requests += 1
             await conn.send(self._rejected(conn, started, None, None, error).message)
             return
-        if isinstance(obj, list):
-            outcomes = [await self._dispatch(conn, item) for item in obj]
-            await conn.send([o.message for o in outcomes])
-        else:
-            outcomes = [await self._dispatch(conn, obj)]
-            await conn.send(outcomes[0].message)
-        for outcome in outcomes:
-            if outcome.after is not None:
-                outcome.after()
+        batch = isinstance(obj, list)
+        outcomes = [await self._dispatch(conn, item) for item in (obj if batch else [obj])]
+        try:
+            await conn.send([o.message for o in outcomes] if batch else outcomes[0].message)
+        finally:
+            # Even when the client left before reading the answer: a shutdown it asked for
+            # still happens (a subscription does not start on a closed connection).
+            for outcome in outcomes:
+                if outcome.after is not None:
+                    outcome.after()
 
     async def _dispatch(self, conn: Connection, obj: Any) -> Outcome:
         started = time.perf_counter()
@@ -355,7 +345,7 @@ class ControlServer:
         except Exception as err:
             self.errors += 1
             conn.log.exception(
-                "request_failed", method=method, id=req_id, ok=False, duration_ms=_ms_since(started)
+                "request_failed", method=method, id=req_id, ok=False, duration_ms=ms_since(started)
             )
             text = str(err).splitlines()[0][:200] if str(err) else ""
             message = f"internal error in {method}: {type(err).__name__}"
@@ -363,7 +353,7 @@ class ControlServer:
                 error_message(req_id, INTERNAL_ERROR, f"{message}: {text}" if text else message)
             )
         level = conn.log.debug if method in CHEAP_METHODS else conn.log.info
-        level("request_handled", method=method, id=req_id, ok=True, duration_ms=_ms_since(started))
+        level("request_handled", method=method, id=req_id, ok=True, duration_ms=ms_since(started))
         return Outcome(result_message(request.id, reply.result), reply.after)
 
     def _rejected(
@@ -382,115 +372,9 @@ class ControlServer:
             code=err.code,
             error=err.message[:300],
             ok=False,
-            duration_ms=_ms_since(started),
+            duration_ms=ms_since(started),
         )
         return Outcome(error_message(req_id, err.code, err.message, err.data))
-
-    # -- methods ------------------------------------------------------------------------------
-
-    async def _ping(self, conn: Connection, params: object) -> Reply:
-        return Reply({"pong": True, "pid": os.getpid(), "version": __version__})
-
-    async def _status(self, conn: Connection, params: object) -> Reply:
-        status = self.daemon.status()
-        status["connections"] = self.open
-        return Reply(status)
-
-    async def _stats(self, conn: Connection, params: object) -> Reply:
-        hub = self.daemon.hub
-        return Reply(
-            {
-                "cache": self.daemon.cache.stats(),
-                "events": {
-                    "emitted": dict(sorted(hub.emitted.items())),
-                    "total": sum(hub.emitted.values()),
-                    "last_seq": self.daemon.sequencer.last,
-                },
-                "subscribers": hub.subscriber_count,
-                "control": {
-                    "connections_open": self.open,
-                    "connections_total": self.total,
-                    "connections_refused": self.refused,
-                    "max_connections": self.limits.max_connections,
-                    "requests": self.requests,
-                    "errors": self.errors,
-                },
-            }
-        )
-
-    async def _flush(self, conn: Connection, params: object) -> Reply:
-        started = time.perf_counter()
-        if not await self.daemon.flush("requested"):
-            error = self.daemon.flush_status.flush_error or "unknown error"
-            raise ProtocolError(
-                FLUSH_FAILED,
-                f"flush failed: {error}; the state is kept in memory and written as soon as "
-                "the problem is fixed",
-            )
-        daemon = self.daemon
-        return Reply(
-            {
-                "flushed": True,
-                "duration_ms": _ms_since(started),
-                "last_flush_at": daemon.flush_status.last_flush_at,
-                "dirty": daemon.snapshot.dirty or daemon.cache.dirty,
-            }
-        )
-
-    async def _rescan(self, conn: Connection, params: RescanParams) -> Reply:
-        started = time.perf_counter()
-        outcome = await self.daemon.rescan(accept_removals=params.accept_removals)
-        if not outcome.ok:
-            raise ProtocolError(SCAN_FAILED, f"rescan failed: {outcome.error}")
-        result = outcome.as_dict()
-        result["duration_ms"] = _ms_since(started)
-        return Reply(result)
-
-    async def _track(self, conn: Connection, params: TrackParams) -> Reply:
-        track = self.daemon.snapshot.get(params.persistent_id)
-        return Reply(track.to_dict() if track is not None else None)
-
-    async def _album(self, conn: Connection, params: AlbumParams) -> Reply:
-        tracks = self.daemon.snapshot.album_tracks(params.artist, params.album)
-        return Reply([t.to_dict() for t in tracks])
-
-    async def _cache_get(self, conn: Connection, params: CacheKeyParams) -> Reply:
-        entry = self.daemon.cache.get(params.artist, params.album, params.source)
-        return Reply(entry.to_dict() if entry is not None else None)
-
-    async def _cache_put(self, conn: Connection, params: CachePutParams) -> Reply:
-        try:
-            entry = self.daemon.cache.put(
-                params.artist,
-                params.album,
-                params.source,
-                success=params.success,
-                data=params.data,
-                metadata=params.metadata,
-            )
-        except (TypeError, ValueError) as err:
-            raise ProtocolError(INVALID_PARAMS, f"cache.put: {err}") from None
-        self.daemon.mark_dirty()
-        return Reply(entry.to_dict())
-
-    async def _cache_invalidate(self, conn: Connection, params: AlbumParams) -> Reply:
-        removed = self.daemon.cache.invalidate_album(params.artist, params.album)
-        if removed:
-            self.daemon.mark_dirty()
-        conn.log.info(
-            "cache_invalidated",
-            artist=params.artist,
-            album=params.album,
-            entries=removed,
-            reason="requested",
-        )
-        return Reply({"removed": removed})
-
-    async def _cache_clear(self, conn: Connection, params: object) -> Reply:
-        removed = self.daemon.cache.clear()
-        if removed:
-            self.daemon.mark_dirty()
-        return Reply({"removed": removed})
 
     async def _subscribe(self, conn: Connection, params: SubscribeParams) -> Reply:
         if conn.subscription is not None:
@@ -509,12 +393,6 @@ class ControlServer:
         return Reply(
             {"subscribed": True, "types": types, "last_seq": self.daemon.sequencer.last},
             after=start,
-        )
-
-    async def _shutdown(self, conn: Connection, params: object) -> Reply:
-        return Reply(
-            {"stopping": True, "pid": os.getpid()},
-            after=partial(self.daemon.request_shutdown, "control"),
         )
 
     async def _forward_events(self, conn: Connection, sub: Subscription) -> None:
@@ -551,10 +429,6 @@ class ControlServer:
         except Exception:
             conn.log.exception("event_forwarding_failed")
             conn.close("internal_error")
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
 
 
 async def serve_control(

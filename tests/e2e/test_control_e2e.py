@@ -220,3 +220,21 @@ def test_stale_socket_of_a_crashed_daemon_is_replaced() -> None:
         with MusicdClient(d.socket) as client:
             assert client.ping()["pong"] is True
         assert d.stop()[0] == 0
+
+
+def test_socket_directory_open_to_others_stops_the_daemon_with_one_line() -> None:
+    with daemon_env() as d:
+        shared = d.root / "shared"
+        shared.mkdir()
+        os.chmod(shared, 0o755)
+        config = write_config(d.root, d.library, control={"socket": str(shared / "d.sock")})
+        result = subprocess.run(
+            [sys.executable, "-m", "daemon", "run", "--config", str(config)],
+            capture_output=True,
+            timeout=30,
+        )
+        err = result.stderr.decode().strip()
+        assert result.returncode != 0
+        assert len(err.splitlines()) == 1 and "Traceback" not in err
+        assert f"socket directory {shared} is open to other users (mode 0755)" in err
+        assert not (shared / "d.sock").exists()
