@@ -7,7 +7,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -141,13 +140,11 @@ def test_stop_waits_until_the_daemon_is_gone_and_both_exit_0() -> None:
     with daemon_env() as d:
         d.start()
         assert d.proc is not None
-        started = time.monotonic()
         result = musicd("stop", "--config", str(d.config_path))
         assert result.returncode == 0, result.stderr
         assert f"musicd stopped (pid {d.proc.pid}" in result.stdout
         assert d.proc.wait(5) == 0
         assert not Path(d.socket).exists()
-        assert time.monotonic() - started < 30
         again = musicd("stop", "--config", str(d.config_path))
         assert again.returncode == 3
         assert os.path.exists(d.state_dir / "snapshot.json")
