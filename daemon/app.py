@@ -213,15 +213,21 @@ class Daemon:
             return True
         try:
             await anyio.to_thread.run_sync(_write_all, saves)
-        except OSError as err:
-            text = describe_os_error(err)
-            self.flush_status.flush_error = f"{text}: {err.filename or self.config.state.dir}"
+        except (OSError, StateError) as err:
+            # StateError: the state dir became unusable (e.g. a file now stands in its place).
+            # Either way the daemon keeps its state in memory and retries: never a crash.
+            path: str | None = None
+            if isinstance(err, OSError):
+                text, path = describe_os_error(err), err.filename
+                self.flush_status.flush_error = f"{text}: {path or self.config.state.dir}"
+            else:
+                text = self.flush_status.flush_error = str(err)
             self.flush_status.flush_error_at = time.time()
             log.error(
                 "flush_failed",
                 reason=reason,
                 error=text,
-                path=err.filename,
+                path=path,
                 hint="state on disk is unchanged; retrying by itself once this is fixed",
             )
             self.dirty.set()
