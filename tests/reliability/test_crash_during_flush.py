@@ -1,0 +1,274 @@
+"""kill -9 at random moments around flushes; after each restart nothing is lost or half-written.
+
+One daemon is killed and restarted over and over on one state dir. Each cycle:
+
+1. cache entries are put on "keeper" albums (never edited) and a flush is acknowledged;
+2. the library is edited so a fresh "victim" album must be invalidated;
+3. the daemon is killed with SIGKILL at a random moment: mostly a few milliseconds after it
+   logged the scan of that edit (so the kill lands in the flush that follows), sometimes at
+   any moment after the edit; in every other cycle it is killed once more during the
+   reconciliation that follows its restart;
+4. it is restarted and, once its reconciliation is flushed, checked: every state file loads,
+   every acknowledged entry is there, every victim album is gone (in memory and on disk), and
+   the snapshot on disk is exactly the library.
+
+A background client keeps putting entries and asking for flushes meanwhile, so kills also land
+in requested flushes; an entry counts as acknowledged only once its flush call returned.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import orjson
+import pytest
+
+from tests.reliability.conftest import Report
+from tests.reliability.harness import (
+    SOURCES,
+    FaultyDaemon,
+    SynthLibrary,
+    album_key,
+    album_of,
+    artist_of,
+    cache_document,
+    cache_entry,
+    faulty_env,
+    iterations,
+    soak_factor,
+    state_files_load,
+    write_library,
+)
+from tests.support import read_json
+
+KILLS = iterations(100)
+N_TRACKS = 5000
+PER_ALBUM = 10
+N_ALBUMS = N_TRACKS // PER_ALBUM
+SEED = 20261121
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300 * soak_factor())]
+
+
+class Background:
+    """Puts entries on keeper albums and requests flushes until stopped (or the daemon dies)."""
+
+    def __init__(self, d: FaultyDaemon, keepers: list[int], rng: random.Random) -> None:
+        self.d = d
+        self.keepers = keepers
+        self.rng = rng
+        self.acked: list[tuple[int, str]] = []
+        self.flushes = 0
+        self._stop = threading.Event()
+        self._n = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            with self.d.client(timeout=10) as c:
+                while not self._stop.is_set():
+                    batch = []
+                    for _ in range(self.rng.randint(1, 5)):
+                        self._n += 1
+                        a = self.rng.choice(self.keepers)
+                        source = f"bg-{self.d.pid}-{self._n}"
+                        c.cache_put(artist_of(a), album_of(a), source, data={"n": self._n})
+                        batch.append((a, source))
+                    c.flush()
+                    # Only now is the batch acknowledged.
+                    self.acked.extend(batch)
+                    self.flushes += 1
+        except Exception:
+            return  # the daemon was killed: whatever was not acknowledged may be lost
+
+    def __enter__(self) -> Background:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
+def kill_after(d: FaultyDaemon, mark: int, rng: random.Random, *, scan_reason: str | None) -> str:
+    """Kill -9 soon after the next scan_finished (or at a random moment); say which."""
+    if scan_reason is not None and rng.random() < 0.8:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if any(
+                e.get("event") == "scan_finished"
+                and (scan_reason == "*" or e.get("reason") == scan_reason)
+                for e in d.logs()[mark:]
+            ):
+                break
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.06))
+        d.kill9()
+        return "after_scan"
+    time.sleep(rng.uniform(0, 0.5))
+    d.kill9()
+    return "random"
+
+
+def classify_kill(d: FaultyDaemon) -> str:
+    """Where the kill landed, judged from the state dir it left."""
+    if list(d.state_dir.glob(".*.tmp")):
+        return "mid_write"
+    meta_path = d.state_dir / "snapshot.meta.json"
+    snap_path = d.state_dir / "snapshot.json"
+    if meta_path.exists() and snap_path.exists():
+        from daemon.stores.snapshot import snapshot_digest
+
+        meta = read_json(meta_path)
+        if meta.get("snapshot_hash") != snapshot_digest(snap_path.read_bytes()):
+            return "between_meta_and_snapshot"
+    return "between_flushes"
+
+
+def test_kill_9_around_flushes_loses_nothing(report: Report) -> None:
+    rng = random.Random(SEED)
+    lib = SynthLibrary.generate(N_TRACKS, PER_ALBUM)
+    albums = list(range(N_ALBUMS))
+    rng.shuffle(albums)
+    # A quarter of the albums are never edited; the others are edited one per cycle.
+    keepers = sorted(albums[: N_ALBUMS // 4])
+    victims = albums[N_ALBUMS // 4 :]
+    seed = [
+        cache_entry(artist_of(a), album_of(a), s, 800) for a in range(N_ALBUMS) for s in SOURCES
+    ]
+    tally = report.case("crash_during_flush")
+    where: dict[str, int] = {}
+    acked: list[tuple[int, str]] = []
+    invalidated: list[int] = []
+    problems: list[str] = []
+
+    with faulty_env(
+        lib.render(),
+        library={"settle_seconds": 0.03, "verify_seconds": 3600},
+        state={"flush_interval_seconds": 0.01},
+    ) as d:
+        d.state_dir.mkdir(mode=0o700)
+        (d.state_dir / "api_cache.json").write_bytes(cache_document(seed))
+        d.start()
+        d.wait_log("flush_finished")
+        kills = cycle = 0
+        while kills < KILLS:
+            cycle += 1
+            # 1. acknowledged entries on keeper albums
+            with d.client() as c:
+                for _ in range(3):
+                    a = rng.choice(keepers)
+                    source = f"acked-{cycle}-{len(acked)}"
+                    c.cache_put(artist_of(a), album_of(a), source, data={"cycle": cycle})
+                    acked.append((a, source))
+                c.flush()
+            # 2. edit a victim album, with background puts and flushes going on
+            victim = victims[(cycle - 1) % len(victims)]
+            if cycle > len(victims):
+                pytest.fail("ran out of victim albums; make the library bigger")
+            edit_victim(lib, victim, cycle)
+            invalidated.append(victim)
+            with Background(d, keepers, random.Random(rng.random())) as bg:
+                mark = d.mark()
+                write_library(d.library, lib.render(), by_rename=rng.random() < 0.8)
+                kind = kill_after(d, mark, rng, scan_reason="*")
+            acked.extend(bg.acked)
+            where[kind] = where.get(kind, 0) + 1
+            killed = [classify_kill(d)]
+            problems += state_files_load(d.state_dir)
+            # 3. every other cycle, kill it again while it reconciles after the restart
+            if cycle % 2 == 0 and kills + 1 < KILLS:
+                mark = d.mark()
+                d.start(wait_ready=False)
+                kill_after(d, mark, rng, scan_reason="startup")
+                killed.append("reconcile_" + classify_kill(d))
+                problems += state_files_load(d.state_dir)
+            for landed in killed:
+                where[landed] = where.get(landed, 0) + 1
+            kills += len(killed)
+            # 4. restart and check
+            mark = d.mark()
+            d.start()
+            d.wait_log("scan_finished", after=mark, reason="startup", timeout=30)
+            found = check_invariants(d, lib, acked, invalidated, seed_albums=N_ALBUMS)
+            problems += found
+            tally.tried += len(killed)
+            tally.survived += 0 if found else len(killed)
+        tally.lost = len(problems)
+        tally.notes = {
+            "acked_entries": len(acked),
+            "invalidations": len(invalidated),
+            **dict(sorted(where.items())),
+        }
+        assert d.stop()[0] == 0
+    assert not problems, problems[:20]
+
+
+def edit_victim(lib: SynthLibrary, victim: int, cycle: int) -> None:
+    """An edit that must invalidate the victim album: a rename, a removal or a new artist."""
+    pids = lib.album_pids(artist_of(victim), album_of(victim))
+    how = cycle % 3
+    if how == 0:
+        for pid in pids:
+            lib.tracks[pid]["Album"] = f"{album_of(victim)} (Deluxe {cycle})"
+    elif how == 1:
+        del lib.tracks[pids[0]]
+    else:
+        for pid in pids:
+            lib.tracks[pid]["Artist"] = lib.tracks[pid]["Album Artist"] = f"Someone {cycle}"
+
+
+def check_invariants(
+    d: FaultyDaemon,
+    lib: SynthLibrary,
+    acked: list[tuple[int, str]],
+    invalidated: list[int],
+    *,
+    seed_albums: int,
+) -> list[str]:
+    problems: list[str] = []
+    with d.client() as c:
+        # The reconciliation is applied and written once a requested flush returns.
+        c.flush()
+        stats = c.stats()["cache"]["by_source"]
+        for source in SOURCES:
+            want = seed_albums - len(invalidated)
+            got = stats.get(source, {}).get("entries", 0)
+            if got != want:
+                problems.append(f"{source}: {got} seeded entries, expected {want}")
+        # Every acknowledged entry is checked on disk below; the newest also in memory.
+        missing = [
+            (a, s) for a, s in acked[-50:] if c.cache_get(artist_of(a), album_of(a), s) is None
+        ]
+        problems += [f"acknowledged entry lost: {album_of(a)} {s}" for a, s in missing]
+        stale = [
+            v for v in invalidated if c.cache_get(artist_of(v), album_of(v), SOURCES[0]) is not None
+        ]
+        problems += [f"missed invalidation: {album_of(v)}" for v in stale]
+    # The same on disk, and the snapshot file is exactly the library.
+    entries = orjson.loads((d.state_dir / "api_cache.json").read_bytes())["entries"]
+    on_disk = {album_key(e["artist"], e["album"]) for e in entries}
+    sources_on_disk = {(album_key(e["artist"], e["album"]), e["source"]) for e in entries}
+    problems += [
+        f"acknowledged entry lost on disk: {album_of(a)} {s}"
+        for a, s in acked
+        if (album_key(artist_of(a), album_of(a)), s) not in sources_on_disk
+    ]
+    problems += [
+        f"missed invalidation on disk: {album_of(v)}"
+        for v in invalidated
+        if album_key(artist_of(v), album_of(v)) in on_disk
+    ]
+    snapshot = d.snapshot_tracks()
+    expected = lib.expected_rows()
+    if snapshot != expected:
+        wrong = sorted(set(snapshot) ^ set(expected)) or [
+            pid for pid in expected if snapshot.get(pid) != expected[pid]
+        ]
+        problems.append(f"snapshot differs from the library: {len(wrong)} tracks, e.g. {wrong[:3]}")
+    problems += state_files_load(d.state_dir)
+    quarantined = d.find_logs("state_file_quarantined")
+    problems += [f"state file quarantined: {e.get('path')}" for e in quarantined]
+    return problems
