@@ -306,7 +306,9 @@ class Scanner:
             self._clear_hold()
             return events, {}
         share = len(removed) / total
-        if share <= self.mass_removal_ratio:
+        # Losing every track at once is held whatever the configured share: a ratio of 1.0
+        # would otherwise let an empty (half-synced, mis-exported) library file through.
+        if share <= self.mass_removal_ratio and len(removed) < total:
             self._clear_hold()
             return events, {}
         held_ids = {e.persistent_id for e in removed}
