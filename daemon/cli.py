@@ -193,7 +193,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         _seed_demo_cache(Path(config_arg))
         _print_demo_help(Path(config_arg))
     try:
-        return anyio.run(run, cfg)
+        try:
+            return anyio.run(run, cfg)
+        except BaseExceptionGroup as group:
+            # A user error raised inside the task groups (e.g. the socket is taken) is still a
+            # one-line message, not an exception-group traceback.
+            matched, _rest = group.split(DaemonError)
+            if matched is None:
+                raise
+            first: BaseException = matched
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
     except DaemonError as err:
         import structlog
 
