@@ -33,8 +33,8 @@ from daemon.consumers.publisher import publish_events
 from daemon.errors import AlreadyRunning, StateError, describe_os_error
 from daemon.events import FLUSH_FINISHED, AnyEvent, ObserverEvent, Sequencer
 from daemon.hub import EventHub
-from daemon.library import FileStat, LibraryRead
-from daemon.library.xml_reader import read_library_xml
+from daemon.library import FileStat
+from daemon.library.fast_xml import FastXmlReader
 from daemon.logs import stop_logging
 from daemon.pipeline import BATCH_BUFFER, Batch, Fanout, Progress
 from daemon.scanner import Reader, Scanner, ScanOutcome
@@ -84,12 +84,12 @@ def make_reader(config: Config) -> Reader:
         from daemon.library.music_app import make_music_app_reader
 
         return make_music_app_reader(config)
-    path = config.library.path
-
-    def read() -> LibraryRead:
-        return read_library_xml(path)
-
-    return read
+    # Re-parses only the tracks whose bytes changed; a full read first and every
+    # full_scan_interval_seconds (see daemon/library/fast_xml.py).
+    return FastXmlReader(
+        config.library.path,
+        full_interval_seconds=config.library.full_scan_interval_seconds,
+    )
 
 
 @dataclass
