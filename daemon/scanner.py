@@ -169,8 +169,9 @@ class Scanner:
             except LibraryChangedDuringRead:
                 log.info("library_changed_during_read", path=str(self.library_path))
                 await anyio.sleep(max(self.settle_seconds, 0.2))
-        raise LibraryReadError(
-            "library file kept changing while it was read; will try again on the next change"
+        raise LibraryChangedDuringRead(
+            f"library file {self.library_path} kept changing while it was read; "
+            "reading it again once it settles"
         )
 
     def _observer(self, kind: str, **data: object) -> ObserverEvent:
@@ -189,10 +190,11 @@ class Scanner:
             or now - self.last_full_scan >= self.full_scan_interval_seconds
         )
         await self.fanout.publish([self._observer(SCAN_STARTED, reason=reason)])
+        before = library_stat(self.library_path)
         try:
             read = await self._read()
         except LibraryReadError as err:
-            return await self._failed(err, reason)
+            return await self._failed(err, reason, before)
         if self.status.reader_error or self.status.library_missing:
             log.info("library_readable_again", path=str(self.library_path))
         self.status.reader_error = None
@@ -265,10 +267,20 @@ class Scanner:
         await self.fanout.publish(tail)
         return outcome
 
-    async def _failed(self, err: LibraryReadError, reason: str) -> ScanOutcome:
+    async def _failed(
+        self, err: LibraryReadError, reason: str, before: FileStat | None
+    ) -> ScanOutcome:
         message = str(err)
+        busy = isinstance(err, LibraryChangedDuringRead)
         missing = library_stat(self.library_path) is None
-        if missing:
+        if busy:
+            log.warning(
+                "library_busy",
+                path=str(self.library_path),
+                reason=message,
+                hint="nothing was changed; it is read again once it stops changing",
+            )
+        elif missing:
             if not self.status.library_missing:
                 log.warning(
                     "library_missing",
@@ -285,9 +297,11 @@ class Scanner:
             )
         self.status.reader_error = message
         self.status.reader_error_at = time.time()
-        # Remember the broken version's stat: the safety net does not re-read the same broken
-        # file every minute, while any write to it (an event) is scanned again.
-        self.last_stat = library_stat(self.library_path)
+        # Remember the broken version's stat, taken *before* the read: the safety net does not
+        # re-read the same broken file every minute, yet a version written while this read was
+        # failing differs from it, so it is read even if its event was lost (no watcher,
+        # queue overflow). A file that kept changing was read at no stat at all.
+        self.last_stat = None if busy else before
         await self.fanout.publish([self._observer(ERROR, reason=reason, message=message)])
         return ScanOutcome(ok=False, error=message)
 

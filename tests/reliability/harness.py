@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,7 +146,9 @@ def _value(value: Any) -> str:
     return f"<string>{escape(str(value))}</string>"
 
 
-def render_plist(tracks: Any, *, without_pid: set[str] = frozenset(), extra: str = "") -> bytes:  # type: ignore[assignment]
+def render_plist(
+    tracks: Iterable[dict[str, Any]], *, without_pid: Collection[str] = (), extra: str = ""
+) -> bytes:
     parts = [
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         '<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" '
@@ -220,6 +222,8 @@ class FaultyDaemon(DaemonProc):
 
     torn_log_lines: int = 0
     preexec: Callable[[], None] | None = None
+    # A command prefix, e.g. NO_INOTIFY: the daemon execs from it (same pid).
+    wrapper: list[str] | None = None
 
     def start(self, *, wait_ready: bool = True, extra_env: dict[str, str] | None = None) -> None:
         env = {**os.environ, **(extra_env or {})}
@@ -229,7 +233,15 @@ class FaultyDaemon(DaemonProc):
             (self.root / "stderr.txt").open("ab") as err,
         ):
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "daemon", "run", "--config", str(self.config_path)],
+                [
+                    *(self.wrapper or []),
+                    sys.executable,
+                    "-m",
+                    "daemon",
+                    "run",
+                    "--config",
+                    str(self.config_path),
+                ],
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
@@ -297,6 +309,27 @@ def _status_kib(pid: int, key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1])
     raise KeyError(key)
+
+
+# Runs the daemon in a user namespace of its own whose inotify instance limit is 0, so its
+# watcher cannot start (as when the user's inotify instances are used up) without touching
+# the limits of anything else on the machine.
+NO_INOTIFY = [
+    "unshare",
+    "--user",
+    "--map-root-user",
+    "sh",
+    "-c",
+    'echo 0 > /proc/sys/user/max_inotify_instances && exec "$@"',
+    "sh",
+]
+
+
+def no_inotify_supported() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run([*NO_INOTIFY, "true"], capture_output=True, timeout=10)
+    return probe.returncode == 0
 
 
 def ignore_sigxfsz_and_limit(max_bytes: int) -> Callable[[], None]:
