@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -38,7 +39,8 @@ class EventHub:
     emitted: dict[str, int] = field(default_factory=dict)
 
     def subscribe(self, types: Iterable[str] | None = None, *, label: str = "") -> Subscription:
-        send, receive = anyio.create_memory_object_stream[AnyEvent](self.max_queue)
+        # The stream itself is unbounded; publish() enforces the limit per batch (see there).
+        send, receive = anyio.create_memory_object_stream[AnyEvent](math.inf)
         sub = Subscription(
             frozenset(types) if types is not None else None, send, receive, label=label
         )
@@ -55,26 +57,36 @@ class EventHub:
         return len(self._subs)
 
     def publish(self, events: Iterable[AnyEvent]) -> None:
-        for event in events:
+        """Deliver one batch (one scan's events) to every subscriber that wants them.
+
+        The limit is on the backlog a subscriber had *before* the batch: one that has fallen
+        `max_queue` events behind is cut off, but a subscriber that keeps up receives a whole
+        batch even when one scan produced more than `max_queue` events (a re-tag of thousands
+        of tracks). Memory stays bounded by `max_queue` plus one batch, which is in memory
+        anyway.
+        """
+        batch = list(events)
+        for event in batch:
             self.emitted[event.type] = self.emitted.get(event.type, 0) + 1
-            for sub in list(self._subs):
-                if not sub.wants(event.type):
-                    continue
-                try:
-                    sub.send.send_nowait(event)
-                    sub.delivered += 1
-                except anyio.WouldBlock:
-                    # The subscriber stopped reading: cut it off rather than hold the daemon.
-                    sub.overflowed = True
-                    log.warning(
-                        "subscriber_dropped",
-                        subscriber=sub.label,
-                        queued=self.max_queue,
-                        reason="queue_full",
-                    )
-                    self.unsubscribe(sub)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    self.unsubscribe(sub)
+        for sub in list(self._subs):
+            if sub.send.statistics().current_buffer_used >= self.max_queue:
+                # The subscriber stopped reading: cut it off rather than hold the daemon.
+                sub.overflowed = True
+                log.warning(
+                    "subscriber_dropped",
+                    subscriber=sub.label,
+                    queued=self.max_queue,
+                    reason="queue_full",
+                )
+                self.unsubscribe(sub)
+                continue
+            try:
+                for event in batch:
+                    if sub.wants(event.type):
+                        sub.send.send_nowait(event)
+                        sub.delivered += 1
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self.unsubscribe(sub)
 
     def close(self) -> None:
         for sub in list(self._subs):

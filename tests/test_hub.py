@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import anyio
+
+from daemon.events import TrackAdded
+from daemon.hub import EventHub
+from daemon.models import Track
+
+
+def batch(n: int, start: int = 0) -> list[TrackAdded]:
+    return [TrackAdded(Track(f"{i:016X}"), seq=i + 1) for i in range(start, start + n)]
+
+
+async def test_a_scan_bigger_than_the_queue_reaches_a_subscriber_that_keeps_up() -> None:
+    hub = EventHub(max_queue=10)
+    sub = hub.subscribe()
+    hub.publish(batch(25))
+    received = [sub.receive.receive_nowait().seq for _ in range(25)]
+    assert received == list(range(1, 26))
+    assert not sub.overflowed
+    assert hub.subscriber_count == 1
+    hub.close()
+    sub.receive.close()
+
+
+async def test_a_subscriber_that_stopped_reading_is_cut_off_without_touching_the_others() -> None:
+    hub = EventHub(max_queue=10)
+    slow = hub.subscribe(label="slow")
+    fast = hub.subscribe(label="fast")
+    for n in range(3):
+        hub.publish(batch(6, start=n * 6))
+        while True:
+            try:
+                fast.receive.receive_nowait()
+            except anyio.WouldBlock:
+                break
+    assert slow.overflowed
+    assert not fast.overflowed
+    assert hub.subscriber_count == 1
+    hub.close()
+    slow.receive.close()
+    fast.receive.close()
+
+
+async def test_filtered_subscriber_gets_only_its_types() -> None:
+    hub = EventHub(max_queue=10)
+    sub = hub.subscribe(types=["track_removed"])
+    hub.publish(batch(3))
+    assert sub.receive.statistics().current_buffer_used == 0
+    assert hub.emitted == {"track_added": 3}
+    hub.close()
+    sub.receive.close()
