@@ -18,6 +18,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -120,6 +121,29 @@ class _Handler(FileSystemEventHandler):
             self._poke("directory_changed", False, False)
 
 
+class _ParentHandler(FileSystemEventHandler):
+    """Watches the parent of the watched directory, for that directory alone.
+
+    inotify keeps a watch on a directory's inode wherever it moves, and watchdog drops the
+    IN_MOVE_SELF that says so: a library directory moved away (or swapped for another by a
+    sync tool) would leave the daemon watching the old one, blind to the new one. Seen from
+    its parent, the move, removal or (re)appearance of the directory is an ordinary event.
+    """
+
+    def __init__(self, watched: Path, poke: Callable[[str, bool, bool], None]) -> None:
+        self._watched = _norm(str(watched))
+        self._poke = poke
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            return
+        paths = [_norm(event.src_path)]
+        if event.dest_path:
+            paths.append(_norm(event.dest_path))
+        if self._watched in paths and event.event_type in ("moved", "deleted", "created"):
+            self._poke("watch_lost", True, True)
+
+
 class _OverflowHandler(logging.Handler):
     """watchdog logs inotify's queue overflow and drops it: turn that log line into a rescan."""
 
@@ -142,10 +166,15 @@ class LibraryWatcher:
         self.target_is_dir = target_is_dir
         self.watching: Path | None = None
         self._rewatch = anyio.Event()
+        self._generation = 0
 
-    def _on_loop(self, reason: str, scan: bool, rewatch: bool) -> None:
-        if rewatch:
+    def _on_loop(self, reason: str, scan: bool, rewatch: bool, generation: int = -1) -> None:
+        # A rewatch asked for by an observer that was already replaced is stale: honouring it
+        # would restart the new watch for nothing.
+        if rewatch and generation in (-1, self._generation):
             self._rewatch.set()
+        if reason == "events_lost":
+            log.warning("file_events_lost", path=str(self.target), action="rescanning")
         # Even a rewatch pokes the scanner: its stat check decides whether anything changed.
         self.wakeup.notify(reason, force=scan)
 
@@ -161,6 +190,8 @@ class LibraryWatcher:
         observer.schedule(
             handler, str(watched), recursive=self.target_is_dir and watched == self.target
         )
+        if watched.parent != watched:
+            observer.schedule(_ParentHandler(watched, poke), str(watched.parent))
         observer.daemon = True
         observer.start()
         return observer
@@ -169,9 +200,11 @@ class LibraryWatcher:
         """Watch until cancelled. Reports started once the first watch is in place."""
         token = anyio.lowlevel.current_token()
 
-        def poke(reason: str, scan: bool, rewatch: bool) -> None:
+        def poke(reason: str, scan: bool, rewatch: bool, generation: int = -1) -> None:
             try:
-                anyio.from_thread.run_sync(self._on_loop, reason, scan, rewatch, token=token)
+                anyio.from_thread.run_sync(
+                    self._on_loop, reason, scan, rewatch, generation, token=token
+                )
             except (anyio.RunFinishedError, RuntimeError):
                 pass  # the loop is shutting down: nothing is listening any more
 
@@ -183,8 +216,12 @@ class LibraryWatcher:
             while True:
                 watched = self._watch_dir()
                 self._rewatch = anyio.Event()
+                self._generation += 1
+                poke_this = partial(_poke_for, poke, self._generation)
                 try:
-                    observer = await anyio.to_thread.run_sync(self._start_observer, watched, poke)
+                    observer = await anyio.to_thread.run_sync(
+                        self._start_observer, watched, poke_this
+                    )
                 except OSError as err:
                     # e.g. inotify watch limit reached: degrade to the periodic stat check.
                     log.warning("watch_failed", path=str(watched), reason=str(err))
@@ -214,6 +251,16 @@ class LibraryWatcher:
         finally:
             watchdog_logger.removeHandler(overflow)
             self.watching = None
+
+
+def _poke_for(
+    poke: Callable[[str, bool, bool, int], None],
+    generation: int,
+    reason: str,
+    scan: bool,
+    rewatch: bool,
+) -> None:
+    poke(reason, scan, rewatch, generation)
 
 
 def _stop_observer(observer: BaseObserver) -> None:
