@@ -14,6 +14,10 @@ from daemon.events import AnyEvent
 
 log = structlog.get_logger(__name__)
 
+# A subscriber that is still reading, only slower than a burst of events arrives, may fall this
+# many times `max_queue` behind before it is cut off anyway: the bound on what one can hold.
+HARD_LIMIT_FACTOR = 10
+
 
 @dataclass(eq=False)
 class Subscription:
@@ -25,6 +29,8 @@ class Subscription:
     overflowed: bool = False
     delivered: int = 0
     label: str = ""
+    # Its backlog right after the last batch it was given: less now means it has been reading.
+    backlog: int = 0
 
     def wants(self, event_type: str) -> bool:
         return self.types is None or event_type in self.types
@@ -59,32 +65,39 @@ class EventHub:
     def publish(self, events: Iterable[AnyEvent]) -> None:
         """Deliver one batch (one scan's events) to every subscriber that wants them.
 
-        The limit is on the backlog a subscriber had *before* the batch: one that has fallen
-        `max_queue` events behind is cut off, but a subscriber that keeps up receives a whole
-        batch even when one scan produced more than `max_queue` events (a re-tag of thousands
-        of tracks). Memory stays bounded by `max_queue` plus one batch, which is in memory
-        anyway.
+        A subscriber is judged only by a batch that holds events for it (an event it does not
+        want cannot make it fall behind). It is cut off when it is `max_queue` events behind
+        and has taken nothing since its previous batch (it stopped reading), or when it is
+        `HARD_LIMIT_FACTOR` times that behind however it reads. So one that keeps up receives
+        a whole batch even when one scan produced more than `max_queue` events (a re-tag of
+        thousands of tracks), one that reads slowly through it is not dropped by the next
+        little batch, and memory stays bounded.
         """
         batch = list(events)
         for event in batch:
             self.emitted[event.type] = self.emitted.get(event.type, 0) + 1
         for sub in list(self._subs):
-            if sub.send.statistics().current_buffer_used >= self.max_queue:
-                # The subscriber stopped reading: cut it off rather than hold the daemon.
+            wanted = batch if sub.types is None else [e for e in batch if sub.wants(e.type)]
+            if not wanted:
+                continue
+            backlog = sub.send.statistics().current_buffer_used
+            stalled = backlog >= self.max_queue and backlog >= sub.backlog
+            if stalled or backlog >= self.max_queue * HARD_LIMIT_FACTOR:
+                # Cut it off rather than hold the daemon (or its memory).
                 sub.overflowed = True
                 log.warning(
                     "subscriber_dropped",
                     subscriber=sub.label,
-                    queued=self.max_queue,
-                    reason="queue_full",
+                    queued=backlog,
+                    reason="queue_full" if stalled else "too_far_behind",
                 )
                 self.unsubscribe(sub)
                 continue
             try:
-                for event in batch:
-                    if sub.wants(event.type):
-                        sub.send.send_nowait(event)
-                        sub.delivered += 1
+                for event in wanted:
+                    sub.send.send_nowait(event)
+                sub.delivered += len(wanted)
+                sub.backlog = backlog + len(wanted)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self.unsubscribe(sub)
 
