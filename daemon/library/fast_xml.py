@@ -432,30 +432,32 @@ def _parse_entries(data: bytes, new: dict[int, tuple[int, int]]) -> dict[int, tu
     (a missing or repeated Persistent ID) is split until they can.
     """
     parsed: dict[int, tuple[Track, bool]] = {}
-
-    def parse(items: list[tuple[int, tuple[int, int]]]) -> None:
-        document = b"".join(
-            [_DOC_HEAD, *(data[s : e + _END_LEN] for _, (s, e) in items), _DOC_TAIL]
-        )
-        try:
-            read = parse_library(io.BytesIO(document))
-        except LibraryReadError as err:
-            raise _Fallback(f"a changed track does not parse: {err}") from None
-        tracks = list(read.tracks.values())
-        if not read.without_persistent_id and len(tracks) == len(items):
-            for (fingerprint, _), track in zip(items, tracks, strict=True):
-                parsed[fingerprint] = (track, True)
-        elif len(items) == 1:
-            parsed[items[0][0]] = (tracks[0], not read.without_persistent_id)
-        else:
-            half = len(items) // 2
-            parse(items[:half])
-            parse(items[half:])
-
     pending = list(new.items())
     for i in range(0, len(pending), 4096):
-        parse(pending[i : i + 4096])
+        _parse_batch(data, pending[i : i + 4096], parsed)
     return parsed
+
+
+def _parse_batch(
+    data: bytes, items: list[tuple[int, tuple[int, int]]], parsed: dict[int, tuple[Track, bool]]
+) -> None:
+    # A plain recursive function, not a closure: a closure that calls itself is a reference
+    # cycle, and it would keep the whole file's bytes alive until the next collection.
+    document = b"".join([_DOC_HEAD, *(data[s : e + _END_LEN] for _, (s, e) in items), _DOC_TAIL])
+    try:
+        read = parse_library(io.BytesIO(document))
+    except LibraryReadError as err:
+        raise _Fallback(f"a changed track does not parse: {err}") from None
+    tracks = list(read.tracks.values())
+    if not read.without_persistent_id and len(tracks) == len(items):
+        for (fingerprint, _), track in zip(items, tracks, strict=True):
+            parsed[fingerprint] = (track, True)
+    elif len(items) == 1:
+        parsed[items[0][0]] = (tracks[0], not read.without_persistent_id)
+    else:
+        half = len(items) // 2
+        _parse_batch(data, items[:half], parsed)
+        _parse_batch(data, items[half:], parsed)
 
 
 def _assemble(entries: list[int], known: dict[int, Track], without_id: set[int]) -> LibraryRead:

@@ -77,6 +77,21 @@ _TRACK_KEYS: Final[dict[str, tuple[int, str]]] = {
     "Total Time": (_TOTAL_TIME, "integer"),
 }
 _IGNORED: Final = (-1, "")
+# Values that repeat across tracks (an album's names, kinds, genres, import dates): one str
+# object per distinct value in a read instead of one per track saves about 40 MB at 100k tracks.
+_SHARED: Final = frozenset(
+    _F(name)
+    for name in (
+        "artist",
+        "album_artist",
+        "album",
+        "genre",
+        "date_added",
+        "date_modified",
+        "kind",
+        "track_type",
+    )
+)
 _NAME, _ARTIST, _ALBUM = _F("name"), _F("artist"), _F("album")
 _TRACK_NUMBER, _DISC_NUMBER = _F("track_number"), _F("disc_number")
 _ROW_TEMPLATE: Final[list[Any]] = [None] * (_NFIELDS + 2)
@@ -196,6 +211,9 @@ def _parse(stream: BinaryIO, source: str, what: str) -> LibraryRead:
     clear = buf.clear
     join = "".join
     keys_get = _TRACK_KEYS.get
+    shared = _SHARED
+    seen: dict[str, str] = {}
+    share = seen.setdefault
     template = _ROW_TEMPLATE
     ignored = _IGNORED
     scalars = _SCALARS
@@ -354,7 +372,8 @@ def _parse(stream: BinaryIO, source: str, what: str) -> LibraryRead:
                 except ValueError:
                     fail(f"has an invalid integer {text[:40]!r}")
             else:
-                row[index] = join(buf)
+                text = join(buf)
+                row[index] = share(text, text) if index in shared else text
         elif kind == "bool" and (name == "true" or name == "false"):
             row[index] = name == "true"
         elif name == "dict":

@@ -10,6 +10,7 @@ copies the list of them and the worker thread can serialise it while the loop go
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -29,18 +30,23 @@ from daemon.stores._atomic import (
     remove_durably,
     write_atomic,
 )
+from daemon.stores.snapshot import freeze_if_big
 
 log = structlog.get_logger(__name__)
 
 CACHE_VERSION: Final = 1
 CACHE_FILE: Final = "api_cache.json"
+# Entries serialised per orjson call. Each call holds the GIL, so while a worker thread writes
+# the cache the event loop waits for one chunk at most (a few ms), never for the whole file.
+_DUMP_CHUNK: Final = 2048
 
 AlbumKey = tuple[str, str]
 
 
 def normalize_source(source: str) -> str:
     """'  MusicBrainz ' -> 'musicbrainz'."""
-    return source.strip().lower()
+    # Interned: a handful of sources, each shared by every entry instead of one copy per entry.
+    return sys.intern(source.strip().lower())
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +137,7 @@ class ApiCache:
             if entries is None:
                 return False
             dropped = self._fill(entries)
+            freeze_if_big(len(entries))
         if dropped:
             self._saves.changed()
         log.info(
@@ -387,7 +394,7 @@ class ApiCacheSave:
                 log.info("api_cache_file_removed", path=str(self.path), reason="empty")
             return
         # orjson writes the (slotted) dataclasses natively, in field order.
-        data = orjson.dumps({"version": CACHE_VERSION, "entries": entries})
+        data = _dumps_cache(entries)
         ensure_private_dir(self.path.parent)
         write_atomic(self.path, data)
         log.debug(
@@ -399,6 +406,16 @@ class ApiCacheSave:
         )
 
 
+def _dumps_cache(entries: list[CachedApiResult]) -> bytes:
+    """The bytes of orjson.dumps({"version", "entries": entries}), built chunk by chunk."""
+    head = orjson.dumps({"version": CACHE_VERSION, "entries": []})
+    parts = [
+        orjson.dumps(entries[i : i + _DUMP_CHUNK])[1:-1]
+        for i in range(0, len(entries), _DUMP_CHUNK)
+    ]
+    return head[:-2] + b",".join(parts) + b"]}"
+
+
 def _parse_cache(data: Any) -> list[CachedApiResult]:
     if type(data) is not dict:
         raise TypeError("api cache is not a JSON object")
@@ -407,4 +424,12 @@ def _parse_cache(data: Any) -> list[CachedApiResult]:
     entries = data["entries"]
     if type(entries) is not list:
         raise TypeError("api cache entries is not a list")
+    # An album's answers from each source repeat its names: keep one copy of each.
+    seen: dict[str, str] = {}
+    share = seen.setdefault
+    for value in entries:
+        if type(value) is dict:
+            artist, album = value.get("artist"), value.get("album")
+            if type(artist) is str and type(album) is str:
+                value["artist"], value["album"] = share(artist, artist), share(album, album)
     return [CachedApiResult.from_dict(value) for value in entries]
