@@ -31,7 +31,7 @@ from tests.support import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120 + 30 * soak_factor())]
 
-N_TRACKS = 400
+N_TRACKS = 250
 STORM_SECONDS = 4.0 * min(soak_factor(), 5)
 SETTLE_MAX = 1.5
 VERSIONS = 40
@@ -94,7 +94,7 @@ def test_event_storm_bounded_scans_bounded_memory_exact_final_state(report: Repo
             status = c.status()
         peak_growth_mib = (d.peak_rss_kib() - rss_before) / 1024
         scans = d.events_since(mark, "scan_finished")
-        failed = d.events_since(mark, "library_unreadable")
+        failed = d.events_since(mark, "library_unreadable", "library_busy")
         retried = d.events_since(mark, "library_changed_during_read")
         tally.notes = {
             "writes_per_second": round(writes / STORM_SECONDS),
