@@ -38,6 +38,7 @@ import codecs
 import hashlib
 import os
 import stat as stat_mod
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Final, NoReturn
 from xml.parsers import expat
@@ -128,11 +129,13 @@ def parse_library(stream: BinaryIO, *, source: str = "xml") -> LibraryRead:
     return _parse(stream, source, "library file")
 
 
-def read_library_xml(path: Path) -> LibraryRead:
+def read_library_xml(path: Path, *, reuse: Mapping[str, Track] | None = None) -> LibraryRead:
     """Read the XML library at `path`, making sure it did not change while it was read.
 
     The returned `stat` is the one taken before reading: when it still matches the file later,
-    the tracks are current.
+    the tracks are current. A track equal to the one `reuse` has under its persistent id is
+    returned as that object (a long-running reader keeps one copy of each track, and the new
+    copy is freed as soon as it is parsed).
 
     Raises:
         LibraryReadError: the file is missing, not a regular file, unreadable or invalid.
@@ -153,7 +156,7 @@ def read_library_xml(path: Path) -> LibraryRead:
     before = FileStat(st.st_mtime_ns, st.st_size, st.st_ino)
     try:
         with open(path, "rb", buffering=0) as stream:
-            result = _parse(stream, "xml", name)
+            result = _parse(stream, "xml", name, reuse)
     except OSError as err:
         check_unchanged(path, before)
         raise LibraryReadError(f"{name} cannot be read: {describe_os_error(err)}") from None
@@ -198,7 +201,9 @@ def fallback_id(
     return "~" + digest[:15]
 
 
-def _parse(stream: BinaryIO, source: str, what: str) -> LibraryRead:
+def _parse(
+    stream: BinaryIO, source: str, what: str, reuse: Mapping[str, Track] | None = None
+) -> LibraryRead:
     # One closure per parser state; the parser's handlers are swapped on state changes so the
     # per-element work stays a couple of comparisons. Character data goes straight into a list
     # (a C call) and is joined only at the end of a value we keep.
@@ -211,7 +216,9 @@ def _parse(stream: BinaryIO, source: str, what: str) -> LibraryRead:
     clear = buf.clear
     join = "".join
     keys_get = _TRACK_KEYS.get
-    shared = _SHARED
+    # With `reuse`, most tracks are dropped for the equal ones already held: sharing their
+    # strings would only keep each distinct value alive until the end of the parse.
+    shared = _SHARED if reuse is None else frozenset()
     seen: dict[str, str] = {}
     share = seen.setdefault
     template = _ROW_TEMPLATE
@@ -405,7 +412,12 @@ def _parse(stream: BinaryIO, source: str, what: str) -> LibraryRead:
             duplicates.append(pid)
             return
         values[0] = pid
-        tracks[pid] = Track(*values[:_NFIELDS])
+        track = Track(*values[:_NFIELDS])
+        if reuse is not None:
+            same = reuse.get(pid)
+            if same is not None and same == track:
+                track = same
+        tracks[pid] = track
 
     # -- inside a value we drop: count nesting, check element names, keep no text
     def skip(start: Any, end: Any) -> None:
