@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m tests.benchmarks.run` (not part of the default test run)."""
