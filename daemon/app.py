@@ -12,7 +12,7 @@ import fcntl
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -36,6 +36,7 @@ from daemon.hub import EventHub
 from daemon.library import FileStat
 from daemon.library.fast_xml import FastXmlReader
 from daemon.logs import stop_logging
+from daemon.models import Track
 from daemon.pipeline import BATCH_BUFFER, Batch, Fanout, Progress
 from daemon.scanner import Reader, Scanner, ScanOutcome
 from daemon.stores._atomic import ensure_private_dir
@@ -78,18 +79,25 @@ def instance_lock(state_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def make_reader(config: Config) -> Reader:
-    """The library reader chosen by `library.source`."""
+def make_reader(config: Config, known_tracks: Mapping[str, Track] | None = None) -> Reader:
+    """The library reader chosen by `library.source`.
+
+    `known_tracks` (the loaded snapshot) lets the XML reader hand back those same Track objects
+    for unchanged tracks, so the snapshot, the scanner's baseline and the reader share one copy.
+    """
     if config.library.source == "music-app":
         from daemon.library.music_app import make_music_app_reader
 
         return make_music_app_reader(config)
     # Re-parses only the tracks whose bytes changed; a full read first and every
     # full_scan_interval_seconds (see daemon/library/fast_xml.py).
-    return FastXmlReader(
+    reader = FastXmlReader(
         config.library.path,
         full_interval_seconds=config.library.full_scan_interval_seconds,
     )
+    if known_tracks:
+        reader.adopt(known_tracks)
+    return reader
 
 
 @dataclass
@@ -361,7 +369,7 @@ async def _serve(daemon: Daemon, task_status: TaskStatus[Daemon]) -> int:
     target_is_dir = config.library.source == "music-app"
     daemon.watcher = LibraryWatcher(config.library.path, daemon.wakeup, target_is_dir=target_is_dir)
     daemon.scanner = Scanner(
-        reader=make_reader(config),
+        reader=make_reader(config, daemon.snapshot.tracks),
         library_path=config.library.path,
         baseline=dict(daemon.snapshot.tracks),
         baseline_stat=_baseline_stat(daemon.snapshot),

@@ -20,6 +20,7 @@ def diff_tracks(old: Mapping[str, Track], new: Mapping[str, Track]) -> list[Trac
         before = old.get(pid)
         if before is None:
             events.append(TrackAdded(track))
-        elif before != track:
+        # Readers hand back the very same object for an unchanged track: skip the comparison.
+        elif before is not track and before != track:
             events.append(TrackModified(before, track, before.changed_fields(track)))
     return events
