@@ -109,31 +109,41 @@ def _prepare_demo() -> Path:
 
 def _seed_demo_cache(cfg_path: Path) -> None:
     """Give the demo a few cached API answers so the invalidation is visible."""
+    import time
+
     from daemon.config import load_config
     from daemon.library.xml_reader import read_library_xml
+    from daemon.stores import cache
     from daemon.stores._atomic import ensure_private_dir
-    from daemon.stores.api_cache import ApiCache
+    from daemon.stores.database import open_database
 
     cfg = load_config(cfg_path)
     ensure_private_dir(cfg.state.dir)
-    cache = ApiCache(
-        cfg.state.dir / "api_cache.json", failed_ttl_seconds=cfg.cache.failed_ttl_seconds
-    )
     albums = {
         (t.album_artist or t.artist or "", t.album or "")
         for t in read_library_xml(cfg.library.path).tracks.values()
     }
-    for artist, album in sorted(albums):
-        for source in ("musicbrainz", "discogs"):
-            cache.put(
-                artist,
-                album,
-                source,
-                success=True,
-                data={"demo": True, "album": album},
-                metadata={"seeded_by": "demo"},
-            )
-    cache.capture().write()
+    entries = [
+        cache.make_entry(
+            artist,
+            album,
+            source,
+            success=True,
+            data={"demo": True, "album": album},
+            metadata={"seeded_by": "demo"},
+            now=time.time(),
+            failed_ttl_seconds=cfg.cache.failed_ttl_seconds,
+        )
+        for artist, album in sorted(albums)
+        for source in ("musicbrainz", "discogs")
+    ]
+    db = open_database(cfg.state.dir)
+    try:
+        db.writer.execute("BEGIN IMMEDIATE")
+        cache.put_many(db.writer, entries)
+        db.writer.execute("COMMIT")
+    finally:
+        db.close()
 
 
 def _print_demo_help(cfg_path: Path) -> None:

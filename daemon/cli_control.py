@@ -209,8 +209,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     if s.get("flush_error"):
         print(f"  FLUSH ERROR {s['flush_error']} (since {_when(s['flush_error_at'])})")
-    pending = "unsaved changes" if s.get("dirty") else "all saved"
-    print(f"  state       {s['state_dir']} ({pending}; {s['pending_batches']} batches pending)")
+    db = s["database"]
+    pending = (
+        f"{db['uncheckpointed_commits']} commits since the last checkpoint"
+        if s.get("dirty")
+        else "everything checkpointed"
+    )
+    print(
+        f"  database    {db['path']} (journal at seq {db['last_seq']}; {pending}; "
+        f"{s['pending_events']} events still to apply)"
+    )
+    if s.get("database_error"):
+        print(f"  DATABASE ERROR {s['database_error']} (since {_when(db['error_at'])})")
     print(
         f"  socket      {s['socket']} ({s['subscribers']} subscribers, "
         f"{s.get('connections', '?')} connections)"
@@ -270,7 +280,13 @@ def cmd_flush(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
-        print(f"state written to disk ({_ms(result['duration_ms'])})")
+        made = result["commits_made_durable"]
+        what = (
+            f"{made} commit(s) made durable against a power cut"
+            if made
+            else "nothing new to make durable (every acknowledged write was already on disk)"
+        )
+        print(f"checkpoint done: {what} ({_ms(result['duration_ms'])})")
     return 0
 
 

@@ -53,7 +53,19 @@ class LibraryConfig(_Section):
 
 class StateConfig(_Section):
     dir: ExpandedPath = Field(default_factory=paths.default_state_dir)
+    # After a change, a checkpoint makes everything committed durable against a power cut
+    # within this long (every acknowledged write survives the process dying at once).
     flush_interval_seconds: float = Field(default=30.0, ge=0.0, le=86400.0)
+    # Also sync the WAL on every commit: durable against a power cut at acknowledgement, at the
+    # price of one fsync per commit round.
+    sync_every_commit: bool = False
+
+
+class JournalConfig(_Section):
+    # Events older than this, or beyond the newest max_events, are trimmed in the background,
+    # except what a consumer that committed its cursor within max_age_days still needs.
+    max_age_days: float = Field(default=30.0, gt=0.0)
+    max_events: int = Field(default=1_000_000, ge=1000)
 
 
 class CacheConfig(_Section):
@@ -77,6 +89,7 @@ class Config(_Section):
     library: LibraryConfig = Field(default_factory=LibraryConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    journal: JournalConfig = Field(default_factory=JournalConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     # Where this config came from (None: built-in defaults). Not a TOML key.

@@ -1,7 +1,8 @@
-"""The scanner task: wait for a change, let it settle, read the library once, diff, fan out.
+"""The scanner task: wait for a change, let it settle, read the library once, diff, record.
 
-It keeps its own baseline (the tracks as of the last scan), so a new diff never races with the
-consumers that are still applying the previous one.
+Its baseline is the library as the journal's head describes it (the tracks of the last recorded
+scan): a new diff never waits for, or races with, the consumers still applying the previous one.
+A scan's events are committed to the journal in one transaction; the baseline moves only then.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ from daemon.events import (
     ERROR,
     SCAN_FINISHED,
     SCAN_STARTED,
-    AnyEvent,
     ObserverEvent,
-    Sequencer,
     TrackAdded,
     TrackEvent,
     TrackModified,
@@ -32,13 +31,17 @@ from daemon.events import (
 from daemon.library import FileStat, LibraryRead, library_stat
 from daemon.library.differ import diff_tracks
 from daemon.models import Track
-from daemon.pipeline import Batch, Fanout
+from daemon.recorder import Recorder, ScanRecord
+from daemon.stores.writer import DatabaseUnavailable
 from daemon.watcher import Wakeup
 
 log = structlog.get_logger(__name__)
 
 Reader = Callable[[], LibraryRead]
 CHANGED_DURING_READ_RETRIES = 5
+# A scan whose events could not be committed (disk full, database locked) is tried again after
+# this long, then less often, but at least every verify_seconds.
+COMMIT_RETRY_SECONDS = 2.0
 
 
 @dataclass
@@ -52,6 +55,8 @@ class ScanStatus:
     scans: int = 0
     reader_error: str | None = None
     reader_error_at: float | None = None
+    # The last scan's events could not be committed; it is read and recorded again.
+    database_error: str | None = None
     library_missing: bool = False
     held_removals: int = 0
     held_since: float | None = None
@@ -83,8 +88,7 @@ class Scanner:
         baseline: dict[str, Track],
         baseline_stat: FileStat | None,
         initial_build: bool,
-        fanout: Fanout,
-        sequencer: Sequencer,
+        recorder: Recorder,
         wakeup: Wakeup,
         settle_seconds: float,
         settle_max_seconds: float,
@@ -99,8 +103,7 @@ class Scanner:
         self.baseline = baseline
         self.last_stat = baseline_stat
         self.initial_build = initial_build
-        self.fanout = fanout
-        self.sequencer = sequencer
+        self.recorder = recorder
         self.wakeup = wakeup
         self.settle_seconds = settle_seconds
         self.settle_max_seconds = settle_max_seconds
@@ -110,7 +113,7 @@ class Scanner:
         self.mass_removal_ratio = mass_removal_ratio
         self.mass_removal_confirm_seconds = mass_removal_confirm_seconds
         self.status = ScanStatus()
-        self._batch_ids = 0
+        self._commit_failures = 0
         self._lock = anyio.Lock()
         self._held: dict[str, Track] = {}
 
@@ -120,11 +123,18 @@ class Scanner:
         """Reconcile once, then scan after every settled burst of changes until cancelled."""
         await self._scan_isolated("startup")
         while True:
-            with anyio.move_on_after(self.verify_seconds):
+            wait = self.verify_seconds
+            if self._commit_failures:
+                wait = min(wait, COMMIT_RETRY_SECONDS * 2 ** min(self._commit_failures, 5))
+            with anyio.move_on_after(wait):
                 await self.wakeup.wait()
             if not self.wakeup.is_set:
                 # The safety net: watchers can drop events (inotify overflow, FSEvents rescan).
-                if library_stat(self.library_path) != self.last_stat or self._held:
+                if (
+                    library_stat(self.library_path) != self.last_stat
+                    or self._held
+                    or self._commit_failures
+                ):
                     log.info("library_changed_unnoticed", path=str(self.library_path))
                     self.wakeup.notify("verify", force=True)
                 else:
@@ -174,8 +184,12 @@ class Scanner:
             "reading it again once it settles"
         )
 
-    def _observer(self, kind: str, **data: object) -> ObserverEvent:
-        return ObserverEvent(kind, dict(data), seq=self.sequencer.next())
+    async def _observe(self, kind: str, **data: object) -> None:
+        """Record an observer event; one that cannot be committed is logged, not fatal."""
+        try:
+            await self.recorder.record([ObserverEvent(kind, dict(data))])
+        except DatabaseUnavailable as err:
+            log.warning("event_not_recorded", type=kind, error=str(err))
 
     async def scan(self, reason: str, *, accept_removals: bool = False) -> ScanOutcome:
         """Read the library once and publish what changed. Never raises for a bad library."""
@@ -189,7 +203,7 @@ class Scanner:
             self.last_full_scan is None
             or now - self.last_full_scan >= self.full_scan_interval_seconds
         )
-        await self.fanout.publish([self._observer(SCAN_STARTED, reason=reason)])
+        await self._observe(SCAN_STARTED, reason=reason)
         before = library_stat(self.library_path)
         try:
             read = await self._read()
@@ -212,37 +226,12 @@ class Scanner:
             raw = await anyio.to_thread.run_sync(diff_tracks, self.baseline, read.tracks)
             events, held = self._guard_removals(raw, accept_removals, now)
             replace = None
-        numbered = [dataclasses.replace(e, seq=self.sequencer.next()) for e in events]
         outcome = ScanOutcome(
-            added=sum(isinstance(e, TrackAdded) for e in numbered),
-            modified=sum(isinstance(e, TrackModified) for e in numbered),
-            removed=sum(isinstance(e, TrackRemoved) for e in numbered),
+            added=sum(isinstance(e, TrackAdded) for e in events),
+            modified=sum(isinstance(e, TrackModified) for e in events),
+            removed=sum(isinstance(e, TrackRemoved) for e in events),
             held_removals=len(held),
         )
-        self._batch_ids += 1
-        batch = Batch(
-            batch_id=self._batch_ids,
-            events=numbered,
-            stat=read.stat,
-            full=full,
-            scanned_at=now,
-            last_seq=self.sequencer.last,
-            library_path=str(self.library_path),
-            replace=replace,
-        )
-        await self.fanout.send_batch(batch)
-        new_baseline = read.tracks
-        if held:
-            new_baseline = {**read.tracks, **held}
-        self.baseline = new_baseline
-        self.last_stat = read.stat
-        if full:
-            self.last_full_scan = now
-        duration_ms = round((time.monotonic() - started) * 1000, 1)
-        self.status.last_scan_at = now
-        self.status.last_scan_duration_ms = duration_ms
-        self.status.last_scan_reason = reason
-        self.status.scans += 1
         counts = {
             "added": outcome.added,
             "modified": outcome.modified,
@@ -250,6 +239,40 @@ class Scanner:
             "held_removals": outcome.held_removals,
             "tracks": len(read.tracks),
         }
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        record = ScanRecord(
+            stat=read.stat,
+            full=full,
+            scanned_at=now,
+            library_path=str(self.library_path),
+            replace=replace,
+        )
+        finished = ObserverEvent(
+            SCAN_FINISHED, dict(duration_ms=duration_ms, reason=reason, **counts)
+        )
+        try:
+            await self.recorder.record([*events, finished], record)
+        except DatabaseUnavailable as err:
+            # Nothing of this scan was recorded: keep the baseline, read again shortly.
+            self._commit_failures += 1
+            self.status.database_error = str(err)
+            log.warning("scan_not_recorded", reason=reason, error=str(err))
+            return ScanOutcome(ok=False, error=str(err))
+        if self._commit_failures:
+            log.info("scan_recorded_again", after_failures=self._commit_failures)
+        self._commit_failures = 0
+        self.status.database_error = None
+        new_baseline = read.tracks
+        if held:
+            new_baseline = {**read.tracks, **held}
+        self.baseline = new_baseline
+        self.last_stat = read.stat
+        if full:
+            self.last_full_scan = now
+        self.status.last_scan_at = now
+        self.status.last_scan_duration_ms = duration_ms
+        self.status.last_scan_reason = reason
+        self.status.scans += 1
         self.status.last_counts = counts
         if self.initial_build:
             log.info(
@@ -260,11 +283,6 @@ class Scanner:
             )
             self.initial_build = False
         log.info("scan_finished", reason=reason, duration_ms=duration_ms, **counts)
-        tail: list[AnyEvent] = [
-            *numbered,
-            self._observer(SCAN_FINISHED, duration_ms=duration_ms, reason=reason, **counts),
-        ]
-        await self.fanout.publish(tail)
         return outcome
 
     async def _failed(
@@ -302,7 +320,7 @@ class Scanner:
         # failing differs from it, so it is read even if its event was lost (no watcher,
         # queue overflow). A file that kept changing was read at no stat at all.
         self.last_stat = None if busy else before
-        await self.fanout.publish([self._observer(ERROR, reason=reason, message=message)])
+        await self._observe(ERROR, reason=reason, message=message)
         return ScanOutcome(ok=False, error=message)
 
     def _guard_removals(

@@ -6,6 +6,7 @@ import os
 import plistlib
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from daemon.models import TRACK_FIELDS
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures" / "real-libraries"
@@ -192,16 +195,81 @@ class DaemonProc:
             self.proc.wait()
 
     def snapshot_tracks(self) -> dict[str, dict[str, Any]]:
-        data = read_json(self.state_dir / "snapshot.json")
-        fields = data["fields"]
-        return {row[0]: dict(zip(fields, row, strict=True)) for row in data["tracks"]}
+        """The tracks table as another program reads it (read-only, while the daemon runs)."""
+        return db_tracks(self.state_dir)
 
     def cache_entries(self) -> list[dict[str, Any]]:
-        path = self.state_dir / "api_cache.json"
-        if not path.exists():
-            return []
-        entries: list[dict[str, Any]] = read_json(path)["entries"]
-        return entries
+        return db_cache_entries(self.state_dir)
+
+
+def _db_query(state_dir: Path, sql: str) -> list[sqlite3.Row]:
+    path = state_dir / "musicd.db"
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def db_tracks(state_dir: Path) -> dict[str, dict[str, Any]]:
+    rows = _db_query(state_dir, f"SELECT {', '.join(TRACK_FIELDS)} FROM tracks ORDER BY rowid")
+    tracks = {}
+    for row in rows:
+        track = dict(row)
+        track["compilation"] = bool(track["compilation"])
+        track["disabled"] = bool(track["disabled"])
+        tracks[track["persistent_id"]] = track
+    return tracks
+
+
+def db_cache_entries(state_dir: Path) -> list[dict[str, Any]]:
+    """Every API cache row, with the JSON columns decoded (expired ones included)."""
+    rows = _db_query(
+        state_dir,
+        "SELECT artist, album, source, success, data, metadata, created_at, expires_at "
+        "FROM api_cache",
+    )
+    entries = []
+    for row in rows:
+        entry = dict(row)
+        entry["success"] = bool(entry["success"])
+        entry["data"] = orjson.loads(entry["data"]) if entry["data"] is not None else None
+        entry["metadata"] = orjson.loads(entry["metadata"])
+        entries.append(entry)
+    return entries
+
+
+def db_seed_cache(state_dir: Path, entries: list[dict[str, Any]]) -> None:
+    """Put cache entries (dicts like `cache_entries` returns) into a database, creating it."""
+    from daemon.stores import cache
+    from daemon.stores.database import open_database
+
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = open_database(state_dir)
+    try:
+        db.writer.execute("BEGIN IMMEDIATE")
+        cache.put_many(
+            db.writer,
+            [
+                cache.CachedApiResult(
+                    e["artist"],
+                    e["album"],
+                    cache.normalize_source(e["source"]),
+                    bool(e["success"]),
+                    e.get("data"),
+                    e.get("metadata") or {},
+                    float(e["created_at"]),
+                    e.get("expires_at"),
+                )
+                for e in entries
+            ],
+        )
+        db.writer.execute("COMMIT")
+    finally:
+        db.close()
 
 
 def write_config(root: Path, library_path: Path, /, **sections: dict[str, Any]) -> Path:

@@ -1,5 +1,6 @@
-"""Long-running consumers: one plain async function per module, each on its own receive stream.
+"""Consumers of the change journal inside the daemon: the snapshot merger and the cache invalidator.
 
-They stop by themselves when their stream's send side is closed, after applying everything
-already queued: that is how the daemon drains on shutdown.
+Each one applies the journal's track events in a transaction that also moves its own cursor (a
+row of `cursors`), so after any crash it resumes exactly where it stopped: nothing is applied
+twice and nothing is lost. Programs outside follow the same journal with the same kind of cursor.
 """

@@ -1,47 +1,27 @@
-"""Drop the cached API answers of every album a scan made stale."""
+"""Drop the cached API answers of every album the journal's track events made stale."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-import structlog
-from anyio.streams.memory import MemoryObjectReceiveStream
+from daemon.events import TrackEvent, invalidation_keys
+from daemon.stores import cache
 
-from daemon.events import invalidation_keys
-from daemon.pipeline import Batch, Progress
-from daemon.stores.api_cache import ApiCache
-
-log = structlog.get_logger(__name__)
+CONSUMER = "musicd.cache"
 
 
-def stale_album_keys(batch: Batch) -> set[tuple[str, str]]:
+@dataclass(frozen=True, slots=True)
+class Invalidated:
+    albums: list[tuple[str, str]]
+    entries: int
+
+
+def invalidate(conn: sqlite3.Connection, events: Sequence[TrackEvent]) -> Invalidated:
+    """Each stale album costs O(its entries) through the cache's primary key."""
     keys: set[tuple[str, str]] = set()
-    for event in batch.events:
+    for event in events:
         keys |= invalidation_keys(event)
-    return keys
-
-
-async def invalidate_cache(
-    batches: MemoryObjectReceiveStream[Batch],
-    cache: ApiCache,
-    progress: Progress,
-    on_change: Callable[[], None],
-) -> None:
-    """Consume batches until the stream closes; each stale album costs O(its entries)."""
-    async with batches:
-        async for batch in batches:
-            try:
-                keys = stale_album_keys(batch)
-                if keys:
-                    removed = cache.invalidate_keys(keys)
-                    on_change()
-                    log.info(
-                        "cache_invalidated",
-                        albums=len(keys),
-                        entries=removed,
-                        sample=[list(k) for k in sorted(keys)[:5]],
-                    )
-            except Exception:
-                log.exception("cache_invalidation_failed", batch=batch.batch_id)
-            finally:
-                progress.mark_invalidated(batch.batch_id)
+    ordered = sorted(keys)
+    return Invalidated(ordered, cache.invalidate_keys(conn, ordered) if ordered else 0)

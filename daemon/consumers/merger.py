@@ -1,53 +1,33 @@
-"""Apply each scan's deltas to the library snapshot."""
+"""Apply the journal's track events to the snapshot (the `tracks` table)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Sequence
 
-import structlog
-from anyio.streams.memory import MemoryObjectReceiveStream
+from daemon.events import TrackAdded, TrackEvent, TrackModified, TrackRemoved
+from daemon.models import Track
+from daemon.stores import tracks
 
-from daemon.events import TrackAdded, TrackModified, TrackRemoved
-from daemon.pipeline import Batch, Progress
-from daemon.stores.delta import DeltaState
-from daemon.stores.snapshot import SnapshotStore
-
-log = structlog.get_logger(__name__)
+CONSUMER = "musicd.snapshot"
 
 
-def apply_batch(snapshot: SnapshotStore, batch: Batch) -> None:
-    """Merge one batch, keeping the snapshot's order: edits in place, additions appended."""
-    if batch.replace is not None:
-        snapshot.replace_all(batch.replace)
-    for event in batch.events:
+def merge(conn: sqlite3.Connection, events: Sequence[TrackEvent]) -> int:
+    """Apply events in order (edits in place, additions last); returns the track count."""
+    upserts: list[Track] = []
+    removals: list[str] = []
+    for event in events:
         if isinstance(event, TrackRemoved):
-            snapshot.remove(event.persistent_id)
-        elif isinstance(event, TrackModified):
-            snapshot.put(event.new)
-        elif isinstance(event, TrackAdded):
-            snapshot.put(event.track)
-    snapshot.note_scan(
-        batch.stat, batch.library_path, full=batch.full, seq=batch.last_seq, now=batch.scanned_at
-    )
-
-
-async def merge_snapshot(
-    batches: MemoryObjectReceiveStream[Batch],
-    snapshot: SnapshotStore,
-    delta: DeltaState,
-    progress: Progress,
-    on_change: Callable[[], None],
-) -> None:
-    """Consume batches until the stream closes; `on_change` tells the flusher there is work."""
-    async with batches:
-        async for batch in batches:
-            try:
-                apply_batch(snapshot, batch)
-                delta.record((e.persistent_id for e in batch.events), batch.scanned_at)
-                if batch.events or batch.replace is not None:
-                    log.info("snapshot_merged", events=len(batch.events), tracks=len(snapshot))
-            except Exception:
-                log.exception("snapshot_merge_failed", batch=batch.batch_id)
-            finally:
-                progress.mark_merged(batch.batch_id)
-                on_change()
+            if upserts:
+                tracks.upsert(conn, upserts)
+                upserts = []
+            removals.append(event.persistent_id)
+        else:
+            if removals:
+                tracks.delete(conn, removals)
+                removals = []
+            assert isinstance(event, TrackAdded | TrackModified)
+            upserts.append(event.track if isinstance(event, TrackAdded) else event.new)
+    tracks.upsert(conn, upserts)
+    tracks.delete(conn, removals)
+    return tracks.count(conn)

@@ -12,11 +12,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from daemon import __version__
+from daemon.control.api import DaemonApi
 from daemon.control.protocol import (
     FLUSH_FAILED,
     INVALID_PARAMS,
@@ -29,9 +30,7 @@ from daemon.control.protocol import (
     RescanParams,
     TrackParams,
 )
-
-if TYPE_CHECKING:
-    from daemon.app import Daemon
+from daemon.errors import StateError
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +52,7 @@ def ms_since(started: float) -> float:
 class DaemonMethods:
     """The methods that read or change the stores; `control_stats` adds the server's counters."""
 
-    def __init__(self, daemon: Daemon, control_stats: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, daemon: DaemonApi, control_stats: Callable[[], dict[str, Any]]) -> None:
         self.daemon = daemon
         self.control_stats = control_stats
 
@@ -85,11 +84,11 @@ class DaemonMethods:
         hub = self.daemon.hub
         return Reply(
             {
-                "cache": self.daemon.cache.stats(),
+                "cache": await self.daemon.stats(),
                 "events": {
                     "emitted": dict(sorted(hub.emitted.items())),
                     "total": sum(hub.emitted.values()),
-                    "last_seq": self.daemon.sequencer.last,
+                    "last_seq": self.daemon.last_seq,
                 },
                 "subscribers": hub.subscriber_count,
                 "control": self.control_stats(),
@@ -97,23 +96,15 @@ class DaemonMethods:
         )
 
     async def flush(self, params: NoParams) -> Reply:
-        started = time.perf_counter()
-        daemon = self.daemon
-        if not await daemon.flush("requested"):
-            error = daemon.flush_status.flush_error or "unknown error"
+        try:
+            result = await self.daemon.flush("requested")
+        except StateError as err:
             raise ProtocolError(
                 FLUSH_FAILED,
-                f"flush failed: {error}; the state is kept in memory and written as soon as "
-                "the problem is fixed",
-            )
-        return Reply(
-            {
-                "flushed": True,
-                "duration_ms": ms_since(started),
-                "last_flush_at": daemon.flush_status.last_flush_at,
-                "dirty": daemon.snapshot.dirty or daemon.cache.dirty,
-            }
-        )
+                f"flush failed: {err}; every acknowledged write is still committed, and the "
+                "checkpoint is retried by itself",
+            ) from None
+        return Reply(result)
 
     async def rescan(self, params: RescanParams) -> Reply:
         started = time.perf_counter()
@@ -125,20 +116,17 @@ class DaemonMethods:
         return Reply(result)
 
     async def track(self, params: TrackParams) -> Reply:
-        track = self.daemon.snapshot.get(params.persistent_id)
-        return Reply(track.to_dict() if track is not None else None)
+        return Reply(self.daemon.track(params.persistent_id))
 
     async def album(self, params: AlbumParams) -> Reply:
-        tracks = self.daemon.snapshot.album_tracks(params.artist, params.album)
-        return Reply([t.to_dict() for t in tracks])
+        return Reply(self.daemon.album(params.artist, params.album))
 
     async def cache_get(self, params: CacheKeyParams) -> Reply:
-        entry = self.daemon.cache.get(params.artist, params.album, params.source)
-        return Reply(entry.to_dict() if entry is not None else None)
+        return Reply(self.daemon.cache_get(params.artist, params.album, params.source))
 
     async def cache_put(self, params: CachePutParams) -> Reply:
         try:
-            entry = self.daemon.cache.put(
+            entry = await self.daemon.cache_put(
                 params.artist,
                 params.album,
                 params.source,
@@ -148,13 +136,10 @@ class DaemonMethods:
             )
         except (TypeError, ValueError) as err:
             raise ProtocolError(INVALID_PARAMS, f"cache.put: {err}") from None
-        self.daemon.mark_dirty()
-        return Reply(entry.to_dict())
+        return Reply(entry)
 
     async def cache_invalidate(self, params: AlbumParams) -> Reply:
-        removed = self.daemon.cache.invalidate_album(params.artist, params.album)
-        if removed:
-            self.daemon.mark_dirty()
+        removed = await self.daemon.cache_invalidate(params.artist, params.album)
         log.info(
             "cache_invalidated",
             artist=params.artist,
@@ -165,9 +150,7 @@ class DaemonMethods:
         return Reply({"removed": removed})
 
     async def cache_clear(self, params: NoParams) -> Reply:
-        removed = self.daemon.cache.clear()
-        if removed:
-            self.daemon.mark_dirty()
+        removed = await self.daemon.cache_clear()
         log.info("cache_cleared", entries=removed)
         return Reply({"removed": removed})
 

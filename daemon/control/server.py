@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import anyio
 import anyio.to_thread
@@ -24,6 +24,7 @@ import structlog
 from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from daemon.control.api import DaemonApi
 from daemon.control.endpoint import (
     fit_connection_limit,
     peer_refusal,
@@ -54,9 +55,6 @@ from daemon.control.protocol import (
 )
 from daemon.errors import DaemonError, StateError, describe_os_error
 from daemon.hub import Subscription
-
-if TYPE_CHECKING:
-    from daemon.app import Daemon
 
 log = structlog.get_logger(__name__)
 
@@ -147,9 +145,9 @@ def _without_conn(method: Method) -> Handler:
 
 
 class ControlServer:
-    """Accepts connections and answers their requests against one Daemon."""
+    """Accepts connections and answers their requests against the running daemon."""
 
-    def __init__(self, daemon: Daemon, limits: Limits) -> None:
+    def __init__(self, daemon: DaemonApi, limits: Limits) -> None:
         self.daemon = daemon
         self.limits = limits
         self.uid = os.getuid()
@@ -177,7 +175,7 @@ class ControlServer:
 
         The socket file is removed only if it is still the one bound here.
         """
-        path = self.daemon.config.control.socket
+        path = self.daemon.socket_path
         await anyio.to_thread.run_sync(prepare_socket_path, path)
         fitted = fit_connection_limit(self.limits.max_connections)
         self.limits = replace(self.limits, max_connections=fitted)
@@ -391,7 +389,7 @@ class ControlServer:
                 conn.task_group.start_soon(self._forward_events, conn, sub)
 
         return Reply(
-            {"subscribed": True, "types": types, "last_seq": self.daemon.sequencer.last},
+            {"subscribed": True, "types": types, "last_seq": self.daemon.last_seq},
             after=start,
         )
 
@@ -432,7 +430,7 @@ class ControlServer:
 
 
 async def serve_control(
-    daemon: Daemon,
+    daemon: DaemonApi,
     *,
     limits: Limits | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,

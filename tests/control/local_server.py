@@ -1,4 +1,4 @@
-"""An in-process control server on a real Daemon (stores loaded, no scanner), and a raw client.
+"""An in-process control server on a real Service (a real database, no scanner), and a raw client.
 
 The server runs in an anyio blocking portal's thread, so tests can use the synchronous client
 and plain sockets against it, and reach into the daemon (`local.call(fn, ...)` runs `fn` on the
@@ -20,11 +20,14 @@ import orjson
 from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from daemon.app import Daemon
 from daemon.client import MusicdClient
 from daemon.config import config_from_mapping
 from daemon.control.server import ControlServer, Limits
 from daemon.library.xml_reader import read_library_xml
+from daemon.service import Service
+from daemon.stores import tracks as track_rows
+from daemon.stores._atomic import ensure_private_dir
+from daemon.stores.database import open_database
 from tests.support import sample_library_bytes, short_tempdir
 
 T = TypeVar("T")
@@ -83,7 +86,7 @@ class RawConnection:
 @dataclass
 class LocalServer:
     portal: BlockingPortal
-    daemon: Daemon
+    daemon: Service
     server: ControlServer
     root: Path
     socket: Path
@@ -101,11 +104,20 @@ class LocalServer:
         return MusicdClient(self.socket, timeout=timeout)
 
 
-async def _serve(daemon: Daemon, server: ControlServer, *, task_status: TaskStatus[None]) -> None:
-    # Stands in for the daemon's sources task group, so `shutdown` stops the server.
-    with anyio.CancelScope() as scope:
-        daemon._stop_sources = scope
-        await server.serve(task_status=task_status)
+async def _serve(daemon: Service, server: ControlServer, *, task_status: TaskStatus[None]) -> None:
+    # Stands in for the daemon's task groups: the writer, and the sources scope that `shutdown`
+    # cancels (which stops the server).
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(daemon.writer.run)
+        await daemon.writer.submit(
+            lambda conn: track_rows.replace_all(
+                conn, read_library_xml(daemon.config.library.path).tracks.values()
+            )
+        )
+        with anyio.CancelScope() as scope:
+            daemon.stop_sources = scope
+            await server.serve(task_status=task_status)
+        tg.cancel_scope.cancel()
 
 
 @contextmanager
@@ -124,9 +136,9 @@ def local_server(limits: Limits | None = None, **sections: dict[str, Any]) -> It
     config = config_from_mapping(data)
     try:
         with start_blocking_portal() as portal:
-            daemon = portal.call(Daemon.open, config)
-            tracks = read_library_xml(library).tracks
-            portal.call(daemon.snapshot.replace_all, tracks)
+            ensure_private_dir(config.state.dir)
+            db = open_database(config.state.dir)
+            daemon = Service.create(config, db)
             server = ControlServer(daemon, limits or Limits())
             future, _ = portal.start_task(_serve, daemon, server)
             local = LocalServer(portal, daemon, server, root, config.control.socket)
@@ -136,5 +148,6 @@ def local_server(limits: Limits | None = None, **sections: dict[str, Any]) -> It
                 for conn in local.connections:
                     conn.close()
                 future.cancel()
+                db.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)

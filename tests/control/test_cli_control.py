@@ -147,4 +147,4 @@ def test_stop_waits_until_the_daemon_is_gone_and_both_exit_0() -> None:
         assert not Path(d.socket).exists()
         again = musicd("stop", "--config", str(d.config_path))
         assert again.returncode == 3
-        assert os.path.exists(d.state_dir / "snapshot.json")
+        assert os.path.exists(d.state_dir / "musicd.db")

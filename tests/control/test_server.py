@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import sqlite3
 import stat
 import threading
 import warnings
@@ -21,7 +22,6 @@ from structlog.testing import capture_logs
 from daemon.control.protocol import (
     ALREADY_SUBSCRIBED,
     DAEMON_BUSY,
-    FLUSH_FAILED,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -229,14 +229,28 @@ def test_handler_that_raises_is_an_internal_error_and_the_connection_goes_on(
     still_served(local)
 
 
-def test_flush_failure_is_reported_and_the_daemon_keeps_serving(local: LocalServer) -> None:
-    # A directory where the snapshot file goes: the rename of the new file fails.
-    (local.daemon.config.state.dir / "snapshot.json").mkdir(parents=True)
+def test_write_refused_while_another_program_holds_the_write_lock_then_recovers(
+    local: LocalServer,
+) -> None:
+    other = sqlite3.connect(local.daemon.db.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
     conn = local.raw()
-    code, message = error_of(conn.request("flush"))
-    assert code == FLUSH_FAILED
-    assert message.startswith("flush failed: Is a directory")
-    assert conn.request("status")["result"]["flush_error"]
+    try:
+        code, message = error_of(
+            conn.request("cache.put", artist="A", album="B", source="musicbrainz", success=True)
+        )
+        assert code == DAEMON_BUSY
+        assert "another program holds a write lock" in message
+        status = conn.request("status")["result"]
+        assert "write lock" in status["database_error"]
+        # Reads go on meanwhile (WAL readers never wait for a writer).
+        assert conn.request("tracks.get", persistent_id="0000000000000000")["result"] is None
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert conn.request("cache.put", artist="A", album="B", source="musicbrainz", success=True)["result"]
+    assert conn.request("status")["result"]["database_error"] is None
+    assert conn.request("cache.get", artist="a", album="b", source="MusicBrainz")["result"]
 
 
 def test_rescan_before_the_scanner_exists_is_busy(local: LocalServer) -> None:

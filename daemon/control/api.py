@@ -1,0 +1,61 @@
+"""What the control server needs from the running daemon, and nothing more.
+
+`daemon.service.Service` provides it; the control package never imports the daemon's lifecycle
+(`daemon.app`), so either side can change without the other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from daemon.hub import EventHub
+
+
+class ScanResult(Protocol):
+    ok: bool
+    error: str | None
+
+    def as_dict(self) -> dict[str, object]: ...
+
+
+class DaemonApi(Protocol):
+    hub: EventHub
+
+    @property
+    def socket_path(self) -> Path: ...
+
+    @property
+    def last_seq(self) -> int: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    async def stats(self) -> dict[str, Any]: ...
+
+    async def flush(self, reason: str = "requested") -> dict[str, Any]: ...
+
+    async def rescan(self, *, accept_removals: bool = False) -> ScanResult: ...
+
+    def request_shutdown(self, reason: str = "requested") -> None: ...
+
+    def track(self, persistent_id: str) -> dict[str, Any] | None: ...
+
+    def album(self, artist: str, album: str) -> list[dict[str, Any]]: ...
+
+    def cache_get(self, artist: str, album: str, source: str) -> dict[str, Any] | None: ...
+
+    async def cache_put(
+        self,
+        artist: str,
+        album: str,
+        source: str,
+        *,
+        success: bool,
+        data: Any = None,
+        metadata: dict[str, Any] | None = None,
+        ttl_seconds: float | None = None,
+    ) -> dict[str, Any]: ...
+
+    async def cache_invalidate(self, artist: str, album: str) -> int: ...
+
+    async def cache_clear(self) -> int: ...

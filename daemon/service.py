@@ -1,0 +1,392 @@
+"""What the running daemon offers its tasks and the control server: reads, acknowledged writes,
+checkpoints, maintenance and status, all on the one database.
+
+Reads that touch a row or an album run on the event loop through the read connection (WAL
+readers never wait for the writer); everything that changes the database goes through the
+`Writer` and is answered only after its transaction committed.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from daemon import __version__
+from daemon.config import Config
+from daemon.consumers.follow import JournalSignal, Round
+from daemon.consumers.invalidator import CONSUMER as INVALIDATOR
+from daemon.consumers.invalidator import Invalidated
+from daemon.consumers.merger import CONSUMER as MERGER
+from daemon.errors import StateError
+from daemon.events import FLUSH_FINISHED, ObserverEvent
+from daemon.hub import EventHub
+from daemon.models import album_key
+from daemon.recorder import Recorder
+from daemon.stores import cache, journal, tracks
+from daemon.stores.database import Database, checkpoint
+from daemon.stores.schema import connect
+from daemon.stores.writer import DatabaseUnavailable, Writer
+
+if TYPE_CHECKING:
+    from daemon.scanner import Scanner, ScanOutcome
+    from daemon.watcher import LibraryWatcher
+
+log = structlog.get_logger(__name__)
+
+MAX_FLUSH_RETRY_SECONDS = 300.0
+
+
+class DirtySignal:
+    """Set by every commit; the periodic checkpoint waits on it, so an idle daemon sleeps."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = anyio.Event()
+
+
+@dataclass
+class FlushStatus:
+    last_flush_at: float | None = None
+    last_flush_duration_ms: float | None = None
+    flush_error: str | None = None
+    flush_error_at: float | None = None
+    flushes: int = 0
+
+
+@dataclass
+class Service:
+    config: Config
+    db: Database
+    hub: EventHub
+    writer: Writer = field(init=False)
+    recorder: Recorder = field(init=False)
+    signal: JournalSignal = field(init=False)
+    scanner: Scanner | None = None
+    watcher: LibraryWatcher | None = None
+    dirty: DirtySignal = field(default_factory=DirtySignal)
+    flush_status: FlushStatus = field(default_factory=FlushStatus)
+    started_at: float = field(default_factory=time.time)
+    shutting_down: bool = False
+    stop_sources: anyio.CancelScope | None = None
+    applied: dict[str, int] = field(default_factory=dict)
+    hits: Counter[str] = field(default_factory=Counter)
+    misses: Counter[str] = field(default_factory=Counter)
+
+    @classmethod
+    def create(cls, config: Config, db: Database) -> Service:
+        """A service on an open database, its writer not yet running (`writer.run()`)."""
+        service = cls(config=config, db=db, hub=EventHub(config.control.max_subscriber_queue))
+        service.writer = Writer(db.writer, on_commit=service.dirty.set)
+        service.signal = JournalSignal()
+        service.recorder = Recorder(
+            service.writer, service.hub, service.signal, journal.head(db.reader)
+        )
+        return service
+
+    @property
+    def socket_path(self) -> Path:
+        return self.config.control.socket
+
+    @property
+    def last_seq(self) -> int:
+        return self.recorder.last_seq
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def request_shutdown(self, reason: str = "requested") -> None:
+        if not self.shutting_down:
+            log.info("shutdown_requested", reason=reason)
+        self.shutting_down = True
+        if self.stop_sources is not None:
+            self.stop_sources.cancel()
+
+    async def rescan(self, *, accept_removals: bool = False) -> ScanOutcome:
+        if self.scanner is None:
+            raise StateError("the daemon is still starting; try again in a moment")
+        return await self.scanner.scan("requested", accept_removals=accept_removals)
+
+    # -- the journal's consumers report here -------------------------------------------------
+
+    def note_merged(self, done: Round[int]) -> None:
+        self.applied[MERGER] = done.last_seq
+        if done.applied:
+            log.info("snapshot_merged", events=done.applied, tracks=done.result, seq=done.last_seq)
+
+    def note_invalidated(self, done: Round[Invalidated]) -> None:
+        self.applied[INVALIDATOR] = done.last_seq
+        result = done.result
+        if result is not None and result.albums:
+            log.info(
+                "cache_invalidated",
+                albums=len(result.albums),
+                entries=result.entries,
+                sample=[list(k) for k in result.albums[:5]],
+                seq=done.last_seq,
+            )
+
+    # -- checkpoints (what `flush` means now) ------------------------------------------------
+
+    async def flush(self, reason: str = "requested") -> dict[str, Any]:
+        """Make everything committed durable against a power cut now (a WAL checkpoint).
+
+        Raises DatabaseUnavailable when the checkpoint failed (recorded in the status).
+        """
+        started = time.monotonic()
+        commits = self.writer.status.uncheckpointed
+        try:
+            done = await self.writer.submit(
+                partial(checkpoint, path=self.db.path), transaction=False
+            )
+        except DatabaseUnavailable as err:
+            self.flush_status.flush_error = str(err)
+            self.flush_status.flush_error_at = time.time()
+            raise
+        self.writer.status.uncheckpointed = max(0, self.writer.status.uncheckpointed - commits)
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        if self.flush_status.flush_error:
+            log.info("flush_recovered", previous_error=self.flush_status.flush_error)
+        self.flush_status = FlushStatus(
+            last_flush_at=time.time(),
+            last_flush_duration_ms=duration_ms,
+            flushes=self.flush_status.flushes + 1,
+        )
+        result = {
+            "checkpointed": True,
+            "commits_made_durable": commits,
+            "wal_frames": done["wal_frames"],
+            "checkpointed_frames": done["checkpointed_frames"],
+            "reader_held_back": done["busy"],
+            "duration_ms": duration_ms,
+        }
+        log.info("flush_finished", reason=reason, **result)
+        if commits:
+            try:
+                await self.recorder.record(
+                    [ObserverEvent(FLUSH_FINISHED, {"reason": reason, **result})], quiet=True
+                )
+            except DatabaseUnavailable as err:
+                log.warning("event_not_recorded", type=FLUSH_FINISHED, error=str(err))
+        return result
+
+    async def flush_periodically(self) -> None:
+        """After a commit, wait `flush_interval_seconds`, then checkpoint; sleeps while idle."""
+        interval = self.config.state.flush_interval_seconds
+        failures = 0
+        while True:
+            await self.dirty.wait()
+            await anyio.sleep(interval)  # coalesce: one checkpoint for every commit meanwhile
+            self.dirty.clear()
+            try:
+                await self.flush("interval")
+                failures = 0
+            except DatabaseUnavailable:
+                failures += 1
+                delay = min(max(interval, 1.0) * 2**failures, MAX_FLUSH_RETRY_SECONDS)
+                log.warning("flush_retry_scheduled", in_seconds=delay, failures=failures)
+                self.dirty.set()
+                await anyio.sleep(delay)
+
+    async def maintain(self) -> None:
+        """Every `cache.cleanup_interval_seconds`: drop expired cache entries, trim the journal."""
+        while True:
+            await anyio.sleep(self.config.cache.cleanup_interval_seconds)
+            try:
+                expired, trimmed = await self.writer.submit(self._maintenance)
+            except DatabaseUnavailable as err:
+                log.warning("maintenance_skipped", error=str(err))
+                continue
+            if expired or trimmed:
+                log.info("maintenance_finished", cache_expired=expired, journal_trimmed=trimmed)
+
+    def _maintenance(self, conn: sqlite3.Connection) -> tuple[int, int]:
+        now = time.time()
+        expired = cache.cleanup_expired(conn, now)
+        cfg = self.config.journal
+        max_age = cfg.max_age_days * 86400.0
+        keep_after = journal.head(conn)
+        for name, (seq, updated_at) in journal.cursors(conn).items():
+            # Our own consumers always; a program's cursor while it committed within max_age.
+            if name.startswith("musicd.") or updated_at >= now - max_age:
+                keep_after = min(keep_after, seq)
+        trimmed = journal.trim(
+            conn, keep_after=keep_after, before_at=now - max_age, max_events=cfg.max_events
+        )
+        return expired, trimmed
+
+    # -- tracks and cache, for the control server --------------------------------------------
+
+    def track(self, persistent_id: str) -> dict[str, Any] | None:
+        found = tracks.get(self.db.reader, persistent_id)
+        return found.to_dict() if found is not None else None
+
+    def album(self, artist: str, album: str) -> list[dict[str, Any]]:
+        return [t.to_dict() for t in tracks.album(self.db.reader, artist, album)]
+
+    def cache_get(self, artist: str, album: str, source: str) -> dict[str, Any] | None:
+        entry = cache.get(self.db.reader, artist, album, source, time.time())
+        counter = self.misses if entry is None else self.hits
+        counter[cache.normalize_source(source)] += 1
+        return entry.to_dict() if entry is not None else None
+
+    async def cache_put(
+        self,
+        artist: str,
+        album: str,
+        source: str,
+        *,
+        success: bool,
+        data: Any = None,
+        metadata: dict[str, Any] | None = None,
+        ttl_seconds: float | None = None,
+    ) -> dict[str, Any]:
+        """Store an answer; returns it once committed. ValueError/TypeError for a bad value."""
+        entry = cache.make_entry(
+            artist,
+            album,
+            source,
+            success=success,
+            data=data,
+            metadata=metadata,
+            now=time.time(),
+            failed_ttl_seconds=self.config.cache.failed_ttl_seconds,
+            ttl_seconds=ttl_seconds,
+        )
+        await self.writer.submit(partial(cache.put_many, entries=[entry]))
+        return entry.to_dict()
+
+    async def cache_invalidate(self, artist: str, album: str) -> int:
+        return await self.writer.submit(
+            partial(cache.invalidate_keys, keys=[album_key(artist, album)])
+        )
+
+    async def cache_clear(self) -> int:
+        return await self.writer.submit(cache.clear)
+
+    async def stats(self) -> dict[str, Any]:
+        """Cache counts (a GROUP BY over the table, off the loop) and event counters."""
+        counts, albums = await anyio.to_thread.run_sync(self._cache_counts)
+        by_source: dict[str, dict[str, int]] = {}
+        for src in sorted(counts.keys() | self.hits.keys() | self.misses.keys()):
+            ok, failed = counts.get(src, (0, 0))
+            by_source[src] = {
+                "entries": ok + failed,
+                "successful": ok,
+                "failed": failed,
+                "hits": self.hits[src],
+                "misses": self.misses[src],
+            }
+        successful = sum(c[0] for c in counts.values())
+        failed = sum(c[1] for c in counts.values())
+        return {
+            "total_entries": successful + failed,
+            "successful": successful,
+            "failed": failed,
+            "albums": albums,
+            "by_source": by_source,
+            "hits": sum(self.hits.values()),
+            "misses": sum(self.misses.values()),
+            "cache_file": str(self.db.path),
+            "cache_file_exists": self.db.path.exists(),
+            "persistent": True,
+            "policies": {
+                "successful": "kept until invalidated",
+                "failed_ttl_seconds": self.config.cache.failed_ttl_seconds,
+            },
+        }
+
+    def _cache_counts(self) -> tuple[dict[str, tuple[int, int]], int]:
+        # Its own connection: the loop's read connection is not shared with a worker thread.
+        conn = connect(self.db.path)
+        try:
+            return cache.counts(conn, time.time()), cache.album_count(conn)
+        finally:
+            conn.close()
+
+    # -- status ------------------------------------------------------------------------------
+
+    def database_status(self) -> dict[str, Any]:
+        last_seq = self.recorder.last_seq
+        behind = {
+            name: journal.pending_track_events(self.db.reader, seq)
+            for name, seq in self.applied.items()
+        }
+        try:
+            size = self.db.path.stat().st_size
+        except OSError:
+            size = None
+        ws = self.writer.status
+        return {
+            "path": str(self.db.path),
+            "epoch": self.db.epoch,
+            "last_seq": last_seq,
+            "bytes": size,
+            "commits": ws.commits,
+            "uncheckpointed_commits": ws.uncheckpointed,
+            "error": ws.error,
+            "error_at": ws.error_at,
+            "consumers_behind": behind,
+            "moved_aside": str(self.db.moved_aside) if self.db.moved_aside else None,
+        }
+
+    def status(self) -> dict[str, Any]:
+        scan = self.scanner.status if self.scanner else None
+        database = self.database_status()
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "uptime_seconds": round(time.time() - self.started_at, 3),
+            "started_at": self.started_at,
+            "library": {
+                "path": str(self.config.library.path),
+                "source": self.config.library.source,
+                "track_count": tracks.count(self.db.reader),
+                "missing": scan.library_missing if scan else None,
+                "reader_error": scan.reader_error if scan else None,
+                "reader_error_at": scan.reader_error_at if scan else None,
+                "without_persistent_id": scan.without_persistent_id if scan else 0,
+                "duplicate_ids": scan.duplicate_ids if scan else 0,
+                "held_removals": scan.held_removals if scan else 0,
+                "held_since": scan.held_since if scan else None,
+                "watching": str(self.watcher.watching)
+                if self.watcher and self.watcher.watching
+                else None,
+            },
+            "last_scan_at": scan.last_scan_at if scan else None,
+            "last_scan_duration_ms": scan.last_scan_duration_ms if scan else None,
+            "last_scan_counts": scan.last_counts if scan else {},
+            "scan_error": scan.database_error if scan else None,
+            "scans": scan.scans if scan else 0,
+            "last_flush_at": self.flush_status.last_flush_at,
+            "last_flush_duration_ms": self.flush_status.last_flush_duration_ms,
+            "flush_error": self.flush_status.flush_error,
+            "flush_error_at": self.flush_status.flush_error_at,
+            "database": database,
+            "database_error": database["error"],
+            "dirty": database["uncheckpointed_commits"] > 0,
+            "pending_events": max(database["consumers_behind"].values(), default=0),
+            "last_seq": database["last_seq"],
+            "epoch": self.db.epoch,
+            "subscribers": self.hub.subscriber_count,
+            "state_dir": str(self.config.state.dir),
+            "socket": str(self.config.control.socket),
+            "shutting_down": self.shutting_down,
+        }

@@ -1,0 +1,194 @@
+"""The API response cache in the `api_cache` table: one answer per (album, source).
+
+Rows are keyed by the normalised artist and album and the source, so an album's answers are one
+primary-key range: invalidating an album costs O(its entries), never a scan. A successful answer
+lives until an invalidation; a failed lookup until `expires_at` (then it is retried).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from daemon.models import album_key
+
+AlbumKey = tuple[str, str]
+
+_COLUMNS: Final = "artist, album, source, success, data, metadata, created_at, expires_at"
+
+
+def normalize_source(source: str) -> str:
+    """'  MusicBrainz ' -> 'musicbrainz'."""
+    return sys.intern(source.strip().lower())
+
+
+@dataclass(frozen=True, slots=True)
+class CachedApiResult:
+    """One cached lookup answer; `artist` and `album` keep the spelling they were stored with."""
+
+    artist: str
+    album: str
+    source: str
+    success: bool
+    data: Any
+    metadata: dict[str, Any]
+    created_at: float
+    # None: kept until invalidated (successful answers).
+    expires_at: float | None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    @property
+    def key(self) -> AlbumKey:
+        return album_key(self.artist, self.album)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artist": self.artist,
+            "album": self.album,
+            "source": self.source,
+            "success": self.success,
+            "data": self.data,
+            "metadata": self.metadata,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+        }
+
+
+def make_entry(
+    artist: str,
+    album: str,
+    source: str,
+    *,
+    success: bool,
+    data: Any,
+    metadata: dict[str, Any] | None,
+    now: float,
+    failed_ttl_seconds: float,
+    ttl_seconds: float | None = None,
+) -> CachedApiResult:
+    """A checked entry. Raises ValueError for an empty source and TypeError when `data` or
+    `metadata` cannot be written as JSON."""
+    src = normalize_source(source)
+    if not src:
+        raise ValueError("source must not be empty")
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict):
+        raise TypeError("metadata must be a JSON object")
+    orjson.dumps(data)
+    orjson.dumps(metadata)
+    if ttl_seconds is not None:
+        expires_at: float | None = now + ttl_seconds
+    else:
+        expires_at = None if success else now + failed_ttl_seconds
+    return CachedApiResult(artist, album, src, success, data, metadata, now, expires_at)
+
+
+def _from_row(row: tuple[Any, ...]) -> CachedApiResult:
+    artist, album, source, success, data, metadata, created_at, expires_at = row
+    return CachedApiResult(
+        artist,
+        album,
+        source,
+        bool(success),
+        orjson.loads(data) if data is not None else None,
+        orjson.loads(metadata),
+        created_at,
+        expires_at,
+    )
+
+
+def _params(entry: CachedApiResult) -> tuple[Any, ...]:
+    artist_key, album_key_ = entry.key
+    return (
+        artist_key,
+        album_key_,
+        entry.source,
+        entry.artist,
+        entry.album,
+        int(entry.success),
+        orjson.dumps(entry.data).decode(),
+        orjson.dumps(entry.metadata).decode(),
+        entry.created_at,
+        entry.expires_at,
+    )
+
+
+def get(
+    conn: sqlite3.Connection, artist: str, album: str, source: str, now: float
+) -> CachedApiResult | None:
+    """The live entry for this album and source, or None (an expired one counts as none)."""
+    artist_key, album_key_ = album_key(artist, album)
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM api_cache WHERE artist_key = ? AND album_key = ? AND source = ?",
+        (artist_key, album_key_, normalize_source(source)),
+    ).fetchone()
+    if row is None:
+        return None
+    entry = _from_row(row)
+    return None if entry.expired(now) else entry
+
+
+def get_album(
+    conn: sqlite3.Connection, artist: str, album: str, now: float
+) -> dict[str, CachedApiResult]:
+    """Every live entry of an album, by source."""
+    artist_key, album_key_ = album_key(artist, album)
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM api_cache WHERE artist_key = ? AND album_key = ?",
+        (artist_key, album_key_),
+    )
+    entries = (_from_row(row) for row in rows)
+    return {e.source: e for e in entries if not e.expired(now)}
+
+
+def put_many(conn: sqlite3.Connection, entries: Iterable[CachedApiResult]) -> None:
+    """Store answers, each replacing any for the same album and source."""
+    conn.executemany(
+        "INSERT OR REPLACE INTO api_cache (artist_key, album_key, source, artist, album, "
+        "success, data, metadata, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        map(_params, entries),
+    )
+
+
+def invalidate_keys(conn: sqlite3.Connection, keys: Iterable[AlbumKey]) -> int:
+    """Drop every source's entry of the albums given by normalised keys; returns the count."""
+    before = conn.total_changes
+    conn.executemany("DELETE FROM api_cache WHERE artist_key = ? AND album_key = ?", keys)
+    return conn.total_changes - before
+
+
+def clear(conn: sqlite3.Connection) -> int:
+    return conn.execute("DELETE FROM api_cache").rowcount
+
+
+def cleanup_expired(conn: sqlite3.Connection, now: float) -> int:
+    """Drop expired entries through the expiry index; returns how many were dropped."""
+    return conn.execute(
+        "DELETE FROM api_cache WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+    ).rowcount
+
+
+def counts(conn: sqlite3.Connection, now: float) -> dict[str, tuple[int, int]]:
+    """source -> (successful, failed) live entries. O(entries): for `stats`, off the loop."""
+    result: dict[str, tuple[int, int]] = {}
+    for source, ok, failed in conn.execute(
+        "SELECT source, sum(success), sum(1 - success) FROM api_cache "
+        "WHERE expires_at IS NULL OR expires_at > ? GROUP BY source",
+        (now,),
+    ):
+        result[source] = (int(ok), int(failed))
+    return result
+
+
+def album_count(conn: sqlite3.Connection) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM api_cache GROUP BY artist_key, album_key)"
+    ).fetchone()
+    return int(row[0])

@@ -1,0 +1,174 @@
+"""Opening `musicd.db`: check it, migrate it, set a damaged one aside, import old state files.
+
+The returned `Database` holds the writer connection (given to the `Writer` task) and a read
+connection for point lookups on the event loop; WAL readers never block the writer.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from daemon.errors import StateError
+from daemon.stores import journal
+from daemon.stores.schema import (
+    DB_FILE,
+    DatabaseCorrupt,
+    check_and_migrate,
+    connect,
+    move_aside,
+)
+from daemon.stores.writer import describe_db_error
+
+log = structlog.get_logger(__name__)
+
+_CORRUPT_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
+def _is_corrupt(err: sqlite3.Error) -> bool:
+    name = getattr(err, "sqlite_errorname", "") or ""
+    return name.split("_")[0:2] == ["SQLITE", "CORRUPT"] or name in _CORRUPT_CODES
+
+
+@dataclass
+class Database:
+    path: Path
+    writer: sqlite3.Connection
+    reader: sqlite3.Connection
+    epoch: str
+    # Where a damaged database was moved this start (None: it was sound or new).
+    moved_aside: Path | None = None
+    created: bool = False
+
+    def close(self) -> None:
+        for conn in (self.reader, self.writer):
+            try:
+                conn.close()
+            except sqlite3.Error:
+                log.warning("database_close_failed", path=str(self.path))
+
+
+def _open_checked(path: Path, durable_commits: bool) -> tuple[sqlite3.Connection, int]:
+    conn: sqlite3.Connection | None = None
+    try:
+        conn = connect(path, durable_commits=durable_commits)
+        return conn, check_and_migrate(conn, path)
+    except sqlite3.DatabaseError as err:
+        if conn is not None:
+            conn.close()
+        if _is_corrupt(err):
+            raise DatabaseCorrupt(str(err)) from err
+        raise StateError(f"cannot open {path}: {describe_db_error(err)}") from err
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        raise
+
+
+def open_database(state_dir: Path, *, durable_commits: bool = False) -> Database:
+    """Open (creating, migrating or rebuilding) the state database.
+
+    Raises StateError when the file cannot be opened at all (permissions, a newer schema).
+    A file that is not a sound database is moved aside and a new one made: never fatal.
+    """
+    path = state_dir / DB_FILE
+    existed = path.exists()
+    moved: Path | None = None
+    try:
+        conn, old_version = _open_checked(path, durable_commits)
+    except DatabaseCorrupt as err:
+        moved = move_aside(path, str(err))
+        conn, old_version = _open_checked(path, durable_commits)
+        salvage_cache(moved, conn)
+    reader = connect(path, durable_commits=durable_commits)
+    epoch = journal.meta(conn)["epoch"]
+    log.info(
+        "database_opened",
+        path=str(path),
+        epoch=epoch,
+        created=not existed or moved is not None,
+        schema_from=old_version,
+        last_seq=journal.head(conn),
+    )
+    return Database(
+        path=path,
+        writer=conn,
+        reader=reader,
+        epoch=str(epoch),
+        moved_aside=moved,
+        created=old_version == 0,
+    )
+
+
+def salvage_cache(damaged: Path, conn: sqlite3.Connection) -> int:
+    """Copy whatever cached answers can still be read from a damaged database; returns how many.
+
+    The answers took rate-limited lookups to gather: losing them to one bad page elsewhere in
+    the file would be a waste. Rows that cannot be read are skipped.
+    """
+    copied = 0
+    try:
+        conn.execute("ATTACH DATABASE ? AS damaged", (f"{damaged.resolve().as_uri()}?mode=ro",))
+    except sqlite3.Error:
+        return 0
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        copied = conn.execute(
+            "INSERT OR IGNORE INTO main.api_cache SELECT artist_key, album_key, source, artist, "
+            "album, success, data, metadata, created_at, expires_at FROM damaged.api_cache"
+        ).rowcount
+        conn.execute("COMMIT")
+    except sqlite3.Error as err:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        log.warning("database_salvage_failed", path=str(damaged), error=str(err))
+        copied = 0
+    finally:
+        try:
+            conn.execute("DETACH DATABASE damaged")
+        except sqlite3.Error:
+            log.warning("database_detach_failed", path=str(damaged))
+    if copied:
+        log.info("database_salvaged", path=str(damaged), cache_entries=copied)
+    return copied
+
+
+def checkpoint(
+    conn: sqlite3.Connection, path: Path, *, truncate: bool = False
+) -> dict[str, int | bool]:
+    """Fold the WAL into the database file and sync both: everything committed so far is now
+    durable against a power cut. Runs outside any transaction, on the writer connection."""
+    mode = "TRUNCATE" if truncate else "PASSIVE"
+    started = time.perf_counter()
+    busy, wal_frames, moved = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+    # SQLite syncs the WAL only when it can fold some of it in; a program reading the file can
+    # hold that back. Syncing the WAL ourselves makes every commit durable either way.
+    _sync_file(path.with_name(path.name + "-wal"))
+    return {
+        "busy": bool(busy),
+        "wal_frames": int(wal_frames),
+        "checkpointed_frames": int(moved),
+        "duration_us": int((time.perf_counter() - started) * 1e6),
+    }
+
+
+def _sync_file(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        if sys.platform == "darwin":
+            # fsync() on macOS leaves the data in the drive's cache; F_FULLFSYNC does not.
+            fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+        else:
+            os.fsync(fd)
+    finally:
+        os.close(fd)

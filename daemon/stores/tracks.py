@@ -1,0 +1,108 @@
+"""The library snapshot in the `tracks` table: rows in, Tracks out.
+
+Every function takes a connection; writes run inside the caller's transaction (see writer.py).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from typing import Any, Final
+
+from daemon.models import TRACK_FIELDS, Track, normalize_name
+
+_COLUMNS: Final = ", ".join(TRACK_FIELDS)
+_KEY_COLUMNS: Final = ("artist_key", "album_artist_key", "album_key")
+_ALL: Final = (*TRACK_FIELDS, *_KEY_COLUMNS)
+_UPSERT: Final = (
+    f"INSERT INTO tracks ({', '.join(_ALL)}) VALUES ({', '.join('?' * len(_ALL))}) "
+    "ON CONFLICT (persistent_id) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in _ALL[1:])
+)
+_COMPILATION: Final = TRACK_FIELDS.index("compilation")
+_DISABLED: Final = TRACK_FIELDS.index("disabled")
+
+
+def _key(value: str | None) -> str | None:
+    return normalize_name(value) if value else None
+
+
+def _row(track: Track) -> tuple[Any, ...]:
+    artist, album_artist = _key(track.artist), _key(track.album_artist)
+    if artist is None and album_artist is None:
+        # Track.album_keys(): an album with no artist at all is keyed under the empty artist.
+        artist = ""
+    return (*track.to_row(), artist, album_artist, _key(track.album))
+
+
+def track_from_row(row: tuple[Any, ...]) -> Track:
+    """A Track from a `SELECT <TRACK_FIELDS>` row (SQLite keeps booleans as 0/1)."""
+    values = list(row)
+    values[_COMPILATION] = bool(values[_COMPILATION])
+    values[_DISABLED] = bool(values[_DISABLED])
+    return Track(*values)
+
+
+def upsert(conn: sqlite3.Connection, tracks: Iterable[Track]) -> None:
+    """Add or replace tracks; a replaced track keeps its place in library order."""
+    conn.executemany(_UPSERT, map(_row, tracks))
+
+
+def delete(conn: sqlite3.Connection, persistent_ids: Iterable[str]) -> None:
+    conn.executemany("DELETE FROM tracks WHERE persistent_id = ?", ((p,) for p in persistent_ids))
+
+
+def replace_all(conn: sqlite3.Connection, tracks: Iterable[Track]) -> None:
+    conn.execute("DELETE FROM tracks")
+    upsert(conn, tracks)
+
+
+def count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM tracks").fetchone()[0])
+
+
+def get(conn: sqlite3.Connection, persistent_id: str) -> Track | None:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM tracks WHERE persistent_id = ?", (persistent_id,)
+    ).fetchone()
+    return track_from_row(row) if row is not None else None
+
+
+def iterate(conn: sqlite3.Connection) -> Iterator[Track]:
+    """Every track in library order."""
+    for row in conn.execute(f"SELECT {_COLUMNS} FROM tracks ORDER BY rowid"):
+        yield track_from_row(row)
+
+
+def load_all(conn: sqlite3.Connection) -> dict[str, Track]:
+    return {t.persistent_id: t for t in iterate(conn)}
+
+
+def page(conn: sqlite3.Connection, after: str | None, limit: int) -> list[Track]:
+    """Up to `limit` tracks in persistent id order after `after` (which need not exist)."""
+    if after is None:
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM tracks ORDER BY persistent_id LIMIT ?", (limit,)
+        )
+    else:
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM tracks WHERE persistent_id > ? ORDER BY persistent_id LIMIT ?",
+            (after, limit),
+        )
+    return [track_from_row(row) for row in rows]
+
+
+def album(conn: sqlite3.Connection, artist: str, album_name: str) -> list[Track]:
+    """The tracks of an album in disc and track order, matched on track or album artist.
+
+    Names are compared normalised, as the API cache keys them. Costs O(tracks of the album)
+    through the two album indexes.
+    """
+    artist_key, album_key = normalize_name(artist), normalize_name(album_name)
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM tracks WHERE album_key = ?1 AND artist_key = ?2 "
+        f"UNION SELECT {_COLUMNS} FROM tracks WHERE album_key = ?1 AND album_artist_key = ?2",
+        (album_key, artist_key),
+    ).fetchall()
+    tracks = [track_from_row(row) for row in rows]
+    return sorted(tracks, key=lambda t: (t.disc_number or 0, t.track_number or 0))
