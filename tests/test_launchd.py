@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from daemon import launchd
-from daemon.app import DRAIN_SECONDS, FINAL_FLUSH_SECONDS
+from daemon.app import DRAIN_SECONDS, FINAL_CHECKPOINT_SECONDS
 from daemon.launchd import LABEL, TEMPLATE, parse_print
 
 REPO = Path(__file__).resolve().parents[1]
@@ -227,8 +227,8 @@ def test_install_writes_a_plist_with_every_key_and_only_absolute_existing_paths(
     assert isinstance(plist["Nice"], int) and plist["Nice"] > 0
     # A config error (exit 78) restarts at most this often, with a log line each time.
     assert plist["ThrottleInterval"] >= 10
-    # SIGKILL only after the daemon's longest drain and final flush.
-    assert plist["ExitTimeOut"] > DRAIN_SECONDS + FINAL_FLUSH_SECONDS
+    # SIGKILL only after the daemon's longest drain and final checkpoint.
+    assert plist["ExitTimeOut"] > DRAIN_SECONDS + FINAL_CHECKPOINT_SECONDS
     assert Path(plist["StandardOutPath"]).parent == env.log_dir
     assert Path(plist["StandardErrorPath"]).parent == env.log_dir
     assert plist["StandardOutPath"] != plist["StandardErrorPath"]
