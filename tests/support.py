@@ -225,6 +225,12 @@ def db_tracks(state_dir: Path) -> dict[str, dict[str, Any]]:
     return tracks
 
 
+def db_meta(state_dir: Path) -> dict[str, Any]:
+    return {
+        row["key"]: orjson.loads(row["value"]) for row in _db_query(state_dir, "SELECT * FROM meta")
+    }
+
+
 def db_cache_entries(state_dir: Path) -> list[dict[str, Any]]:
     """Every API cache row, with the JSON columns decoded (expired ones included)."""
     rows = _db_query(

@@ -12,6 +12,8 @@ from daemon.models import normalize_name
 from tests.support import (
     DaemonProc,
     daemon_env,
+    db_meta,
+    db_seed_cache,
     edit_tracks,
     find_track,
     load_plist,
@@ -37,8 +39,7 @@ def seed_cache(d: DaemonProc, albums: list[tuple[str, str]]) -> None:
         for artist, album in albums
         for source in ("musicbrainz", "discogs", "lastfm", "spotify")
     ]
-    d.state_dir.mkdir(exist_ok=True)
-    (d.state_dir / "api_cache.json").write_bytes(orjson.dumps({"version": 1, "entries": entries}))
+    db_seed_cache(d.state_dir, entries)
 
 
 def cached_albums(d: DaemonProc) -> set[tuple[str, str]]:
@@ -166,10 +167,12 @@ def test_sigterm_drains_flushes_and_exits_zero_quickly() -> None:
         code, took = d.stop(signal.SIGTERM)
         assert code == 0
         assert took < 5
-        assert d.find_logs("flush_finished", reason="shutdown")
+        assert d.find_logs("final_checkpoint_finished")
         assert d.find_logs("daemon_stopped")
         assert any(t["album"] == "Wild Is the Wind (Mono)" for t in d.snapshot_tracks().values())
-        assert not list(d.state_dir.glob(".*.tmp"))
+        # The final checkpoint folded the WAL into the database file and emptied it.
+        wal = d.state_dir / "musicd.db-wal"
+        assert not wal.exists() or wal.stat().st_size == 0
 
 
 def test_edit_while_stopped_is_reconciled_on_next_start() -> None:
@@ -207,8 +210,9 @@ def test_first_start_builds_the_snapshot_without_a_flood_of_events() -> None:
         assert not d.find_logs("track_added")
         assert not d.find_logs("cache_invalidated")
         assert len(d.snapshot_tracks()) == 39
-        meta = orjson.loads((d.state_dir / "snapshot.meta.json").read_bytes())
-        assert meta["track_count"] == 39
+        meta = db_meta(d.state_dir)
+        assert meta["last_full_scan"] == meta["last_force_scan_time"] is not None
+        assert meta["library_size"] == d.library.stat().st_size
         assert d.stop()[0] == 0
 
 
@@ -233,17 +237,49 @@ def test_broken_library_file_changes_nothing_and_is_retried() -> None:
         assert d.stop()[0] == 0
 
 
-def test_corrupt_state_file_is_moved_aside_and_rebuilt() -> None:
+def test_corrupt_database_is_moved_aside_and_rebuilt() -> None:
     with daemon_env() as d:
         d.state_dir.mkdir()
-        (d.state_dir / "snapshot.json").write_bytes(b"{not json")
-        (d.state_dir / "api_cache.json").write_bytes(b'{"version": 999, "entries": []}')
+        (d.state_dir / "musicd.db").write_bytes(b"not a database at all" * 100)
         d.start()
         d.wait_log("snapshot_built")
-        assert len(list(d.state_dir.glob("snapshot.json.corrupt-*"))) == 1
-        assert len(list(d.state_dir.glob("api_cache.json.corrupt-*"))) == 1
-        d.wait_log("flush_finished")
+        moved = d.wait_log("database_corrupt")
+        assert moved["moved_to"].startswith(str(d.state_dir / "musicd.db.corrupt-"))
+        assert len(list(d.state_dir.glob("musicd.db.corrupt-*"))) == 1
         assert len(d.snapshot_tracks()) == 39
+        assert d.stop()[0] == 0
+
+
+def test_old_json_state_files_are_imported_once_and_kept_aside() -> None:
+    with daemon_env() as d:
+        d.state_dir.mkdir()
+        entry = {
+            "artist": "Miles Davis",
+            "album": "Kind of Blue",
+            "source": "musicbrainz",
+            "success": True,
+            "data": {"year": 1959},
+            "metadata": {},
+            "created_at": 1_700_000_000.0,
+            "expires_at": None,
+        }
+        (d.state_dir / "api_cache.json").write_bytes(
+            orjson.dumps({"version": 1, "entries": [entry]})
+        )
+        (d.state_dir / "snapshot.meta.json").write_bytes(
+            orjson.dumps({"version": 1, "last_seq": 41})
+        )
+        d.start()
+        imported = d.wait_log("legacy_state_imported")
+        assert imported["cache_entries"] == 1
+        d.wait_log("scan_finished")
+        assert [e["data"] for e in d.cache_entries()] == [{"year": 1959}]
+        assert sorted(p.name.split(".imported-")[0] for p in d.state_dir.glob("*.imported-*")) == [
+            "api_cache.json",
+            "snapshot.meta.json",
+        ]
+        # Subscribers of the old files saw seqs up to 41: the journal goes on after them.
+        assert d.wait_log("daemon_started")["last_seq"] == 41
         assert d.stop()[0] == 0
 
 
