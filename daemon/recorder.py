@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from daemon.consumers.follow import JournalSignal
+from daemon.consumers.merger import CONSUMER as SNAPSHOT_CONSUMER
 from daemon.events import AnyEvent, ObserverEvent, TrackAdded, TrackModified, TrackRemoved
 from daemon.hub import EventHub
 from daemon.library import FileStat
@@ -82,9 +83,14 @@ def _record(
 ) -> list[AnyEvent]:
     if scan is not None and scan.replace is not None:
         tracks.replace_all(conn, scan.replace.values())
-    numbered = journal.append(conn, events, time.time())
+    now = time.time()
+    numbered = journal.append(conn, events, now)
     if scan is not None:
         journal.set_meta(conn, scan.meta())
+        if scan.replace is not None and numbered:
+            # The tracks table now reflects the journal up to here (a build emits no track
+            # events): the snapshot's position says so, in the same transaction.
+            journal.set_cursor(conn, SNAPSHOT_CONSUMER, numbered[-1].seq, now)
     return numbered
 
 

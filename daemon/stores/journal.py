@@ -120,6 +120,7 @@ def event_from_row(seq: int, kind: str, body: str | bytes) -> AnyEvent:
             album=data.get("album"),
         )
         return TrackRemoved(track, seq=seq)
+    data.pop("type", None)
     at = data.pop("at", 0.0)
     return ObserverEvent(kind, data, seq=seq, at=at)
 

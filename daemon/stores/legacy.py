@@ -53,18 +53,31 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+_BOOL_FIELDS: Final = frozenset({"compilation", "disabled"})
+_INT_FIELDS: Final = frozenset({"year", "disc_number", "track_number"})
+
+
+def _valid_row(row: Any) -> bool:
+    if type(row) is not list or len(row) != len(TRACK_FIELDS) or not row[0]:
+        return False
+    for name, value in zip(TRACK_FIELDS, row, strict=True):
+        if name in _BOOL_FIELDS:
+            expected: tuple[type, ...] = (bool,)
+        elif name in _INT_FIELDS:
+            expected = (int, type(None))
+        else:
+            expected = (str, type(None))
+        if type(value) not in expected:
+            return False
+    return True
+
+
 def _legacy_tracks(data: Any) -> list[Track] | None:
+    """The rows of an old snapshot.json; a row of the wrong shape is skipped."""
     if type(data) is not dict or data.get("fields") != list(TRACK_FIELDS):
         return None
-    result: list[Track] = []
-    for row in data.get("tracks") or []:
-        try:
-            track = Track(*row)
-        except TypeError:
-            continue
-        if isinstance(track.persistent_id, str) and track.persistent_id:
-            result.append(track)
-    return result
+    rows = data.get("tracks")
+    return [Track(*row) for row in rows if _valid_row(row)] if type(rows) is list else None
 
 
 def _legacy_entries(

@@ -1,0 +1,188 @@
+"""`musicd import-cache PATH` and `musicd export snapshot [PATH]`: the database, from outside.
+
+Both open `state.dir/musicd.db` directly (SQLite lets a second process read, and write in turn,
+while the daemon runs), so they work whether or not the daemon is running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from daemon.errors import EX_DATAERR, EX_NOINPUT, DaemonError, StateError
+
+
+class InputError(DaemonError):
+    code = "bad_input_file"
+    exit_status = EX_DATAERR
+
+
+class MissingInput(DaemonError):
+    code = "missing_input_file"
+    exit_status = EX_NOINPUT
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    add_config_arg: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    imp = sub.add_parser(
+        "import-cache",
+        help="import an API cache file written by ApiCacheService (its cache.json)",
+        description="Import the entries of an original-application API cache file into the "
+        "database. An entry with a year is a successful answer, kept until its album changes; "
+        "one without is a failed lookup, retried after its TTL. Bad entries are skipped and "
+        "counted; the import never stops on one.",
+    )
+    imp.add_argument("path", metavar="PATH", help="the cache.json file to import")
+    imp.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_config_arg(imp)
+    imp.set_defaults(handler=cmd_import_cache)
+
+    export = sub.add_parser(
+        "export",
+        help="write the library snapshot as JSON",
+        description="Write the snapshot (every track) as one JSON document: "
+        '{"version", "fields", "tracks": [[...], ...], "epoch", "seq"}, streamed.',
+    )
+    what = export.add_subparsers(dest="what", metavar="WHAT", required=True)
+    snap = what.add_parser("snapshot", help="every track of the snapshot, in library order")
+    snap.add_argument(
+        "path", metavar="PATH", nargs="?", help="file to write (default: standard output)"
+    )
+    add_config_arg(snap)
+    snap.set_defaults(handler=cmd_export_snapshot)
+
+
+def _quiet_logs() -> None:
+    """The stores log for the daemon's log file; here only warnings matter, on stderr."""
+    import logging
+
+    import structlog
+
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def _state_db(config_arg: str | None, *, create: bool) -> tuple[Path, sqlite3.Connection]:
+    from daemon.config import load_config
+    from daemon.stores._atomic import ensure_private_dir
+    from daemon.stores.schema import DB_FILE, DatabaseCorrupt, check_and_migrate, connect
+
+    _quiet_logs()
+    cfg = load_config(config_arg)
+    path = cfg.state.dir / DB_FILE
+    if not path.exists() and not create:
+        raise StateError(f"no database at {path} yet; start musicd once to build it")
+    ensure_private_dir(cfg.state.dir)
+    try:
+        conn = connect(path)
+        check_and_migrate(conn, path)
+    except (sqlite3.DatabaseError, DatabaseCorrupt) as err:
+        raise StateError(
+            f"cannot use {path}: {err}; start musicd, which moves a damaged database aside and "
+            "rebuilds it"
+        ) from None
+    return path, conn
+
+
+def cmd_import_cache(args: argparse.Namespace) -> int:
+    import orjson
+
+    from daemon.config import load_config
+    from daemon.stores.legacy import import_original_cache
+
+    source = Path(args.path)
+    try:
+        raw = source.read_bytes()
+    except FileNotFoundError:
+        raise MissingInput(f"{source} does not exist") from None
+    except OSError as err:
+        raise MissingInput(f"cannot read {source}: {err.strerror}") from None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise InputError(f"{source} is not JSON ({err}); nothing was imported") from None
+    if type(data) is not dict:
+        raise InputError(
+            f"{source} is not an ApiCacheService cache file (expected a JSON object of "
+            "entries); nothing was imported"
+        )
+    failed_ttl = load_config(args.config).cache.failed_ttl_seconds
+    path, conn = _state_db(args.config, create=True)
+    try:
+        report = import_original_cache(conn, data, failed_ttl=failed_ttl)
+    except sqlite3.OperationalError as err:
+        raise StateError(f"cannot write {path}: {err}; nothing was imported") from None
+    finally:
+        conn.close()
+    result = {"file": str(source), "database": str(path), **report.as_dict()}
+    if args.json:
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(f"imported {report.imported} entries from {source} into {path}")
+    for reason, count in result["skipped_by_reason"].items():
+        print(f"  skipped {count}: {reason}")
+    return 0
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[IO[bytes]]:
+    """Standard output, or a file replaced atomically once it is complete."""
+    if path is None:
+        yield sys.stdout.buffer
+        sys.stdout.flush()
+        return
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def cmd_export_snapshot(args: argparse.Namespace) -> int:
+    import orjson
+
+    from daemon.models import TRACK_FIELDS
+    from daemon.stores import journal, tracks
+
+    _, conn = _state_db(args.config, create=False)
+    try:
+        # One read transaction: every row and the position come from the same moment.
+        conn.execute("BEGIN")
+        epoch = journal.meta(conn).get("epoch")
+        seq = journal.cursor(conn, "musicd.snapshot") or 0
+        head: dict[str, Any] = {"version": 1, "fields": list(TRACK_FIELDS), "epoch": epoch}
+        head["seq"] = seq
+        with _output(args.path) as out:
+            out.write(orjson.dumps(head)[:-1] + b',"tracks":[')
+            batch: list[list[Any]] = []
+            first = True
+            for track in tracks.iterate(conn):
+                batch.append(track.to_row())
+                if len(batch) == 1000:
+                    out.write((b"" if first else b",") + orjson.dumps(batch)[1:-1])
+                    first, batch = False, []
+            if batch:
+                out.write((b"" if first else b",") + orjson.dumps(batch)[1:-1])
+            out.write(b"]}\n")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return 0
