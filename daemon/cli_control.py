@@ -70,7 +70,13 @@ def register(
     command(sub, "status", "show what the daemon is doing", cmd_status)
     command(sub, "stats", "API cache and event counts since the daemon started", cmd_stats)
     command(sub, "ping", "check that the daemon answers", cmd_ping)
-    command(sub, "flush", "write the state to disk now", cmd_flush, SLOW_TIMEOUT_SECONDS)
+    command(
+        sub,
+        "flush",
+        "make every acknowledged write durable against a power cut now (a checkpoint)",
+        cmd_flush,
+        SLOW_TIMEOUT_SECONDS,
+    )
     rescan = command(sub, "rescan", "read the whole library now", cmd_rescan, SLOW_TIMEOUT_SECONDS)
     rescan.add_argument(
         "--accept-removals",
