@@ -37,6 +37,7 @@ from daemon.stores import journal, tracks
 from daemon.stores._atomic import ensure_private_dir
 from daemon.stores.database import Database, checkpoint, open_database
 from daemon.stores.legacy import import_legacy_state
+from daemon.stores.schema import connect
 from daemon.watcher import LibraryWatcher, Wakeup
 
 log = structlog.get_logger(__name__)
@@ -111,8 +112,13 @@ def _open_state(config: Config) -> Database:
 
 def _baseline(db: Database) -> tuple[dict[str, Track], FileStat | None, dict[str, object]]:
     """The tracks, library stat and metadata the journal's head describes (after catch-up)."""
-    meta = journal.meta(db.reader)
-    known = tracks.load_all(db.reader)
+    # Its own connection: this runs in a worker thread while the loop reads through db.reader.
+    conn = connect(db.path)
+    try:
+        meta = journal.meta(conn)
+        known = tracks.load_all(conn)
+    finally:
+        conn.close()
     parts = (meta.get("library_mtime_ns"), meta.get("library_size"), meta.get("library_inode"))
     stat = FileStat(*parts) if all(isinstance(p, int) for p in parts) else None  # type: ignore[arg-type]
     return known, stat, meta
@@ -184,30 +190,11 @@ async def _serve(config: Config, db: Database, task_status: TaskStatus[Service])
         try:
             # Startup: the snapshot and the cache reach the journal's end before anything reads.
             await catch_up_all()
-            known, stat, meta = await anyio.to_thread.run_sync(_baseline, db)
             wakeup = Wakeup()
             target_is_dir = config.library.source == "music-app"
             service.watcher = LibraryWatcher(
                 config.library.path, wakeup, target_is_dir=target_is_dir
             )
-            last_full = meta.get("last_full_scan")
-            service.scanner = Scanner(
-                reader=make_reader(config, known),
-                library_path=config.library.path,
-                baseline=known,
-                baseline_stat=stat,
-                initial_build=not known and last_full is None,
-                recorder=service.recorder,
-                wakeup=wakeup,
-                settle_seconds=config.library.settle_seconds,
-                settle_max_seconds=config.library.settle_max_seconds,
-                verify_seconds=config.library.verify_seconds,
-                full_scan_interval_seconds=config.library.full_scan_interval_seconds,
-                last_full_scan=last_full if isinstance(last_full, float | int) else None,
-                mass_removal_ratio=config.library.mass_removal_ratio,
-                mass_removal_confirm_seconds=config.library.mass_removal_confirm_seconds,
-            )
-            del known
             async with anyio.create_task_group() as background:
                 background.start_soon(
                     follow_journal,
@@ -234,7 +221,7 @@ async def _serve(config: Config, db: Database, task_status: TaskStatus[Service])
                             sources.cancel_scope.cancel()
                         await sources.start(service.watcher.run)
                         await sources.start(_serve_control, service)
-                        sources.start_soon(service.scanner.run)
+                        sources.start_soon(_scan, service, wakeup)
                         log.info(
                             "daemon_started",
                             pid=os.getpid(),
@@ -261,6 +248,31 @@ async def _serve(config: Config, db: Database, task_status: TaskStatus[Service])
             outer.cancel_scope.cancel()
     log.info("daemon_stopped", uptime_seconds=round(time.time() - service.started_at, 1))
     return 0
+
+
+async def _scan(service: Service, wakeup: Wakeup) -> None:
+    """Load the baseline (after the socket already serves), then run the scanner."""
+    config = service.config
+    known, stat, meta = await anyio.to_thread.run_sync(_baseline, service.db)
+    last_full = meta.get("last_full_scan")
+    service.scanner = Scanner(
+        reader=make_reader(config, known),
+        library_path=config.library.path,
+        baseline=known,
+        baseline_stat=stat,
+        initial_build=not known and last_full is None,
+        recorder=service.recorder,
+        wakeup=wakeup,
+        settle_seconds=config.library.settle_seconds,
+        settle_max_seconds=config.library.settle_max_seconds,
+        verify_seconds=config.library.verify_seconds,
+        full_scan_interval_seconds=config.library.full_scan_interval_seconds,
+        last_full_scan=last_full if isinstance(last_full, float | int) else None,
+        mass_removal_ratio=config.library.mass_removal_ratio,
+        mass_removal_confirm_seconds=config.library.mass_removal_confirm_seconds,
+    )
+    del known
+    await service.scanner.run()
 
 
 async def _serve_control(service: Service, *, task_status: TaskStatus[None]) -> None:
