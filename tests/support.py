@@ -102,6 +102,7 @@ class DaemonProc:
     def start(self, *, wait_ready: bool = True, extra_env: dict[str, str] | None = None) -> None:
         env = {**os.environ, **(extra_env or {})}
         env.pop("MUSICD_CONFIG", None)
+        mark = self.mark()
         # Output goes to files, not pipes: a pipe nobody drains would block the daemon.
         with (
             (self.root / "stdout.txt").open("ab") as out,
@@ -116,7 +117,8 @@ class DaemonProc:
                 cwd=self.root,
             )
         if wait_ready:
-            self.wait_log("daemon_started", timeout=20)
+            # This start's line, not an earlier run's.
+            self.wait_log("daemon_started", timeout=20, after=mark)
 
     def logs(self) -> list[dict[str, Any]]:
         """Every log entry so far (JSON lines of the log file and its rotations)."""
