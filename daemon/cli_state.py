@@ -16,17 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from daemon.errors import EX_DATAERR, EX_NOINPUT, DaemonError, StateError
-
-
-class InputError(DaemonError):
-    code = "bad_input_file"
-    exit_status = EX_DATAERR
-
-
-class MissingInput(DaemonError):
-    code = "missing_input_file"
-    exit_status = EX_NOINPUT
+from daemon.errors import InputError, MissingInput, StateError
 
 
 def register(

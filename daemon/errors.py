@@ -41,6 +41,18 @@ class LibraryChangedDuringRead(LibraryReadError):
     code = "library_changed_during_read"
 
 
+class InputError(DaemonError):
+    """A file the user gave (to import, say) is not what it should be."""
+
+    code = "bad_input_file"
+    exit_status = EX_DATAERR
+
+
+class MissingInput(DaemonError):
+    code = "missing_input_file"
+    exit_status = EX_NOINPUT
+
+
 class StateError(DaemonError):
     code = "state_error"
     exit_status = EX_CANTCREAT
