@@ -198,7 +198,10 @@ class Writer:
         if conn.total_changes == changes:
             return False
         self.status.commits += 1
-        self.status.uncheckpointed += 1
+        if not all(op.quiet for op in batch):
+            # A round of quiet writes alone (the checkpoint's own event) does not make the
+            # database "dirty" again, or an idle daemon would checkpoint forever.
+            self.status.uncheckpointed += 1
         if self.status.error is not None:
             log.info("database_recovered", previous_error=self.status.error)
             self.status.error = self.status.error_at = None
