@@ -24,7 +24,7 @@ import anyio.to_thread
 import structlog
 from anyio.abc import TaskStatus
 
-from daemon import __version__
+from daemon import __version__, hints
 from daemon.config import Config
 from daemon.consumers.flusher import DirtySignal, flush_periodically
 from daemon.consumers.invalidator import invalidate_cache
@@ -70,7 +70,7 @@ def instance_lock(state_dir: Path) -> Iterator[None]:
             other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise AlreadyRunning(
                 f"another musicd (pid {other}) is already running with state dir {state_dir}; "
-                "stop it with 'musicd stop' or use another state.dir"
+                f"stop it with '{hints.command('stop')}' or use another state.dir"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -294,6 +294,7 @@ class Daemon:
             "last_scan_duration_ms": scan.last_scan_duration_ms if scan else None,
             "last_scan_counts": scan.last_counts if scan else {},
             "scans": scan.scans if scan else 0,
+            "scan_in_progress": self.scanner.progress.snapshot() if self.scanner else None,
             "last_flush_at": self.flush_status.last_flush_at,
             "last_flush_duration_ms": self.flush_status.last_flush_duration_ms,
             "flush_error": self.flush_status.flush_error,

@@ -16,9 +16,19 @@ from typing import Any
 
 import orjson
 
+from daemon import cli_format as fmt
+from daemon import hints
 from daemon.client import ClientTimeout, MusicdClient
 from daemon.errors import EX_USAGE, DaemonError
 from daemon.events import EVENT_TYPES
+from daemon.models import DEFAULT_SOURCES
+
+_ARTIST_HELP = "the album's artist (as the library has it; case and accents are ignored)"
+_ALBUM_HELP = "the album's name"
+_SOURCE_HELP = (
+    f"the API the answer came from: {', '.join(DEFAULT_SOURCES)}, or one added with "
+    "cache.sources in the config"
+)
 
 # `stop` waits this long for the daemon to drain, flush and exit (it needs about 5 s at most).
 STOP_WAIT_SECONDS = 30.0
@@ -70,7 +80,9 @@ def register(
     command(sub, "status", "show what the daemon is doing", cmd_status)
     command(sub, "stats", "API cache and event counts since the daemon started", cmd_stats)
     command(sub, "ping", "check that the daemon answers", cmd_ping)
-    command(sub, "flush", "write the state to disk now", cmd_flush, SLOW_TIMEOUT_SECONDS)
+    command(
+        sub, "flush", "make the daemon's state durable on disk now", cmd_flush, SLOW_TIMEOUT_SECONDS
+    )
     rescan = command(sub, "rescan", "read the whole library now", cmd_rescan, SLOW_TIMEOUT_SECONDS)
     rescan.add_argument(
         "--accept-removals",
@@ -79,19 +91,24 @@ def register(
     )
     command(sub, "stop", "stop the daemon and wait until it is gone", cmd_stop)
     inval = command(sub, "invalidate", "drop the cached answers of an album", cmd_invalidate)
-    inval.add_argument("artist")
-    inval.add_argument("album")
+    inval.add_argument("artist", help=_ARTIST_HELP)
+    inval.add_argument("album", help=_ALBUM_HELP)
 
     cache = sub.add_parser("cache", help="read and write the API response cache")
-    cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
-    get = command(
-        cache_sub, "get", "show the cached answer of an album from a source", cmd_cache_get
+    cache_sub = cache.add_subparsers(
+        dest="cache_command", metavar="ACTION", required=True, help="get, put or clear"
     )
-    for name in ("artist", "album", "source"):
-        get.add_argument(name)
+    get = command(
+        cache_sub,
+        "get",
+        "show the cached answer of an album from a source (exit status 1 when there is none)",
+        cmd_cache_get,
+    )
     put = command(cache_sub, "put", "store an answer for an album from a source", cmd_cache_put)
-    for name in ("artist", "album", "source"):
-        put.add_argument(name)
+    for parser in (get, put):
+        parser.add_argument("artist", help=_ARTIST_HELP)
+        parser.add_argument("album", help=_ALBUM_HELP)
+        parser.add_argument("source", help=_SOURCE_HELP)
     put.add_argument(
         "--failed", action="store_true", help="a failed lookup (kept for the retry TTL only)"
     )
@@ -100,12 +117,16 @@ def register(
     command(cache_sub, "clear", "drop every cached answer", cmd_cache_clear)
 
     tracks = sub.add_parser("tracks", help="look up tracks in the library snapshot")
-    tracks_sub = tracks.add_subparsers(dest="tracks_command", metavar="ACTION", required=True)
+    tracks_sub = tracks.add_subparsers(
+        dest="tracks_command", metavar="ACTION", required=True, help="get or album"
+    )
     track = command(tracks_sub, "get", "show one track by persistent id", cmd_track)
-    track.add_argument("persistent_id", metavar="ID")
+    track.add_argument(
+        "persistent_id", metavar="ID", help="the track's Persistent ID (hex; any case)"
+    )
     album = command(tracks_sub, "album", "list the tracks of an album", cmd_album)
-    album.add_argument("artist")
-    album.add_argument("album")
+    album.add_argument("artist", help=_ARTIST_HELP)
+    album.add_argument("album", help=_ALBUM_HELP)
 
     subscribe = command(
         sub, "subscribe", "print events as they happen, one per line (Ctrl-C stops)", cmd_subscribe
@@ -153,30 +174,6 @@ def _parse_json(option: str, text: str | None) -> Any:
         raise UsageError(f"{option} is not valid JSON: {err}") from None
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "never"
-    ago = max(0.0, time.time() - ts)
-    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ts))} ({_duration(ago)} ago)"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f} s" if seconds >= 1 else f"{seconds * 1000:.0f} ms"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min {secs} s"
-
-
-def _ms(value: float | None) -> str:
-    return "?" if value is None else f"{value:g} ms"
-
-
 # -- commands -------------------------------------------------------------------------------
 
 
@@ -186,34 +183,46 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_json(s)
         return 0
     lib = s["library"]
-    print(f"musicd {s['version']} is running (pid {s['pid']}, up {_duration(s['uptime_seconds'])})")
-    print(f"  library     {lib['path']} ({lib['source']}): {lib['track_count']} tracks")
+    up = fmt.duration(s["uptime_seconds"])
+    print(f"musicd {s['version']} is running (pid {s['pid']}, up {up})")
+    print(
+        f"  library     {lib['path']} ({lib['source']}): {fmt.plural(lib['track_count'], 'track')}"
+    )
     if lib.get("missing"):
         print("              the library file is missing; waiting for it to appear")
     elif lib.get("reader_error"):
         print(f"              cannot read it: {lib['reader_error']}")
     if lib.get("held_removals"):
         print(
-            f"              {lib['held_removals']} removals held for confirmation "
-            "('musicd rescan --accept-removals' applies them)"
+            f"              {fmt.plural(lib['held_removals'], 'removal')} held for confirmation "
+            f"('{hints.command('rescan', '--accept-removals')}' applies them)"
+        )
+    scanning = s.get("scan_in_progress")
+    if scanning:
+        print(
+            f"  scanning    since {fmt.when(scanning['started_at'])} ({scanning['reason']}): "
+            f"{fmt.progress(scanning)}"
         )
     counts = s.get("last_scan_counts") or {}
     changes = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("added", "modified", "removed"))
+    last = fmt.when(s["last_scan_at"])
+    if s["last_scan_at"] is not None:
+        last += f", took {fmt.ms(s['last_scan_duration_ms'])}"
+    print(f"  last scan   {last}" + (f"; {changes}" if counts else ""))
     print(
-        f"  last scan   {_when(s['last_scan_at'])}, took {_ms(s['last_scan_duration_ms'])}"
-        + (f"; {changes}" if counts else "")
-    )
-    print(
-        f"  last flush  {_when(s['last_flush_at'])}"
-        + (f", took {_ms(s['last_flush_duration_ms'])}" if s["last_flush_at"] else "")
+        f"  last flush  {fmt.when(s['last_flush_at'])}"
+        + (f", took {fmt.ms(s['last_flush_duration_ms'])}" if s["last_flush_at"] else "")
     )
     if s.get("flush_error"):
-        print(f"  FLUSH ERROR {s['flush_error']} (since {_when(s['flush_error_at'])})")
+        print(f"  FLUSH ERROR {s['flush_error']} (since {fmt.when(s['flush_error_at'])})")
     pending = "unsaved changes" if s.get("dirty") else "all saved"
-    print(f"  state       {s['state_dir']} ({pending}; {s['pending_batches']} batches pending)")
+    batches = fmt.plural(s["pending_batches"], "batch", "batches")
+    print(f"  state       {s['state_dir']} ({pending}; {batches} pending)")
+    connections = s.get("connections")
     print(
-        f"  socket      {s['socket']} ({s['subscribers']} subscribers, "
-        f"{s.get('connections', '?')} connections)"
+        f"  socket      {s['socket']} ({fmt.plural(s['subscribers'], 'subscriber')}, "
+        + (fmt.plural(connections, "connection") if connections is not None else "? connections")
+        + ")"
     )
     if s.get("shutting_down"):
         print("  stopping")
@@ -227,28 +236,30 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return 0
     c = s["cache"]
     print(
-        f"API cache: {c['total_entries']} entries ({c['successful']} successful, "
-        f"{c['failed']} failed) in {c['albums']} albums; {c['hits']} hits, {c['misses']} misses "
-        "since start"
+        f"API cache: {fmt.plural(c['total_entries'], 'entry', 'entries')} ({c['successful']} "
+        f"successful, {c['failed']} failed) in {fmt.plural(c['albums'], 'album')}; "
+        f"{fmt.plural(c['hits'], 'hit')}, {fmt.plural(c['misses'], 'miss', 'misses')} since start"
     )
     for source, n in c["by_source"].items():
         print(
-            f"  {source:<14} {n['entries']:>7} entries ({n['successful']} ok, {n['failed']} "
-            f"failed)  {n['hits']} hits  {n['misses']} misses"
+            f"  {source:<14} {fmt.plural(n['entries'], 'entry', 'entries'):>13} ({n['successful']} "
+            f"ok, {n['failed']} failed)  {fmt.plural(n['hits'], 'hit')}  "
+            f"{fmt.plural(n['misses'], 'miss', 'misses')}"
         )
     exists = "" if c["cache_file_exists"] else " (not written yet, or empty)"
     print(
         f"  file {c['cache_file']}{exists}; failed lookups retried after "
-        f"{_duration(c['policies']['failed_ttl_seconds'])}"
+        f"{fmt.duration(c['policies']['failed_ttl_seconds'])}"
     )
     events = s["events"]
     emitted = ", ".join(f"{k} {v}" for k, v in events["emitted"].items()) or "none"
     print(f"events since start: {emitted} (last seq {events['last_seq']})")
     ctl = s["control"]
     print(
-        f"control: {s['subscribers']} subscribers, {ctl['connections_open']} connections open, "
-        f"{ctl['connections_total']} since start, {ctl['requests']} requests, "
-        f"{ctl['errors']} errors"
+        f"control: {fmt.plural(s['subscribers'], 'subscriber')}, "
+        f"{fmt.plural(ctl['connections_open'], 'connection')} open, "
+        f"{ctl['connections_total']} since start, {fmt.plural(ctl['requests'], 'request')}, "
+        f"{fmt.plural(ctl['errors'], 'error')}"
     )
     return 0
 
@@ -257,11 +268,11 @@ def cmd_ping(args: argparse.Namespace) -> int:
     with _client(args) as client:
         started = time.perf_counter()
         result = client.ping()
-    took = (time.perf_counter() - started) * 1000
+    took = time.perf_counter() - started
     if args.json:
-        _print_json({**result, "round_trip_ms": round(took, 3)})
+        _print_json({**result, "round_trip_ms": round(took * 1000, 3)})
     else:
-        print(f"pong from musicd {result['version']} (pid {result['pid']}) in {took:.1f} ms")
+        print(f"pong from musicd {result['version']} (pid {result['pid']}) in {fmt.duration(took)}")
     return 0
 
 
@@ -270,23 +281,39 @@ def cmd_flush(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
-        print(f"state written to disk ({_ms(result['duration_ms'])})")
+        print(f"{describe_flush(result)} ({fmt.ms(result.get('duration_ms'))})")
     return 0
 
 
+def describe_flush(result: dict[str, Any]) -> str:
+    """What the daemon says its flush did: its `did` sentence when it sends one."""
+    did = result.get("did")
+    if isinstance(did, str) and did:
+        return did
+    if result.get("wrote") is False:
+        return "nothing to write: the state on disk was already up to date"
+    return "flushed: the state is on disk"
+
+
 def cmd_rescan(args: argparse.Namespace) -> int:
-    result = _call(args, "rescan", accept_removals=args.accept_removals)
+    if sys.stderr.isatty():
+        from daemon.cli_progress import remote_scan
+
+        with remote_scan(_socket_path(args), sys.stderr, MusicdClient):
+            result = _call(args, "rescan", accept_removals=args.accept_removals)
+    else:
+        result = _call(args, "rescan", accept_removals=args.accept_removals)
     if args.json:
         _print_json(result)
         return 0
     print(
-        f"rescanned in {_ms(result['duration_ms'])}: {result['added']} added, "
+        f"rescanned in {fmt.ms(result['duration_ms'])}: {result['added']} added, "
         f"{result['modified']} modified, {result['removed']} removed"
     )
     if result.get("held_removals"):
         print(
-            f"{result['held_removals']} removals are held for confirmation; "
-            "'musicd rescan --accept-removals' applies them"
+            f"{fmt.plural(result['held_removals'], 'removal')} held for confirmation; "
+            f"'{hints.command('rescan', '--accept-removals')}' applies them"
         )
     return 0
 
@@ -297,7 +324,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
         pid = int(client.shutdown()["pid"])
         still_running = DaemonError(
             f"asked musicd (pid {pid}) to stop, but it is still running after "
-            f"{STOP_WAIT_SECONDS:g} s; see 'musicd logs'"
+            f"{STOP_WAIT_SECONDS:g} s; see '{hints.command('logs', socket=False)}'"
         )
         try:
             # The socket closes first (the sources stop), then the daemon drains and flushes.
@@ -312,7 +339,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"stopped": True, "pid": pid, "seconds": round(took, 3)})
     else:
-        print(f"musicd stopped (pid {pid}, {took:.1f} s)")
+        print(f"musicd stopped (pid {pid}, {fmt.duration(took)})")
     return 0
 
 
@@ -339,7 +366,8 @@ def cmd_invalidate(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
-        print(f"dropped {result['removed']} cached answers of {args.artist} - {args.album}")
+        answers = fmt.plural(result["removed"], "cached answer")
+        print(f"dropped {answers} of {args.artist} - {args.album}")
     return 0
 
 
@@ -351,10 +379,10 @@ def cmd_cache_get(args: argparse.Namespace) -> int:
         raise NotFound(f"no cached answer for {args.artist} - {args.album} from {args.source}")
     if not args.json:
         outcome = "answer" if entry["success"] else "failed lookup"
-        expires = f", expires {_when(entry['expires_at'])}" if entry["expires_at"] else ""
+        expires = f", expires {fmt.when(entry['expires_at'])}" if entry["expires_at"] else ""
         print(
             f"{entry['source']} {outcome} for {entry['artist']} - {entry['album']}, stored "
-            f"{_when(entry['created_at'])}{expires}"
+            f"{fmt.when(entry['created_at'])}{expires}"
         )
         print(f"  data      {orjson.dumps(entry['data']).decode()}")
         if entry["metadata"]:
@@ -389,7 +417,7 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
-        print(f"dropped {result['removed']} cached answers")
+        print(f"dropped {fmt.plural(result['removed'], 'cached answer')}")
     return 0
 
 

@@ -16,6 +16,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
+from daemon import hints
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError
 from daemon.events import (
     ERROR,
@@ -33,6 +34,7 @@ from daemon.library import FileStat, LibraryRead, library_stat
 from daemon.library.differ import diff_tracks
 from daemon.models import Track
 from daemon.pipeline import Batch, Fanout
+from daemon.progress import ScanProgress
 from daemon.watcher import Wakeup
 
 log = structlog.get_logger(__name__)
@@ -110,6 +112,7 @@ class Scanner:
         self.mass_removal_ratio = mass_removal_ratio
         self.mass_removal_confirm_seconds = mass_removal_confirm_seconds
         self.status = ScanStatus()
+        self.progress = ScanProgress()
         self._batch_ids = 0
         self._lock = anyio.Lock()
         self._held: dict[str, Track] = {}
@@ -180,7 +183,8 @@ class Scanner:
     async def scan(self, reason: str, *, accept_removals: bool = False) -> ScanOutcome:
         """Read the library once and publish what changed. Never raises for a bad library."""
         async with self._lock:
-            return await self._scan_locked(reason, accept_removals)
+            with self.progress.scanning(reason, expected_tracks=len(self.baseline)):
+                return await self._scan_locked(reason, accept_removals)
 
     async def _scan_locked(self, reason: str, accept_removals: bool) -> ScanOutcome:
         started = time.monotonic()
@@ -340,7 +344,8 @@ class Scanner:
             removed=len(removed),
             tracks=total,
             share=round(share, 3),
-            hint="run 'musicd rescan --accept-removals' if the tracks really were deleted",
+            hint=f"run '{hints.command('rescan', '--accept-removals')}' if the tracks really were "
+            "deleted",
         )
         kept: list[TrackEvent] = [e for e in events if not isinstance(e, TrackRemoved)]
         return kept, dict(self._held)

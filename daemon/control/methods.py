@@ -137,6 +137,13 @@ class DaemonMethods:
         return Reply(entry.to_dict() if entry is not None else None)
 
     async def cache_put(self, params: CachePutParams) -> Reply:
+        sources = self.daemon.config.cache.sources
+        if "*" not in sources and params.source.strip().lower() not in sources:
+            raise ProtocolError(
+                INVALID_PARAMS,
+                f"cache.put: unknown source {params.source!r}; known sources: "
+                f"{', '.join(sources)} (add one with cache.sources in the config)",
+            )
         try:
             entry = self.daemon.cache.put(
                 params.artist,
