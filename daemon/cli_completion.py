@@ -11,20 +11,32 @@ import argparse
 import shtab
 
 
+from daemon.models import DEFAULT_SOURCES
+
+# A SOURCE may also be one the user added in cache.sources: offer the usual ones, require none.
+_SOURCES_BASH = "_shtab_musicd_sources"
+_PREAMBLE = {
+    "bash": f'{_SOURCES_BASH}() {{ compgen -W "{" ".join(DEFAULT_SOURCES)}" -- "$1"; }}',
+}
+_SOURCE_COMPLETE = {"bash": _SOURCES_BASH, "zsh": f"({' '.join(DEFAULT_SOURCES)})"}
+
+
 def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
     """The completion script for `shell` ("bash" or "zsh")."""
-    for action in _path_options(parser):
-        action.complete = shtab.FILE  # type: ignore[attr-defined]
-    script: str = shtab.complete(parser, shell=shell)
+    for action in _actions(parser):
+        if action.metavar == "PATH":
+            action.complete = shtab.FILE  # type: ignore[attr-defined]
+        elif action.dest == "source" and not action.option_strings:
+            action.complete = _SOURCE_COMPLETE  # type: ignore[attr-defined]
+    script: str = shtab.complete(parser, shell=shell, preamble=_PREAMBLE)
     return script if script.endswith("\n") else script + "\n"
 
 
-def _path_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+def _actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     found: list[argparse.Action] = []
     for action in parser._actions:
-        if action.metavar == "PATH":
-            found.append(action)
+        found.append(action)
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
-                found.extend(_path_options(child))
+                found.extend(_actions(child))
     return found

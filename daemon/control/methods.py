@@ -99,6 +99,8 @@ class DaemonMethods:
     async def flush(self, params: NoParams) -> Reply:
         started = time.perf_counter()
         daemon = self.daemon
+        # Said in the answer, so `musicd flush` reports what happened, not what might have.
+        had_changes = daemon.snapshot.dirty or daemon.cache.dirty
         if not await daemon.flush("requested"):
             error = daemon.flush_status.flush_error or "unknown error"
             raise ProtocolError(
@@ -112,6 +114,10 @@ class DaemonMethods:
                 "duration_ms": ms_since(started),
                 "last_flush_at": daemon.flush_status.last_flush_at,
                 "dirty": daemon.snapshot.dirty or daemon.cache.dirty,
+                "wrote": had_changes,
+                "did": "wrote the unsaved changes to disk"
+                if had_changes
+                else "nothing to write: the files on disk were already up to date",
             }
         )
 
