@@ -10,7 +10,6 @@ import argparse
 
 import shtab
 
-
 from daemon.models import DEFAULT_SOURCES
 
 # A SOURCE may also be one the user added in cache.sources: offer the usual ones, require none.
@@ -28,7 +27,8 @@ def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
             action.complete = shtab.FILE  # type: ignore[attr-defined]
         elif action.dest == "source" and not action.option_strings:
             action.complete = _SOURCE_COMPLETE  # type: ignore[attr-defined]
-    script: str = shtab.complete(parser, shell=shell, preamble=_PREAMBLE)
+    # shtab takes a per-shell dict here too (its annotation says str).
+    script: str = shtab.complete(parser, shell=shell, preamble=_PREAMBLE)  # type: ignore[arg-type]
     return script if script.endswith("\n") else script + "\n"
 
 

@@ -49,9 +49,11 @@ def test_every_command_has_a_description_and_every_argument_a_help_text() -> Non
     for words, sub in [((), parser), *seen]:
         if not sub.description:
             missing.append(f"musicd {' '.join(words)}: no description")
-        for action in sub._actions:
-            if not action.help or action.help == argparse.SUPPRESS:
-                missing.append(f"musicd {' '.join(words)}: {action.dest} has no help text")
+        missing.extend(
+            f"musicd {' '.join(words)}: {action.dest} has no help text"
+            for action in sub._actions
+            if not action.help or action.help == argparse.SUPPRESS
+        )
     assert not missing, "\n".join(missing)
 
 
