@@ -66,10 +66,6 @@ def progress(p: dict[str, Any]) -> str:
         parts.append(f"{size(p['bytes_done'])} of {size(p['bytes_total'])}")
     elif p.get("bytes_done"):
         parts.append(size(p["bytes_done"]))
-    if p.get("tracks_done"):
-        expected = p.get("tracks_expected")
-        of = f" of ~{expected}" if expected and not p.get("bytes_total") else ""
-        parts.append(f"{p['tracks_done']}{of} tracks")
     if p.get("fraction") is not None:
         parts.insert(0, f"{p['fraction'] * 100:.0f}%")
     if p.get("bytes_per_second"):
@@ -78,11 +74,16 @@ def progress(p: dict[str, Any]) -> str:
         parts.append(f"{p['tracks_per_second']} tracks/s")
     if p.get("eta_seconds") is not None and (p.get("fraction") or 0) < 1:
         parts.append(f"about {duration(p['eta_seconds'])} left")
-    elapsed = f"running for {duration(p.get('elapsed_seconds') or 0)}"
-    return ", ".join([elapsed, *parts])
+    if p.get("tracks_done"):
+        expected = p.get("tracks_expected")
+        of = f" of ~{expected}" if expected and not p.get("bytes_total") else ""
+        parts.append(f"{p['tracks_done']}{of} tracks")
+    # Last: a narrow terminal cuts the line, and how far and how long matter more.
+    parts.append(f"running for {duration(p.get('elapsed_seconds') or 0)}")
+    return ", ".join(parts)
 
 
-def bar(fraction: float | None, width: int = 24) -> str:
+def bar(fraction: float | None, width: int = 20) -> str:
     """'[#########...............]' for a fraction, or a blank bar when it is unknown."""
     if fraction is None:
         return "[" + " " * width + "]"

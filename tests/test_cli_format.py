@@ -61,5 +61,5 @@ def test_progress_line_says_how_far_how_fast_and_how_long() -> None:
         }
     )
     assert line == (
-        "running for 4.0 s, 40%, 60.0 MB of 150.0 MB, 40000 tracks, 15.0 MB/s, about 6.0 s left"
+        "40%, 60.0 MB of 150.0 MB, 15.0 MB/s, about 6.0 s left, 40000 tracks, running for 4.0 s"
     )
