@@ -201,7 +201,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if scanning:
         print(
             f"  scanning    since {fmt.when(scanning['started_at'])} ({scanning['reason']}): "
-            f"{fmt.progress(scanning)}"
+            f"{fmt.progress(scanning, elapsed=False)}"
         )
     counts = s.get("last_scan_counts") or {}
     changes = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("added", "modified", "removed"))
@@ -466,12 +466,13 @@ def describe_event(event: dict[str, Any]) -> str:
     kind = event.get("type", "?")
     head = f"{time.strftime('%H:%M:%S')} #{event.get('seq')} {kind}"
     if kind == "track_modified":
-        name = event.get("track", {}).get("name")
+        track = event.get("track", {})
+        name = f"{track.get('artist') or '?'} - {track.get('name') or '?'}"
         changes = "; ".join(
             f"{field}: {event['old'].get(field)!r} -> {event['new'].get(field)!r}"
             for field in event.get("changed", [])
         )
-        return f"{head} {event.get('persistent_id')} {name!r}: {changes}"
+        return f"{head} {event.get('persistent_id')} {name}: {changes}"
     if kind == "track_added":
         t = event.get("track", {})
         pid, artist, album = t.get("persistent_id"), t.get("artist"), t.get("album")

@@ -59,9 +59,13 @@ def size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def progress(p: dict[str, Any]) -> str:
+def progress(p: dict[str, Any], *, elapsed: bool = True) -> str:
     """One line for a scan in progress (a `scan_in_progress` value of `status`)."""
     parts: list[str] = []
+    if p.get("bytes_total") and p.get("bytes_done", 0) >= p["bytes_total"]:
+        # Read to the end: what is left is comparing and handing the changes on.
+        parts.append(f"read all {size(p['bytes_total'])}, applying the changes")
+        p = {"tracks_done": p.get("tracks_done"), "elapsed_seconds": p.get("elapsed_seconds")}
     if p.get("bytes_total"):
         parts.append(f"{size(p['bytes_done'])} of {size(p['bytes_total'])}")
     elif p.get("bytes_done"):
@@ -79,7 +83,8 @@ def progress(p: dict[str, Any]) -> str:
         of = f" of ~{expected}" if expected and not p.get("bytes_total") else ""
         parts.append(f"{p['tracks_done']}{of} tracks")
     # Last: a narrow terminal cuts the line, and how far and how long matter more.
-    parts.append(f"running for {duration(p.get('elapsed_seconds') or 0)}")
+    if elapsed:
+        parts.append(f"running for {duration(p.get('elapsed_seconds') or 0)}")
     return ", ".join(parts)
 
 

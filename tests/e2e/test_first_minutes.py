@@ -6,7 +6,9 @@ Each test is named after the trap it guards against; the CLI runs as `python -m 
 from __future__ import annotations
 
 import os
+import pty
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -119,15 +121,70 @@ def test_status_shows_a_scan_in_progress_while_a_slow_reader_runs() -> None:
         assert scan["elapsed_seconds"] >= 0
         human = musicd("status", *cfg)
         assert "  scanning    since " in human.stdout
-        assert re.search(r"\(startup\): .*running for ", human.stdout)
+        assert re.search(r"  scanning    since .* ago\) \(startup\)", human.stdout)
         assert "last scan   never\n" in human.stdout
 
-        gate.touch()
+        # `rescan` on a terminal waits behind the running scan and shows its progress line.
+        with Terminal("rescan", *cfg) as term:
+            term.wait_for(b"scanning [")
+            gate.touch()
+            output = term.finish()
+        assert b"rescanned in " in output
         d.wait_log("snapshot_built", timeout=30)
         wait_for(lambda: scanning() is None, what="the scan to be over")
         assert "scanning" not in musicd("status", *cfg).stdout
         status, _ = d.stop()
         assert status == 0
+
+
+class Terminal:
+    """`musicd ARGS` with a pseudo-terminal as its stdout and stderr."""
+
+    def __init__(self, *args: str) -> None:
+        self.args = args
+        self.output = b""
+
+    def __enter__(self) -> Terminal:
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", *self.args],
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=slave,
+        )
+        os.close(slave)
+        return self
+
+    def _read(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if not ready:
+            return True
+        try:
+            chunk = os.read(self.master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            return False
+        self.output += chunk
+        return bool(chunk)
+
+    def wait_for(self, text: bytes, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            assert time.monotonic() < deadline, f"{text!r} not in {self.output[-500:]!r}"
+            if not self._read(0.2):
+                raise AssertionError(f"exited before {text!r}: {self.output[-500:]!r}")
+
+    def finish(self, timeout: float = 30) -> bytes:
+        deadline = time.monotonic() + timeout
+        while self._read(0.2) or self.proc.poll() is None:
+            assert time.monotonic() < deadline, self.output[-500:]
+        assert self.proc.wait(5) == 0, self.output[-500:]
+        return self.output
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
 
 
 def env_tracks() -> list[Any]:
