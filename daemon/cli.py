@@ -33,10 +33,12 @@ class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line and exit status 64 (EX_USAGE)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(
-            EX_USAGE,
-            f"{self.prog}: {message} (see '{self.prog} --help')\n",
-        )
+        from daemon import hints
+
+        # The hint runs the same executable (`.venv/bin/musicd`, `python -m daemon`).
+        words = self.prog.split()[1:]
+        again = hints.command(*words, "--help", config=False, socket=False)
+        self.exit(EX_USAGE, f"{self.prog}: {message} (see '{again}')\n")
 
 
 def _config_help() -> str:
