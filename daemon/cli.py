@@ -115,11 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in _extra_commands():
         register(sub, _add_config_arg)
-    _finish(parser, sub)
+    _finish(parser)
     return parser
 
 
-def _subcommands(parser: argparse.ArgumentParser) -> Iterator[tuple[argparse.Action, str]]:
+def _subcommands(
+    parser: argparse.ArgumentParser,
+) -> Iterator[tuple[argparse.ArgumentParser, str]]:
+    """Each subcommand's parser and its one-line help."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             helps = {a.dest: a.help for a in action._choices_actions}
@@ -127,7 +130,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> Iterator[tuple[argparse.Act
                 yield child, helps.get(name) or ""
 
 
-def _finish(parser: argparse.ArgumentParser, sub: argparse.Action) -> None:
+def _finish(parser: argparse.ArgumentParser) -> None:
     """Make global options work after the subcommand too, and give every command a description."""
 
     def walk(node: argparse.ArgumentParser, help_text: str) -> None:
@@ -141,11 +144,9 @@ def _finish(parser: argparse.ArgumentParser, sub: argparse.Action) -> None:
                 accepted.add(action.dest)
         node.set_defaults(global_options=frozenset(accepted))
         for child, text in _subcommands(node):
-            assert isinstance(child, argparse.ArgumentParser)
             walk(child, text)
 
     for child, text in _subcommands(parser):
-        assert isinstance(child, argparse.ArgumentParser)
         walk(child, text)
 
 

@@ -20,6 +20,7 @@ import orjson
 from daemon.errors import EX_CONFIG, ConfigError
 
 SECTIONS = ("library", "state", "cache", "control", "log")
+BIG_LIBRARY_BYTES = 20_000_000
 
 
 @dataclass
@@ -132,9 +133,13 @@ def _check_library(report: Report, path: Path, source: str) -> None:
     if not os.access(path, os.R_OK):
         report.errors.append(f"{key} is not readable by this user")
         return
+    from daemon.cli_format import size
     from daemon.errors import LibraryReadError
     from daemon.library.xml_reader import read_library_xml
 
+    if sys.stderr.isatty() and st.st_size > BIG_LIBRARY_BYTES:
+        # A big library takes seconds to read: say why nothing is printed yet.
+        print(f"reading {path} ({size(st.st_size)}) ...", file=sys.stderr, flush=True)
     try:
         read = read_library_xml(path)
     except LibraryReadError as err:
