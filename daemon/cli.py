@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -255,8 +256,9 @@ def _print_demo_help(cfg_path: Path) -> None:
 
     root = cfg_path.parent
     library = root / "Library.xml"
+    # The Python that runs musicd: a bare `python3` may not exist, or be another one.
     edit = (
-        "python3 -c \"import pathlib; p = pathlib.Path('" + str(library) + "'); "
+        f"{shlex.quote(sys.executable)} -c \"import pathlib; p = pathlib.Path('{library}'); "
         "p.write_text(p.read_text().replace('Kind of Blue', 'Kind of Blue (Legacy Edition)'))\""
     )
     cached = hints.command("cache", "get", "Miles Davis", "Kind of Blue", "musicbrainz")

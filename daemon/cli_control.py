@@ -72,7 +72,7 @@ def register(
             type=float,
             default=timeout,
             metavar="SECONDS",
-            help=f"how long to wait for an answer (default {timeout:g})",
+            help=f"how long to wait for an answer (default {timeout:g} s)",
         )
         parser.set_defaults(handler=handler)
         return parser

@@ -62,7 +62,7 @@ def test_demo_commands_work_when_pasted_and_prove_the_invalidation() -> None:
             config = root / "config.toml"
             lines = [line.strip() for line in text.splitlines()]
             cache_get = next(line for line in lines if " cache get " in line)
-            edit = next(line for line in lines if line.startswith("python3 -c"))
+            edit = next(line for line in lines if line.startswith(f"{sys.executable} -c"))
             album = next(line for line in lines if " tracks album " in line)
             status = next(line for line in lines if line.endswith(f"status --config {config}"))
             assert f"--config {config}" in cache_get
