@@ -19,6 +19,8 @@ from daemon import cli_format as fmt
         (3540, "59 min"),
         (3 * 3600 + 300, "3 h 5 min"),
         (2 * 86400 + 3600, "2 d 1 h"),
+        (3600, "1 h"),
+        (86400, "1 d"),
     ],
 )
 def test_durations_are_ms_under_a_second_then_seconds_with_one_decimal(
