@@ -22,7 +22,7 @@ import anyio.to_thread
 import structlog
 from anyio.abc import TaskStatus
 
-from daemon import __version__
+from daemon import __version__, hints
 from daemon.config import Config
 from daemon.consumers import invalidator, merger
 from daemon.consumers.follow import catch_up, follow_journal
@@ -67,7 +67,7 @@ def instance_lock(state_dir: Path) -> Iterator[None]:
             other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise AlreadyRunning(
                 f"another musicd (pid {other}) is already running with state dir {state_dir}; "
-                "stop it with 'musicd stop' or use another state.dir"
+                f"stop it with '{hints.command('stop')}' or use another state.dir"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

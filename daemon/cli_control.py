@@ -16,9 +16,19 @@ from typing import Any
 
 import orjson
 
+from daemon import cli_format as fmt
+from daemon import hints
 from daemon.client import ClientTimeout, MusicdClient
 from daemon.errors import EX_USAGE, DaemonError
 from daemon.events import EVENT_TYPES
+from daemon.models import DEFAULT_SOURCES
+
+_ARTIST_HELP = "the album's artist (as the library has it; case and accents are ignored)"
+_ALBUM_HELP = "the album's name"
+_SOURCE_HELP = (
+    f"the API the answer came from: {', '.join(DEFAULT_SOURCES)}, or one added with "
+    "cache.sources in the config"
+)
 
 # `stop` waits this long for the daemon to drain, flush and exit (it needs about 5 s at most).
 STOP_WAIT_SECONDS = 30.0
@@ -62,7 +72,7 @@ def register(
             type=float,
             default=timeout,
             metavar="SECONDS",
-            help=f"how long to wait for an answer (default {timeout:g})",
+            help=f"how long to wait for an answer (default {timeout:g} s)",
         )
         parser.set_defaults(handler=handler)
         return parser
@@ -85,19 +95,24 @@ def register(
     )
     command(sub, "stop", "stop the daemon and wait until it is gone", cmd_stop)
     inval = command(sub, "invalidate", "drop the cached answers of an album", cmd_invalidate)
-    inval.add_argument("artist")
-    inval.add_argument("album")
+    inval.add_argument("artist", help=_ARTIST_HELP)
+    inval.add_argument("album", help=_ALBUM_HELP)
 
     cache = sub.add_parser("cache", help="read and write the API response cache")
-    cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
-    get = command(
-        cache_sub, "get", "show the cached answer of an album from a source", cmd_cache_get
+    cache_sub = cache.add_subparsers(
+        dest="cache_command", metavar="ACTION", required=True, help="get, put or clear"
     )
-    for name in ("artist", "album", "source"):
-        get.add_argument(name)
+    get = command(
+        cache_sub,
+        "get",
+        "show the cached answer of an album from a source (exit status 1 when there is none)",
+        cmd_cache_get,
+    )
     put = command(cache_sub, "put", "store an answer for an album from a source", cmd_cache_put)
-    for name in ("artist", "album", "source"):
-        put.add_argument(name)
+    for parser in (get, put):
+        parser.add_argument("artist", help=_ARTIST_HELP)
+        parser.add_argument("album", help=_ALBUM_HELP)
+        parser.add_argument("source", help=_SOURCE_HELP)
     put.add_argument(
         "--failed", action="store_true", help="a failed lookup (kept for the retry TTL only)"
     )
@@ -106,12 +121,16 @@ def register(
     command(cache_sub, "clear", "drop every cached answer", cmd_cache_clear)
 
     tracks = sub.add_parser("tracks", help="look up tracks in the library snapshot")
-    tracks_sub = tracks.add_subparsers(dest="tracks_command", metavar="ACTION", required=True)
+    tracks_sub = tracks.add_subparsers(
+        dest="tracks_command", metavar="ACTION", required=True, help="get or album"
+    )
     track = command(tracks_sub, "get", "show one track by persistent id", cmd_track)
-    track.add_argument("persistent_id", metavar="ID")
+    track.add_argument(
+        "persistent_id", metavar="ID", help="the track's Persistent ID (hex; any case)"
+    )
     album = command(tracks_sub, "album", "list the tracks of an album", cmd_album)
-    album.add_argument("artist")
-    album.add_argument("album")
+    album.add_argument("artist", help=_ARTIST_HELP)
+    album.add_argument("album", help=_ALBUM_HELP)
 
     subscribe = command(
         sub, "subscribe", "print events as they happen, one per line (Ctrl-C stops)", cmd_subscribe
@@ -159,30 +178,6 @@ def _parse_json(option: str, text: str | None) -> Any:
         raise UsageError(f"{option} is not valid JSON: {err}") from None
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "never"
-    ago = max(0.0, time.time() - ts)
-    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ts))} ({_duration(ago)} ago)"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f} s" if seconds >= 1 else f"{seconds * 1000:.0f} ms"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min {secs} s"
-
-
-def _ms(value: float | None) -> str:
-    return "?" if value is None else f"{value:g} ms"
-
-
 # -- commands -------------------------------------------------------------------------------
 
 
@@ -192,29 +187,38 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_json(s)
         return 0
     lib = s["library"]
-    print(f"musicd {s['version']} is running (pid {s['pid']}, up {_duration(s['uptime_seconds'])})")
-    print(f"  library     {lib['path']} ({lib['source']}): {lib['track_count']} tracks")
+    up = fmt.duration(s["uptime_seconds"])
+    print(f"musicd {s['version']} is running (pid {s['pid']}, up {up})")
+    print(
+        f"  library     {lib['path']} ({lib['source']}): {fmt.plural(lib['track_count'], 'track')}"
+    )
     if lib.get("missing"):
         print("              the library file is missing; waiting for it to appear")
     elif lib.get("reader_error"):
         print(f"              cannot read it: {lib['reader_error']}")
     if lib.get("held_removals"):
         print(
-            f"              {lib['held_removals']} removals held for confirmation "
-            "('musicd rescan --accept-removals' applies them)"
+            f"              {fmt.plural(lib['held_removals'], 'removal')} held for confirmation "
+            f"('{hints.command('rescan', '--accept-removals')}' applies them)"
+        )
+    scanning = s.get("scan_in_progress")
+    if scanning:
+        print(
+            f"  scanning    since {fmt.when(scanning['started_at'])} ({scanning['reason']}): "
+            f"{fmt.progress(scanning, elapsed=False)}"
         )
     counts = s.get("last_scan_counts") or {}
     changes = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("added", "modified", "removed"))
+    last = fmt.when(s["last_scan_at"])
+    if s["last_scan_at"] is not None:
+        last += f", took {fmt.ms(s['last_scan_duration_ms'])}"
+    print(f"  last scan   {last}" + (f"; {changes}" if counts else ""))
     print(
-        f"  last scan   {_when(s['last_scan_at'])}, took {_ms(s['last_scan_duration_ms'])}"
-        + (f"; {changes}" if counts else "")
-    )
-    print(
-        f"  last flush  {_when(s['last_flush_at'])}"
-        + (f", took {_ms(s['last_flush_duration_ms'])}" if s["last_flush_at"] else "")
+        f"  last flush  {fmt.when(s['last_flush_at'])}"
+        + (f", took {fmt.ms(s['last_flush_duration_ms'])}" if s["last_flush_at"] else "")
     )
     if s.get("flush_error"):
-        print(f"  FLUSH ERROR {s['flush_error']} (since {_when(s['flush_error_at'])})")
+        print(f"  FLUSH ERROR {s['flush_error']} (since {fmt.when(s['flush_error_at'])})")
     db = s["database"]
     pending = (
         f"{db['uncheckpointed_commits']} commits since the last checkpoint"
@@ -226,10 +230,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{s['pending_events']} events still to apply)"
     )
     if s.get("database_error"):
-        print(f"  DATABASE ERROR {s['database_error']} (since {_when(db['error_at'])})")
+        print(f"  DATABASE ERROR {s['database_error']} (since {fmt.when(db['error_at'])})")
+    connections = s.get("connections")
     print(
-        f"  socket      {s['socket']} ({s['subscribers']} subscribers, "
-        f"{s.get('connections', '?')} connections)"
+        f"  socket      {s['socket']} ({fmt.plural(s['subscribers'], 'subscriber')}, "
+        + (fmt.plural(connections, "connection") if connections is not None else "? connections")
+        + ")"
     )
     if s.get("shutting_down"):
         print("  stopping")
@@ -243,28 +249,30 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return 0
     c = s["cache"]
     print(
-        f"API cache: {c['total_entries']} entries ({c['successful']} successful, "
-        f"{c['failed']} failed) in {c['albums']} albums; {c['hits']} hits, {c['misses']} misses "
-        "since start"
+        f"API cache: {fmt.plural(c['total_entries'], 'entry', 'entries')} ({c['successful']} "
+        f"successful, {c['failed']} failed) in {fmt.plural(c['albums'], 'album')}; "
+        f"{fmt.plural(c['hits'], 'hit')}, {fmt.plural(c['misses'], 'miss', 'misses')} since start"
     )
     for source, n in c["by_source"].items():
         print(
-            f"  {source:<14} {n['entries']:>7} entries ({n['successful']} ok, {n['failed']} "
-            f"failed)  {n['hits']} hits  {n['misses']} misses"
+            f"  {source:<14} {fmt.plural(n['entries'], 'entry', 'entries'):>13} ({n['successful']} "
+            f"ok, {n['failed']} failed)  {fmt.plural(n['hits'], 'hit')}  "
+            f"{fmt.plural(n['misses'], 'miss', 'misses')}"
         )
     exists = "" if c["cache_file_exists"] else " (not written yet, or empty)"
     print(
         f"  file {c['cache_file']}{exists}; failed lookups retried after "
-        f"{_duration(c['policies']['failed_ttl_seconds'])}"
+        f"{fmt.duration(c['policies']['failed_ttl_seconds'])}"
     )
     events = s["events"]
     emitted = ", ".join(f"{k} {v}" for k, v in events["emitted"].items()) or "none"
     print(f"events since start: {emitted} (last seq {events['last_seq']})")
     ctl = s["control"]
     print(
-        f"control: {s['subscribers']} subscribers, {ctl['connections_open']} connections open, "
-        f"{ctl['connections_total']} since start, {ctl['requests']} requests, "
-        f"{ctl['errors']} errors"
+        f"control: {fmt.plural(s['subscribers'], 'subscriber')}, "
+        f"{fmt.plural(ctl['connections_open'], 'connection')} open, "
+        f"{ctl['connections_total']} since start, {fmt.plural(ctl['requests'], 'request')}, "
+        f"{fmt.plural(ctl['errors'], 'error')}"
     )
     return 0
 
@@ -273,11 +281,11 @@ def cmd_ping(args: argparse.Namespace) -> int:
     with _client(args) as client:
         started = time.perf_counter()
         result = client.ping()
-    took = (time.perf_counter() - started) * 1000
+    took = time.perf_counter() - started
     if args.json:
-        _print_json({**result, "round_trip_ms": round(took, 3)})
+        _print_json({**result, "round_trip_ms": round(took * 1000, 3)})
     else:
-        print(f"pong from musicd {result['version']} (pid {result['pid']}) in {took:.1f} ms")
+        print(f"pong from musicd {result['version']} (pid {result['pid']}) in {fmt.duration(took)}")
     return 0
 
 
@@ -286,29 +294,39 @@ def cmd_flush(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
-        made = result["commits_made_durable"]
-        what = (
-            f"{made} commit(s) made durable against a power cut"
-            if made
-            else "nothing new to make durable (every acknowledged write was already on disk)"
-        )
-        print(f"checkpoint done: {what} ({_ms(result['duration_ms'])})")
+        print(f"{describe_flush(result)} ({fmt.ms(result.get('duration_ms'))})")
     return 0
 
 
+def describe_flush(result: dict[str, Any]) -> str:
+    """What the daemon says its flush did: its `did` sentence when it sends one."""
+    did = result.get("did")
+    if isinstance(did, str) and did:
+        return did
+    if result.get("wrote") is False:
+        return "nothing to write: the state on disk was already up to date"
+    return "flushed: the state is on disk"
+
+
 def cmd_rescan(args: argparse.Namespace) -> int:
-    result = _call(args, "rescan", accept_removals=args.accept_removals)
+    if sys.stderr.isatty():
+        from daemon.cli_progress import remote_scan
+
+        with remote_scan(_socket_path(args), sys.stderr, MusicdClient):
+            result = _call(args, "rescan", accept_removals=args.accept_removals)
+    else:
+        result = _call(args, "rescan", accept_removals=args.accept_removals)
     if args.json:
         _print_json(result)
         return 0
     print(
-        f"rescanned in {_ms(result['duration_ms'])}: {result['added']} added, "
+        f"rescanned in {fmt.ms(result['duration_ms'])}: {result['added']} added, "
         f"{result['modified']} modified, {result['removed']} removed"
     )
     if result.get("held_removals"):
         print(
-            f"{result['held_removals']} removals are held for confirmation; "
-            "'musicd rescan --accept-removals' applies them"
+            f"{fmt.plural(result['held_removals'], 'removal')} held for confirmation; "
+            f"'{hints.command('rescan', '--accept-removals')}' applies them"
         )
     return 0
 
@@ -319,7 +337,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
         pid = int(client.shutdown()["pid"])
         still_running = DaemonError(
             f"asked musicd (pid {pid}) to stop, but it is still running after "
-            f"{STOP_WAIT_SECONDS:g} s; see 'musicd logs'"
+            f"{STOP_WAIT_SECONDS:g} s; see '{hints.command('logs', socket=False)}'"
         )
         try:
             # The socket closes first (the sources stop), then the daemon drains and flushes.
@@ -334,7 +352,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"stopped": True, "pid": pid, "seconds": round(took, 3)})
     else:
-        print(f"musicd stopped (pid {pid}, {took:.1f} s)")
+        print(f"musicd stopped (pid {pid}, {fmt.duration(took)})")
     return 0
 
 
@@ -361,7 +379,8 @@ def cmd_invalidate(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
-        print(f"dropped {result['removed']} cached answers of {args.artist} - {args.album}")
+        answers = fmt.plural(result["removed"], "cached answer")
+        print(f"dropped {answers} of {args.artist} - {args.album}")
     return 0
 
 
@@ -373,10 +392,10 @@ def cmd_cache_get(args: argparse.Namespace) -> int:
         raise NotFound(f"no cached answer for {args.artist} - {args.album} from {args.source}")
     if not args.json:
         outcome = "answer" if entry["success"] else "failed lookup"
-        expires = f", expires {_when(entry['expires_at'])}" if entry["expires_at"] else ""
+        expires = f", expires {fmt.when(entry['expires_at'])}" if entry["expires_at"] else ""
         print(
             f"{entry['source']} {outcome} for {entry['artist']} - {entry['album']}, stored "
-            f"{_when(entry['created_at'])}{expires}"
+            f"{fmt.when(entry['created_at'])}{expires}"
         )
         print(f"  data      {orjson.dumps(entry['data']).decode()}")
         if entry["metadata"]:
@@ -411,7 +430,7 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
-        print(f"dropped {result['removed']} cached answers")
+        print(f"dropped {fmt.plural(result['removed'], 'cached answer')}")
     return 0
 
 
@@ -460,12 +479,13 @@ def describe_event(event: dict[str, Any]) -> str:
     kind = event.get("type", "?")
     head = f"{time.strftime('%H:%M:%S')} #{event.get('seq')} {kind}"
     if kind == "track_modified":
-        name = event.get("track", {}).get("name")
+        track = event.get("track", {})
+        name = f"{track.get('artist') or '?'} - {track.get('name') or '?'}"
         changes = "; ".join(
             f"{field}: {event['old'].get(field)!r} -> {event['new'].get(field)!r}"
             for field in event.get("changed", [])
         )
-        return f"{head} {event.get('persistent_id')} {name!r}: {changes}"
+        return f"{head} {event.get('persistent_id')} {name}: {changes}"
     if kind == "track_added":
         t = event.get("track", {})
         pid, artist, album = t.get("persistent_id"), t.get("artist"), t.get("album")

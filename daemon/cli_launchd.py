@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from daemon import hints
 from daemon.errors import EX_CONFIG, EXIT_NOT_RUNNING
 
 
@@ -19,7 +20,12 @@ def register(sub: Any, add_config_arg: Callable[[argparse.ArgumentParser], None]
         description="Install musicd as a launchd agent that starts at login and is restarted "
         "after a crash (not after 'musicd stop').",
     )
-    actions = launchd.add_subparsers(dest="launchd_command", metavar="ACTION", required=True)
+    actions = launchd.add_subparsers(
+        dest="launchd_command",
+        metavar="ACTION",
+        required=True,
+        help="install, uninstall, status or restart",
+    )
 
     install = actions.add_parser(
         "install",
@@ -33,7 +39,11 @@ def register(sub: Any, add_config_arg: Callable[[argparse.ArgumentParser], None]
     )
     install.set_defaults(handler=cmd_install)
 
-    uninstall = actions.add_parser("uninstall", help="unload the agent and remove its plist")
+    uninstall = actions.add_parser(
+        "uninstall",
+        help="unload the agent and remove its plist",
+        description="Unload the agent (launchctl bootout) and remove its plist.",
+    )
     uninstall.set_defaults(handler=cmd_uninstall)
 
     status = actions.add_parser(
@@ -66,7 +76,9 @@ def cmd_install(args: argparse.Namespace) -> int:
         if "--config" in agent.plist["ProgramArguments"]
         else None
     )
-    follow = "musicd logs -f" + (f" --config {shlex.quote(config)}" if config else "")
+    follow = hints.command("logs", "-f", config=False, socket=False) + (
+        f" --config {shlex.quote(config)}" if config else ""
+    )
     print(f"logs: {follow}   (launchd's own output: {agent.log_dir})")
     return 0
 
@@ -95,7 +107,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     plist_path = launchd.launch_agents_dir() / f"{launchd.LABEL}.plist"
     if not status.loaded:
         where = f"plist at {plist_path}" if plist is not None else "not installed"
-        print(f"{launchd.LABEL}: not loaded ({where}; 'musicd launchd install' loads it)")
+        install = hints.command("launchd", "install", socket=False)
+        print(f"{launchd.LABEL}: not loaded ({where}; '{install}' loads it)")
         return EXIT_NOT_RUNNING
     running = f", pid {status.pid}" if status.pid is not None else ""
     print(f"{launchd.LABEL}: loaded, {status.state or 'state unknown'}{running}")
@@ -113,9 +126,10 @@ def _explain_exit(code: str, signal: str | None) -> str:
     # launchctl says "0", "78: EX_CONFIG" or "(never exited)".
     number = code.split(":")[0].strip()
     if number == str(EX_CONFIG):
-        return " (config error: see 'musicd logs --level error'; restarts are throttled)"
+        logs = hints.command("logs", "--level", "error", socket=False)
+        return f" (config error: see '{logs}'; restarts are throttled)"
     if number.isdigit() and number != "0":
-        return " (see 'musicd logs --level warning')"
+        return f" (see '{hints.command('logs', '--level', 'warning', socket=False)}')"
     return ""
 
 

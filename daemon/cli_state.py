@@ -42,8 +42,15 @@ def register(
         description="Write the snapshot (every track) as one JSON document: "
         '{"version", "fields", "tracks": [[...], ...], "epoch", "seq"}, streamed.',
     )
-    what = export.add_subparsers(dest="what", metavar="WHAT", required=True)
-    snap = what.add_parser("snapshot", help="every track of the snapshot, in library order")
+    what = export.add_subparsers(
+        dest="what", metavar="WHAT", required=True, help="what to write (snapshot)"
+    )
+    snap = what.add_parser(
+        "snapshot",
+        help="every track of the snapshot, in library order",
+        description="Write every track of the snapshot, in library order, with the epoch and "
+        "the journal position it reflects (follow changes from there).",
+    )
     snap.add_argument(
         "path", metavar="PATH", nargs="?", help="file to write (default: standard output)"
     )

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from daemon import paths
 from daemon.errors import ConfigError
+from daemon.models import DEFAULT_SOURCES
 
 
 def _expand(p: Path) -> Path:
@@ -68,9 +69,25 @@ class JournalConfig(_Section):
     max_events: int = Field(default=1_000_000, ge=1000)
 
 
+def _known_sources(value: tuple[str, ...]) -> tuple[str, ...]:
+    # The four usual sources are always accepted: a config that adds one must not drop them.
+    # Names are compared as the cache stores them; "*" accepts any name.
+    extra: list[str] = []
+    for raw in value:
+        name = raw.strip().lower()
+        if not name:
+            raise ValueError("a source name must not be blank")
+        if name not in DEFAULT_SOURCES and name not in extra:
+            extra.append(name)
+    return (*DEFAULT_SOURCES, *extra)
+
+
 class CacheConfig(_Section):
     failed_ttl_seconds: float = Field(default=3600.0, ge=0.0)
     cleanup_interval_seconds: float = Field(default=3600.0, gt=0.0)
+    # Sources a `cache.put` may name, besides the usual four (a typo would otherwise start a
+    # cache of its own that nothing ever reads).
+    sources: Annotated[tuple[str, ...], AfterValidator(_known_sources)] = DEFAULT_SOURCES
 
 
 class ControlConfig(_Section):
@@ -106,16 +123,22 @@ def resolve_config_path(cli_path: str | os.PathLike[str] | None) -> tuple[Path, 
     return paths.default_config_path(), False
 
 
-def _format_error(err: ValidationError, origin: str) -> str:
-    first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    if first["type"] == "extra_forbidden":
-        return f"{origin}: unknown key '{key}'; remove it or check its spelling"
-    given = first.get("input")
+def _describe_problem(problem: Any) -> str:
+    key = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+    if problem["type"] == "extra_forbidden":
+        return f"unknown key '{key}'; remove it or check its spelling"
+    given = problem.get("input")
     shown = "" if isinstance(given, dict) else f" (got {given!r})"
-    more = len(err.errors()) - 1
-    tail = f"; and {more} more problem(s)" if more else ""
-    return f"{origin}: invalid value for '{key}'{shown}: {first['msg']}{tail}"
+    msg = str(problem["msg"]).removeprefix("Value error, ")
+    return f"invalid value for '{key}'{shown}: {msg}"
+
+
+def _config_error(err: ValidationError, origin: str) -> ConfigError:
+    # Every problem at once: fixing them one run at a time is tedious.
+    problems = [_describe_problem(p) for p in err.errors()]
+    error = ConfigError(f"{origin}: " + "; ".join(problems))
+    error.problems = problems
+    return error
 
 
 def config_from_mapping(data: dict[str, Any], origin: str = "config") -> Config:
@@ -124,7 +147,7 @@ def config_from_mapping(data: dict[str, Any], origin: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_error(err, origin)) from None
+        raise _config_error(err, origin) from None
 
 
 def _anchor_relative_paths(cfg: Config, base: Path) -> Config:

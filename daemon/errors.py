@@ -29,6 +29,11 @@ class ConfigError(DaemonError):
     code = "config_error"
     exit_status = EX_CONFIG
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        # One entry per problem, for `musicd check-config` to list them one a line.
+        self.problems: list[str] = [message]
+
 
 class LibraryReadError(DaemonError):
     """The library file could not be read or parsed; nothing from it may be trusted."""

@@ -8,6 +8,9 @@ from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any, Final
 
+# The API sources whose answers the cache takes without configuration (`cache.sources` adds more).
+DEFAULT_SOURCES: Final[tuple[str, ...]] = ("musicbrainz", "discogs", "lastfm", "spotify")
+
 # Fields the daemon keeps for each track, in wire/snapshot order. Every other key of the
 # library file is ignored, so a play-count change is never a modification.
 TRACK_FIELDS: Final = (

@@ -62,6 +62,8 @@ def _log_event(event: AnyEvent) -> None:
             "track_modified",
             seq=event.seq,
             persistent_id=event.persistent_id,
+            # The console line names the track, not just its id.
+            track=f"{event.new.artist or '?'} - {event.new.name or '?'}",
             changed=list(event.changed),
             old={k: getattr(event.old, k) for k in event.changed},
             new={k: getattr(event.new, k) for k in event.changed},

@@ -17,6 +17,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
+from daemon import hints
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError
 from daemon.events import (
     ERROR,
@@ -31,6 +32,7 @@ from daemon.events import (
 from daemon.library import FileStat, LibraryRead, library_stat
 from daemon.library.differ import diff_tracks
 from daemon.models import Track
+from daemon.progress import ScanProgress
 from daemon.recorder import Recorder, ScanRecord
 from daemon.stores.writer import DatabaseUnavailable
 from daemon.watcher import Wakeup
@@ -113,6 +115,7 @@ class Scanner:
         self.mass_removal_ratio = mass_removal_ratio
         self.mass_removal_confirm_seconds = mass_removal_confirm_seconds
         self.status = ScanStatus()
+        self.progress = ScanProgress()
         self._commit_failures = 0
         self._lock = anyio.Lock()
         self._held: dict[str, Track] = {}
@@ -194,7 +197,8 @@ class Scanner:
     async def scan(self, reason: str, *, accept_removals: bool = False) -> ScanOutcome:
         """Read the library once and publish what changed. Never raises for a bad library."""
         async with self._lock:
-            return await self._scan_locked(reason, accept_removals)
+            with self.progress.scanning(reason, expected_tracks=len(self.baseline)):
+                return await self._scan_locked(reason, accept_removals)
 
     async def _scan_locked(self, reason: str, accept_removals: bool) -> ScanOutcome:
         started = time.monotonic()
@@ -358,7 +362,8 @@ class Scanner:
             removed=len(removed),
             tracks=total,
             share=round(share, 3),
-            hint="run 'musicd rescan --accept-removals' if the tracks really were deleted",
+            hint=f"run '{hints.command('rescan', '--accept-removals')}' if the tracks really were "
+            "deleted",
         )
         kept: list[TrackEvent] = [e for e in events if not isinstance(e, TrackRemoved)]
         return kept, dict(self._held)

@@ -171,6 +171,10 @@ class Service:
         )
         result = {
             "checkpointed": True,
+            "wrote": commits > 0,
+            "did": f"made {commits} commit{'s' if commits != 1 else ''} durable against a power cut"
+            if commits
+            else "nothing new to make durable: every acknowledged write was already checkpointed",
             "commits_made_durable": commits,
             "wal_frames": done["wal_frames"],
             "checkpointed_frames": done["checkpointed_frames"],
@@ -259,6 +263,12 @@ class Service:
         ttl_seconds: float | None = None,
     ) -> dict[str, Any]:
         """Store an answer; returns it once committed. ValueError/TypeError for a bad value."""
+        sources = self.config.cache.sources
+        if "*" not in sources and source.strip().lower() not in sources:
+            raise ValueError(
+                f"unknown source {source!r}; known sources: {', '.join(sources)} "
+                "(add one with cache.sources in the config)"
+            )
         entry = cache.make_entry(
             artist,
             album,
@@ -375,6 +385,7 @@ class Service:
             "last_scan_counts": scan.last_counts if scan else {},
             "scan_error": scan.database_error if scan else None,
             "scans": scan.scans if scan else 0,
+            "scan_in_progress": self.scanner.progress.snapshot() if self.scanner else None,
             "last_flush_at": self.flush_status.last_flush_at,
             "last_flush_duration_ms": self.flush_status.last_flush_duration_ms,
             "flush_error": self.flush_status.flush_error,

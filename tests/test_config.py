@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import load_config
+from daemon.config import config_from_mapping, load_config
 from daemon.errors import EX_CONFIG, ConfigError
 from daemon.paths import check_socket_path
 
@@ -75,3 +75,23 @@ def test_too_long_socket_path_is_refused(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(ConfigError):
         check_socket_path(Path(long))
+
+
+def test_cache_sources_keep_the_usual_four_and_add_the_users() -> None:
+    assert config_from_mapping({}).cache.sources == ("musicbrainz", "discogs", "lastfm", "spotify")
+    cfg = config_from_mapping({"cache": {"sources": [" AllMusic", "discogs", "allmusic"]}})
+    assert cfg.cache.sources == ("musicbrainz", "discogs", "lastfm", "spotify", "allmusic")
+    with pytest.raises(ConfigError, match=r"cache\.sources.*must not be blank"):
+        config_from_mapping({"cache": {"sources": ["  "]}})
+
+
+def test_every_problem_is_in_the_message_and_listed() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(
+            {"library": {"settle_seconds": -1, "nope": 1}, "log": {"level": "loud"}}, "c.toml"
+        )
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("c.toml: ")
+    assert len(info.value.problems) == 3
+    for key in ("library.settle_seconds", "library.nope", "log.level"):
+        assert key in message

@@ -340,7 +340,9 @@ def test_status_explains_a_config_error_exit(env: Env) -> None:
     (env.state / "last_exit").write_text("78: EX_CONFIG")
     done = env.musicd("launchd", "status")
     assert done.returncode == 0, done.stderr
-    assert "last exit status: 78: EX_CONFIG (config error: see 'musicd logs" in done.stdout
+    assert "last exit status: 78: EX_CONFIG (config error: see '" in done.stdout
+    # The hint runs the same executable as this command (here `python -m daemon`).
+    assert f"see '{sys.executable} -m daemon logs --level error'" in done.stdout
 
 
 def test_status_of_an_agent_that_is_not_loaded_exits_3(env: Env) -> None:

@@ -17,6 +17,7 @@ from typing import Final
 
 import structlog
 
+from daemon import hints
 from daemon.errors import AlreadyRunning, StateError, describe_os_error
 from daemon.paths import check_socket_path
 
@@ -73,7 +74,8 @@ def prepare_socket_path(path: Path) -> None:
         probe.close()
     raise AlreadyRunning(
         f"another musicd is already listening on {path}; stop it with "
-        f"'musicd stop --socket {path}' or set control.socket to another path"
+        f"'{hints.command('stop', '--socket', str(path), socket=False)}' or set control.socket to "
+        "another path"
     )
 
 

@@ -77,9 +77,22 @@ def _not_blank(value: str) -> str:
     return value
 
 
+def _normalise_id(value: str) -> str:
+    # Persistent ids are hex, upper case in the snapshot; fallback ids ("~" + hex) lower case.
+    value = value.strip()
+    return value.lower() if value.startswith("~") else value.upper()
+
+
 Name = Annotated[str, Field(max_length=4096)]
+# What a cache entry is stored under: an empty artist or album would be a key nothing finds.
+StoredName = Annotated[str, Field(max_length=4096), AfterValidator(_not_blank)]
 Source = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
-PersistentId = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_not_blank)]
+PersistentId = Annotated[
+    str,
+    Field(min_length=1, max_length=64),
+    AfterValidator(_not_blank),
+    AfterValidator(_normalise_id),
+]
 
 
 class NoParams(Params):
@@ -104,6 +117,8 @@ class CacheKeyParams(AlbumParams):
 
 
 class CachePutParams(CacheKeyParams):
+    artist: StoredName
+    album: StoredName
     success: bool
     data: Any = None
     metadata: dict[str, Any] | None = None

@@ -47,6 +47,7 @@ from typing import Any, Final
 import orjson
 import structlog
 
+from daemon import hints
 from daemon.config import Config
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, describe_os_error
 from daemon.library import FileStat, LibraryRead
@@ -96,11 +97,13 @@ _TYPES: Final[dict[str, frozenset[type]]] = {
 assert tuple(_TYPES) == TRACK_FIELDS
 _PROBE_INDEX: Final = tuple(TRACK_FIELDS.index(f) for f in PROBE_FIELDS)
 
-_PERMISSION_HINT: Final = (
-    "macOS did not allow musicd to control Music.app (error -1743): allow it in System "
-    "Settings > Privacy & Security > Automation for the app running musicd (your terminal, "
-    "or python3 for the launchd agent), then run 'musicd rescan'"
-)
+
+def _permission_hint() -> str:
+    return (
+        "macOS did not allow musicd to control Music.app (error -1743): allow it in System "
+        "Settings > Privacy & Security > Automation for the app running musicd (your terminal, "
+        f"or python3 for the launchd agent), then run '{hints.command('rescan')}'"
+    )
 
 
 def make_music_app_reader(config: Config) -> Callable[[], LibraryRead]:
@@ -294,7 +297,7 @@ def _describe_exit(returncode: int, stderr: bytes) -> str:
     text = stderr.decode("utf-8", errors="replace").strip()
     last = text.splitlines()[-1].strip() if text else ""
     if "-1743" in text or "Not authorized to send Apple events" in text:
-        return _PERMISSION_HINT
+        return _permission_hint()
     number = _error_number(last)
     if number is not None:
         return _describe_apple_event_error(number, last)
@@ -321,7 +324,7 @@ def _error_number(line: str) -> int | None:
 
 def _describe_apple_event_error(number: int | None, message: str) -> str:
     if number == -1743:
-        return _PERMISSION_HINT
+        return _permission_hint()
     if number in (-600, -609):
         return (
             "Music.app quit while the library was being read; it is read again when Music.app "

@@ -46,6 +46,7 @@ from xml.parsers import expat
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, describe_os_error
 from daemon.library import FileStat, LibraryRead
 from daemon.models import TRACK_FIELDS, Track
+from daemon.progress import current as current_progress
 
 __all__ = ["CHUNK_SIZE", "check_unchanged", "fallback_id", "parse_library", "read_library_xml"]
 
@@ -154,6 +155,8 @@ def read_library_xml(path: Path, *, reuse: Mapping[str, Track] | None = None) ->
         # Opening a FIFO would block the reader forever.
         raise LibraryReadError(f"{name} is not a regular file")
     before = FileStat(st.st_mtime_ns, st.st_size, st.st_ino)
+    if (progress := current_progress()) is not None:
+        progress.update(bytes_done=0, bytes_total=st.st_size, tracks_done=0)
     try:
         with open(path, "rb", buffering=0) as stream:
             result = _parse(stream, "xml", name, reuse)
@@ -451,6 +454,7 @@ def _parse(
     read = stream.read
     feed = parser.Parse
     offset = 0
+    progress = current_progress()
     try:
         chunk = read(CHUNK_SIZE)
         if not chunk:
@@ -461,6 +465,8 @@ def _parse(
             while chunk:
                 feed(chunk, False)
                 offset += len(chunk)
+                if progress is not None:
+                    progress.update(bytes_done=offset, tracks_done=len(tracks))
                 chunk = read(CHUNK_SIZE)
             feed(b"", True)
         except expat.ExpatError as err:

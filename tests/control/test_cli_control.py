@@ -52,7 +52,7 @@ def test_not_running_is_one_line_and_exit_3(command: list[str]) -> None:
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert "not running" in lines[0] and "musicd run" in lines[0]
+    assert "not running" in lines[0] and "-m daemon run" in lines[0]
 
 
 def test_cache_and_tracks_commands_round_trip() -> None:
@@ -83,7 +83,7 @@ def test_cache_and_tracks_commands_round_trip() -> None:
         assert album.returncode == 0 and "So What" in album.stdout
         assert len(album.stdout.splitlines()) == 5
         invalidated = musicd("invalidate", "Miles Davis", "Kind of Blue", *cfg)
-        assert "dropped 1 cached answers" in invalidated.stdout
+        assert "dropped 1 cached answer of" in invalidated.stdout
         stats = musicd("stats", *cfg)
         assert stats.returncode == 0 and "API cache: 0 entries" in stats.stdout
 

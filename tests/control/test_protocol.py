@@ -130,3 +130,30 @@ def test_valid_requests_parse_into_their_models() -> None:
     sub = validate_params("subscribe", {"types": ["track_modified"]})
     assert isinstance(sub, SubscribeParams) and sub.types == ["track_modified"]
     assert validate_params("subscribe", {}) == SubscribeParams(types=None)
+
+
+@pytest.mark.parametrize(
+    ("given", "looked_up"),
+    [
+        ("0123456789abcdef", "0123456789ABCDEF"),
+        (" 0123456789ABCDEF ", "0123456789ABCDEF"),
+        ("~0a1b2c3d4e5f6a7", "~0a1b2c3d4e5f6a7"),  # fallback ids are lower-case hex
+        ("~0A1B2C3D4E5F6A7", "~0a1b2c3d4e5f6a7"),
+    ],
+)
+def test_persistent_ids_are_found_in_any_case(given: str, looked_up: str) -> None:
+    params = validate_params("tracks.get", {"persistent_id": given})
+    assert params.persistent_id == looked_up  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("blank", ["artist", "album"])
+def test_cache_put_refuses_a_blank_artist_or_album(blank: str) -> None:
+    params = {"artist": "Miles Davis", "album": "Kind of Blue", "source": "discogs"}
+    params[blank] = "  "
+    err = rejection(
+        {"jsonrpc": "2.0", "id": 1, "method": "cache.put", "params": {**params, "success": True}}
+    )
+    assert err.code == INVALID_PARAMS
+    assert f"param '{blank}' is invalid: must not be blank" in err.message
+    # Reading with a blank name is harmless: it finds nothing.
+    validate_params("cache.get", params)

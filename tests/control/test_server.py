@@ -125,7 +125,7 @@ def test_line_over_1_mib_gets_an_error_and_the_connection_is_closed(local: Local
 def test_line_just_under_the_limit_is_served(local: LocalServer) -> None:
     conn = local.raw()
     head = b'{"jsonrpc": "2.0", "id": 1, "method": "cache.put", "params": {"artist": "a", '
-    head += b'"album": "b", "source": "big", "success": true, "data": "'
+    head += b'"album": "b", "source": "lastfm", "success": true, "data": "'
     tail = b'"}}'
     pad = b"x" * (MAX_LINE_BYTES - len(head) - len(tail) - 1)
     answer = conn.exchange(head + pad + tail)

@@ -17,6 +17,8 @@ so a test can change it between reads. Keys:
   "vanish": [ids a fetch does not find]}.
 - "by_mode": {"probe" | "full" | "fetch": {keys that override the above for that mode}}.
 - "calls": a file to which each call's arguments after the script are appended (JSON lines).
+- "wait_for": a file; the call waits (up to 60 s) until it exists, then behaves as above: a
+  slow Music.app whose read a test finishes when it wants.
 """
 
 from __future__ import annotations
@@ -84,6 +86,11 @@ def main() -> int:
     if control.get("calls"):
         with open(control["calls"], "a", encoding="utf-8") as fh:
             fh.write(json.dumps(args) + "\n")
+
+    if control.get("wait_for"):
+        deadline = time.monotonic() + 60
+        while not Path(control["wait_for"]).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     behaviour = control.get("behaviour", "library")
     if behaviour == "library":

@@ -353,7 +353,9 @@ def faulty_env(
     library.write_bytes(library_bytes)
     log = {"level": "info", "max_bytes": 1 << 30}
     log.update(sections.pop("log", {}))
-    cfg = write_config(root, library, log=log, **sections)
+    # The cases make up their own source names to tell their entries apart.
+    cache = {"sources": ["*"], **sections.pop("cache", {})}
+    cfg = write_config(root, library, log=log, cache=cache, **sections)
     d = FaultyDaemon(
         root=root,
         config_path=cfg,

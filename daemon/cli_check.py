@@ -1,0 +1,161 @@
+"""`musicd check-config`: the config file, and whether the library it names can work.
+
+A config that validates can still point at a library the daemon cannot use (a directory where
+the XML file belongs, a file that is not a library): say so here, every problem at once, instead
+of letting the daemon start and log the first one. Errors exit 78 (EX_CONFIG); warnings (a
+library that does not exist yet) do not.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from daemon.errors import EX_CONFIG, ConfigError
+
+SECTIONS = ("library", "state", "cache", "control", "log")
+BIG_LIBRARY_BYTES = 20_000_000
+
+
+@dataclass
+class Report:
+    config: str | None = None
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    library: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": not self.errors,
+            "config": self.config,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "library": self.library,
+            "values": self.values,
+        }
+
+
+def check_config(config_arg: str | None, *, as_json: bool) -> int:
+    """Check the config and the library; print the report. Returns the exit status."""
+    from daemon.config import load_config, resolve_config_path
+
+    report = Report()
+    path, explicit = resolve_config_path(config_arg)
+    report.config = str(path) if explicit or path.exists() else None
+    try:
+        cfg = load_config(config_arg)
+    except ConfigError as err:
+        report.errors.extend(err.problems)
+    else:
+        report.values = {s: getattr(cfg, s).model_dump(mode="json") for s in SECTIONS}
+        source = cfg.library.source
+        report.library = {"path": str(cfg.library.path), "source": source}
+        _check_library(report, cfg.library.path, source)
+        _check_writable_dir(report, "state.dir", cfg.state.dir)
+        _check_writable_dir(report, "log.file's directory", cfg.log.file.parent)
+    if as_json:
+        sys.stdout.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+    else:
+        _print(report)
+    return EX_CONFIG if report.errors else 0
+
+
+def _print(report: Report) -> None:
+    where = report.config or "built-in defaults (no config file found)"
+    if report.errors:
+        count = len(report.errors)
+        print(f"config NOT OK: {where}: {count} problem{'s' if count != 1 else ''}")
+    else:
+        print(f"config OK: {where}")
+    for message in report.errors:
+        print(f"  error: {message}")
+    for message in report.warnings:
+        print(f"  warning: {message}")
+    if "tracks" in report.library:
+        print(
+            f"  library: {report.library['tracks']} tracks in {report.library['path']} "
+            f"({report.library['source']})"
+        )
+    for section, values in report.values.items():
+        for key, value in values.items():
+            print(f"  {section}.{key} = {value}")
+
+
+def _check_library(report: Report, path: Path, source: str) -> None:
+    key = f"library.path {path}"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        report.warnings.append(
+            f"{key} does not exist (yet); the daemon waits for it to appear"
+            + (
+                " (turn on Music > Settings > Files > 'Share Library XML with other applications')"
+                if source == "xml"
+                else ""
+            )
+        )
+        return
+    except OSError as err:
+        report.errors.append(f"{key} cannot be read: {err.strerror}")
+        return
+    is_dir = stat_mod.S_ISDIR(st.st_mode)
+    if source == "music-app":
+        if not is_dir:
+            report.errors.append(
+                f'{key} is a file, but source = "music-app" needs the Music Library.musiclibrary '
+                'bundle (a directory); for a Library.xml file use source = "xml"'
+            )
+        elif not os.access(path, os.R_OK | os.X_OK):
+            report.errors.append(f"{key} is not readable by this user")
+        if sys.platform != "darwin":
+            report.warnings.append('source = "music-app" works on macOS only')
+        return
+    if is_dir:
+        hint = (
+            '; it looks like a Music.app library bundle: use source = "music-app", or point '
+            "library.path at the shared Library.xml"
+            if path.suffix == ".musiclibrary"
+            else "; point library.path at the Library.xml file"
+        )
+        report.errors.append(f'{key} is a directory, but source = "xml" needs a file{hint}')
+        return
+    if not stat_mod.S_ISREG(st.st_mode):
+        report.errors.append(f"{key} is not a regular file")
+        return
+    if not os.access(path, os.R_OK):
+        report.errors.append(f"{key} is not readable by this user")
+        return
+    from daemon.cli_format import size
+    from daemon.errors import LibraryReadError
+    from daemon.library.xml_reader import read_library_xml
+
+    if sys.stderr.isatty() and st.st_size > BIG_LIBRARY_BYTES:
+        # A big library takes seconds to read: say why nothing is printed yet.
+        print(f"reading {path} ({size(st.st_size)}) ...", file=sys.stderr, flush=True)
+    try:
+        read = read_library_xml(path)
+    except LibraryReadError as err:
+        report.errors.append(f"{key} is not a usable library: {err}")
+        return
+    report.library["tracks"] = len(read.tracks)
+    report.warnings.extend(f"{key}: {warning}" for warning in read.warnings)
+
+
+def _check_writable_dir(report: Report, what: str, directory: Path) -> None:
+    """The directory, or its nearest existing ancestor (it is created at start), is writable."""
+    probe = directory
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        report.errors.append(f"{what} {directory}: {probe} is not a directory")
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        created = "" if probe == directory else f" (it would be created in {probe})"
+        report.errors.append(f"{what} {directory} is not writable by this user{created}")

@@ -1,0 +1,178 @@
+"""The `musicd` command line itself: help texts, usage errors, global options, hints."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon import cli, hints
+from daemon.cli import build_parser, parse_args
+from daemon.events import EVENT_TYPES
+from daemon.models import DEFAULT_SOURCES
+from daemon.paths import default_config_path
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def musicd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+
+
+def commands(
+    parser: argparse.ArgumentParser, words: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every parser below the top one, with the words that select it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield (*words, name), child
+                yield from commands(child, (*words, name))
+
+
+def test_every_command_has_a_description_and_every_argument_a_help_text() -> None:
+    parser = build_parser()
+    seen = list(commands(parser))
+    assert len(seen) > 20
+    missing: list[str] = []
+    for words, sub in [((), parser), *seen]:
+        if not sub.description:
+            missing.append(f"musicd {' '.join(words)}: no description")
+        missing.extend(
+            f"musicd {' '.join(words)}: {action.dest} has no help text"
+            for action in sub._actions
+            if not action.help or action.help == argparse.SUPPRESS
+        )
+    assert not missing, "\n".join(missing)
+
+
+def test_help_lists_the_default_config_path_and_the_valid_values() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MUSICD_CONFIG"}
+    status = musicd("status", "--help", env=env)
+    assert status.returncode == 0
+    assert str(default_config_path()) in " ".join(status.stdout.split())
+    put = " ".join(musicd("cache", "put", "--help").stdout.split())
+    assert all(source in put for source in DEFAULT_SOURCES)
+    subscribe = " ".join(musicd("subscribe", "--help").stdout.split())
+    assert all(kind in subscribe for kind in EVENT_TYPES)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["cache", "put", "Miles Davis"],  # missing arguments
+        ["tracks", "get"],
+        ["statuss"],  # unknown command
+        ["subscribe", "--type", "nope"],  # invalid choice
+        ["status", "--timeout", "soon"],  # wrong type
+        ["--socket", "/tmp/x.sock", "run"],  # a global option the command does not take
+        [],
+    ],
+)
+def test_bad_arguments_exit_64_with_one_line(args: list[str]) -> None:
+    result = musicd(*args)
+    assert result.returncode == 64, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("musicd")
+    assert "--help" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "config", "socket", "as_json"),
+    [
+        (["--config", "a.toml", "status"], "a.toml", None, False),
+        (["status", "--config", "b.toml"], "b.toml", None, False),
+        (["--config", "a.toml", "status", "--config", "b.toml"], "b.toml", None, False),
+        (["--json", "--socket", "s.sock", "cache", "get", "x", "y", "z"], None, "s.sock", True),
+        (["--config", "a.toml", "check-config", "--json"], "a.toml", None, True),
+        (["--config", "a.toml", "logs", "-n", "3"], "a.toml", None, False),
+    ],
+)
+def test_global_options_go_before_or_after_the_command(
+    argv: list[str], config: str | None, socket: str | None, as_json: bool
+) -> None:
+    args = parse_args(build_parser(), argv)
+    assert args.config == config
+    assert getattr(args, "socket", None) == socket
+    assert bool(args.json) == as_json
+
+
+@pytest.fixture
+def saved_hints() -> Iterator[None]:
+    saved = (hints._config, hints._socket, list(sys.argv))
+    try:
+        yield
+    finally:
+        hints._config, hints._socket, sys.argv[:] = saved
+
+
+@pytest.mark.usefixtures("saved_hints")
+def test_hints_name_the_executable_that_ran_and_the_options_in_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "venv" / "bin" / "musicd"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MUSICD_CONFIG", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    sys.argv[0] = "venv/bin/musicd"  # not on PATH: the absolute path, pastable anywhere
+    hints.remember(config="my config.toml", socket=None)
+    assert hints.command("stop") == f"{script} stop --config '{tmp_path / 'my config.toml'}'"
+    monkeypatch.setenv("PATH", str(script.parent))
+    assert hints.program() == "musicd"  # the shell finds this very file as `musicd`
+    hints.remember(config=None, socket="/tmp/d.sock")
+    assert hints.command("status") == "musicd status --socket /tmp/d.sock"
+    assert hints.command("run", socket=False) == "musicd run"
+    sys.argv[0] = str(Path(cli.__file__).with_name("__main__.py"))
+    assert hints.program() == f"{sys.executable} -m daemon"
+
+
+def test_not_running_hint_repeats_the_config_and_asks_about_the_default(tmp_path: Path) -> None:
+    root = Path(os.path.realpath(tmp_path))
+    config = root / "c.toml"
+    config.write_text(f'[control]\nsocket = "{root / "d.sock"}"\n', encoding="utf-8")
+    given = musicd("status", "--config", str(config))
+    assert given.returncode == 3
+    assert f"-m daemon run --config {config}'" in given.stderr
+    assert "if it was started with --config" not in given.stderr
+    # No --config: the default socket; maybe the daemon runs with a config of its own.
+    env = {k: v for k, v in os.environ.items() if k != "MUSICD_CONFIG"}
+    env |= {"XDG_RUNTIME_DIR": str(root), "XDG_CONFIG_HOME": str(root / "none")}
+    default = musicd("status", env=env)
+    assert default.returncode == 3
+    assert "if it was started with --config, pass the same --config here" in default.stderr
+    assert len(default.stderr.strip().splitlines()) == 1
+
+
+def test_completion_scripts_name_the_commands() -> None:
+    for shell in ("bash", "zsh"):
+        result = musicd("completion", shell)
+        assert result.returncode == 0, result.stderr
+        for word in ("check-config", "subscribe", "--accept-removals", "musicbrainz"):
+            assert word in result.stdout, (shell, word)
+    assert musicd("completion", "fish").returncode == 64
+
+
+def test_client_commands_do_not_import_the_server_or_completion() -> None:
+    code = (
+        "import sys; from daemon.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('anyio', 'pydantic', 'shtab', 'structlog') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert out.stdout.strip() == "[]"
