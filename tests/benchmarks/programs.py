@@ -1,19 +1,40 @@
 """What a program that uses musicd sees: catching up on changes, listing the library, batch
 cache reads, all against a real daemon subprocess over its socket.
 
-    .venv/bin/python -m tests.benchmarks.run --only programs
+    .venv/bin/python -m tests.benchmarks.programs [--tracks 100000]   # on its own
+    .venv/bin/python -m tests.benchmarks.run --only programs           # in the main table
+
+Its figures have the fields of the runner's `Figure`, so the runner prints them in its table;
+this module depends on nothing else of the runner's.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
+import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from daemon.client import MusicdClient
 from tests.benchmarks.generate import generate_library
-from tests.benchmarks.stores import Figure
 from tests.support import daemon_env, wait_for
+
+
+@dataclass
+class Figure:
+    """One row of the runner's table (the same fields as its Figure)."""
+
+    name: str
+    unit: str
+    musicd: float
+    baseline: float | None
+    baseline_name: str
+    target: str
+    met: bool | None
+    ratio: float | None = None
+    note: str = ""
 
 
 def _retag_everything(data: bytes) -> bytes:
@@ -106,3 +127,19 @@ def bench_programs(tracks: int, repeat: int = 3) -> list[Figure]:
             note=f"one connection, same run; median of {repeat}",
         ),
     ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.programs")
+    parser.add_argument("--tracks", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    for f in bench_programs(args.tracks, args.repeat):
+        base = f"; {f.baseline_name}: {f.baseline:,.1f} {f.unit}" if f.baseline else ""
+        ratio = f" ({f.ratio:.1f}x)" if f.ratio else ""
+        print(f"{f.name}: {f.musicd:,.1f} {f.unit}{base}{ratio}  [{f.note}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
