@@ -22,9 +22,6 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import orjson
-from daemon.stores.api_cache import CACHE_VERSION, ApiCache
-from daemon.stores.delta import DeltaState
-from daemon.stores.snapshot import SnapshotStore
 from pydantic import BaseModel
 
 from daemon.config import Config
@@ -32,6 +29,9 @@ from daemon.events import Sequencer
 from daemon.hub import EventHub
 from daemon.library import FileStat
 from daemon.models import Track, normalize_name
+from daemon.stores.api_cache import CACHE_VERSION, ApiCache
+from daemon.stores.delta import DeltaState
+from daemon.stores.snapshot import SnapshotStore
 
 SOURCES = ("musicbrainz", "discogs", "lastfm", "spotify")
 

@@ -248,9 +248,7 @@ def test_write_refused_while_another_program_holds_the_write_lock_then_recovers(
     finally:
         other.execute("ROLLBACK")
         other.close()
-    assert conn.request("cache.put", artist="A", album="B", source="musicbrainz", success=True)[
-        "result"
-    ]
+    assert conn.request("cache.put", artist="A", album="B", source="musicbrainz", success=True)["result"]
     assert conn.request("status")["result"]["database_error"] is None
     assert conn.request("cache.get", artist="a", album="b", source="MusicBrainz")["result"]
 

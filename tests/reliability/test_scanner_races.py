@@ -14,12 +14,12 @@ from typing import Any
 
 import anyio
 import pytest
-from daemon.pipeline import Batch, Fanout, Progress
 
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError
 from daemon.events import AnyEvent, Sequencer, TrackModified
 from daemon.library import LibraryRead
 from daemon.library.xml_reader import read_library_xml
+from daemon.pipeline import Batch, Fanout, Progress
 from daemon.scanner import CHANGED_DURING_READ_RETRIES, Scanner
 from daemon.watcher import Wakeup
 from tests.reliability.conftest import Report
