@@ -176,3 +176,35 @@ def test_merge_tracks_keeps_order_replaces_in_place_and_appends_new() -> None:
         {"persistent_id": "b", "v": 1},
         {"persistent_id": "c", "v": 2},
     ]
+
+
+async def test_async_client_has_the_batch_calls_and_iterators(daemon: DaemonProc) -> None:
+    from daemon.client import AsyncMusicdClient
+
+    async with AsyncMusicdClient(daemon.socket) as client:
+        stored = await client.cache_put_many(
+            [
+                {"artist": "T", "album": "One", "source": "lastfm", "success": True, "data": 1},
+                {
+                    "artist": "T",
+                    "album": "Two",
+                    "source": "lastfm",
+                    "success": True,
+                    "data": None,
+                    "ttl_seconds": 0.5,  # a success that should be asked again
+                },
+            ]
+        )
+        assert stored == {"stored": 2}
+        got = await client.cache_get_many(
+            [("t", "one", "LastFM"), ("T", "Two", "lastfm"), ("T", "Three", "lastfm")]
+        )
+        assert got[0] is not None and got[0]["data"] == 1
+        assert got[1] is not None and got[1]["success"] and got[1]["expires_at"] is not None
+        assert got[2] is None
+        await anyio.sleep(0.7)
+        assert (await client.cache_get_many([("T", "Two", "lastfm")])) == [None]
+        pages = [page async for page in client.iter_track_pages(limit=10)]
+        assert sum(len(p["tracks"]) for p in pages) == 39 and pages[-1]["next"] is None
+        batches = [b async for b in client.iter_changes(pages[0]["cursor"], limit=1)]
+        assert not batches[-1]["more"] and not any(b["resync"] for b in batches)
