@@ -266,7 +266,14 @@ def test_bad_positions_limits_names_and_batches_get_clear_errors() -> None:
         quitter = MusicdClient(d.socket)
         quitter.call("subscribe", since=f"{epoch}.0")
         quitter.close()
+        leaver = MusicdClient(d.socket)
+        replayed = leaver.subscribe(since=f"{epoch}.0")
+        assert next(replayed)["seq"] == 1  # it is in the middle of the replay, then leaves
+        leaver.close()
         with MusicdClient(d.socket) as client:
             assert client.ping()["pong"]
             assert not client.changes_since(f"{epoch}.0")["resync"]
+            wait_for(lambda: client.status()["subscribers"] == 0, what="both gone")
+        assert not d.find_logs("event_forwarding_failed")
+        assert not d.find_logs("connection_failed")
         assert d.stop()[0] == 0
