@@ -173,6 +173,7 @@ def _extra_commands() -> list[Callable[..., None]]:
     registers: list[Callable[..., None]] = []
     for module in (
         "daemon.cli_control",
+        "daemon.cli_changes",
         "daemon.cli_launchd",
         "daemon.cli_logs",
         "daemon.cli_state",

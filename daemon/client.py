@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import orjson
 
+from daemon.client_feed import AsyncFeedCalls, FeedCalls
 from daemon.errors import DaemonError, NotRunning, RemoteError
 
 if TYPE_CHECKING:
@@ -124,18 +125,25 @@ def _dropped(message: Json) -> SubscriptionDropped:
     return SubscriptionDropped(str(params.get("reason", "unknown")), params.get("last_seq"))
 
 
-def _subscribe_params(types: Iterable[str] | None) -> Json:
-    return {} if types is None else {"types": list(types)}
-
-
-def _put_params(success: bool, data: Any, metadata: Json | None) -> Json:
-    params: Json = {"success": success, "data": data}
-    if metadata is not None:
-        params["metadata"] = metadata
+def _subscribe_params(types: Iterable[str] | None, since: str | None = None) -> Json:
+    params: Json = {} if types is None else {"types": list(types)}
+    if since is not None:
+        params["since"] = since
     return params
 
 
-class MusicdClient:
+def _put_params(
+    success: bool, data: Any, metadata: Json | None, ttl_seconds: float | None = None
+) -> Json:
+    params: Json = {"success": success, "data": data}
+    if metadata is not None:
+        params["metadata"] = metadata
+    if ttl_seconds is not None:
+        params["ttl_seconds"] = ttl_seconds
+    return params
+
+
+class MusicdClient(FeedCalls):
     """A blocking client on a plain socket: cheap to create, no event loop.
 
     Args:
@@ -155,6 +163,8 @@ class MusicdClient:
         self._buffer = bytearray()
         self._next_id = 0
         self._pending: deque[Json] = deque()
+        # The daemon's answer to the last `subscribe` (resync, reason, cursor).
+        self.subscription: Json | None = None
 
     # -- connection -----------------------------------------------------------------------
 
@@ -292,14 +302,16 @@ class MusicdClient:
         success: bool = True,
         data: Any = None,
         metadata: Json | None = None,
+        ttl_seconds: float | None = None,
     ) -> Json:
-        """Store an answer (a failed lookup with success=False lives for the retry TTL)."""
+        """Store an answer (a failed lookup with success=False lives for the retry TTL;
+        `ttl_seconds` gives any answer a lifetime of its own)."""
         result: Json = self.call(
             "cache.put",
             artist=artist,
             album=album,
             source=source,
-            **_put_params(success, data, metadata),
+            **_put_params(success, data, metadata, ttl_seconds),
         )
         return result
 
@@ -316,15 +328,21 @@ class MusicdClient:
         return result
 
     def subscribe(
-        self, types: Iterable[str] | None = None, *, event_timeout: float | None = None
+        self,
+        types: Iterable[str] | None = None,
+        *,
+        event_timeout: float | None = None,
+        since: str | None = None,
     ) -> Iterator[Json]:
         """Yield every event (or those of `types`) as it happens, in order, forever.
 
-        Ends when the daemon closes the connection (it stopped); raises SubscriptionDropped if
-        the daemon cut this subscriber off for falling behind, and ClientTimeout if `event_timeout`
-        seconds pass without an event (None: wait forever).
+        With `since` (a cursor), the events after it come first, then live ones, with no gap;
+        `self.subscription` holds the daemon's answer (`resync: true` when that position could
+        not be followed). Ends when the daemon closes the connection (it stopped); raises
+        SubscriptionDropped if the daemon cut this subscriber off for falling behind, and
+        ClientTimeout if `event_timeout` seconds pass without an event (None: wait forever).
         """
-        self.call("subscribe", **_subscribe_params(types))
+        self.subscription = self.call("subscribe", **_subscribe_params(types, since))
         while True:
             while self._pending:
                 message = self._pending.popleft()
@@ -348,7 +366,7 @@ class MusicdClient:
             return
 
 
-class AsyncMusicdClient:
+class AsyncMusicdClient(AsyncFeedCalls):
     """The same client for anyio code (asyncio or trio): `async with AsyncMusicdClient() as c`."""
 
     def __init__(
@@ -363,6 +381,8 @@ class AsyncMusicdClient:
         self._reader: BufferedByteReceiveStream | None = None
         self._next_id = 0
         self._pending: deque[Json] = deque()
+        # The daemon's answer to the last `subscribe` (resync, reason, cursor).
+        self.subscription: Json | None = None
         self._lock: anyio.Lock | None = None
 
     async def connect(self) -> Self:
@@ -481,13 +501,14 @@ class AsyncMusicdClient:
         success: bool = True,
         data: Any = None,
         metadata: Json | None = None,
+        ttl_seconds: float | None = None,
     ) -> Json:
         result: Json = await self.call(
             "cache.put",
             artist=artist,
             album=album,
             source=source,
-            **_put_params(success, data, metadata),
+            **_put_params(success, data, metadata, ttl_seconds),
         )
         return result
 
@@ -502,16 +523,21 @@ class AsyncMusicdClient:
         return result
 
     async def subscribe(
-        self, types: Iterable[str] | None = None, *, event_timeout: float | None = None
+        self,
+        types: Iterable[str] | None = None,
+        *,
+        event_timeout: float | None = None,
+        since: str | None = None,
     ) -> AsyncIterator[Json]:
         """`async for event in client.subscribe():` every event as it happens, in order.
 
-        Ends when the daemon closes the connection; raises SubscriptionDropped if the daemon cut
-        this subscriber off for falling behind, ClientTimeout after `event_timeout` s without one.
+        `since` replays the events after a cursor first (see the blocking client). Ends when the
+        daemon closes the connection; raises SubscriptionDropped if the daemon cut this
+        subscriber off for falling behind, ClientTimeout after `event_timeout` s without one.
         """
         import anyio
 
-        await self.call("subscribe", **_subscribe_params(types))
+        self.subscription = await self.call("subscribe", **_subscribe_params(types, since))
         while True:
             while self._pending:
                 message = self._pending.popleft()

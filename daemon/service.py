@@ -31,6 +31,7 @@ from daemon.errors import StateError
 from daemon.events import FLUSH_FINISHED, ObserverEvent
 from daemon.hub import EventHub
 from daemon.models import album_key
+from daemon.programs import ProgramApi
 from daemon.recorder import Recorder
 from daemon.stores import cache, journal, tracks
 from daemon.stores.database import Database, checkpoint
@@ -80,6 +81,7 @@ class Service:
     writer: Writer = field(init=False)
     recorder: Recorder = field(init=False)
     signal: JournalSignal = field(init=False)
+    programs: ProgramApi = field(init=False)
     scanner: Scanner | None = None
     watcher: LibraryWatcher | None = None
     dirty: DirtySignal = field(default_factory=DirtySignal)
@@ -100,6 +102,7 @@ class Service:
         service.recorder = Recorder(
             service.writer, service.hub, service.signal, journal.head(db.reader)
         )
+        service.programs = ProgramApi(config, db, service.writer, service.hits, service.misses)
         return service
 
     @property
@@ -109,6 +112,10 @@ class Service:
     @property
     def last_seq(self) -> int:
         return self.recorder.last_seq
+
+    @property
+    def epoch(self) -> str:
+        return self.db.epoch
 
     # -- lifecycle ---------------------------------------------------------------------------
 

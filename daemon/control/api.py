@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from daemon.hub import EventHub
+from daemon.programs import ProgramApi
 
 
 class ScanResult(Protocol):
@@ -21,12 +22,16 @@ class ScanResult(Protocol):
 
 class DaemonApi(Protocol):
     hub: EventHub
+    programs: ProgramApi
 
     @property
     def socket_path(self) -> Path: ...
 
     @property
     def last_seq(self) -> int: ...
+
+    @property
+    def epoch(self) -> str: ...
 
     def status(self) -> dict[str, Any]: ...
 

@@ -91,6 +91,7 @@ class DaemonMethods:
                     "last_seq": self.daemon.last_seq,
                 },
                 "subscribers": hub.subscriber_count,
+                "consumers": self.daemon.programs.consumers(),
                 "control": self.control_stats(),
             }
         )
@@ -133,6 +134,7 @@ class DaemonMethods:
                 success=params.success,
                 data=params.data,
                 metadata=params.metadata,
+                ttl_seconds=params.ttl_seconds,
             )
         except (TypeError, ValueError) as err:
             raise ProtocolError(INVALID_PARAMS, f"cache.put: {err}") from None

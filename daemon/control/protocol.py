@@ -6,7 +6,10 @@ Notifications *to* the server are not accepted: a request without an id is answe
 "invalid request" error instead of being dropped silently. The server sends notifications to a
 subscribed connection: `{"jsonrpc": "2.0", "method": "event", "params": {<event>}}`, and a last
 `{"jsonrpc": "2.0", "method": "subscription_dropped", "params": {"reason": ...}}` when it cuts
-off a subscriber that does not keep up.
+off a subscriber that does not keep up. Every event carries `seq` and `cursor` (an opaque
+position; see daemon/feed.py): a cursor that is not one of ours, or one ahead of the journal, is
+an invalid-params error; one of another database or older than the journal keeps is answered
+with `resync: true` instead.
 
 Error codes (the connection stays usable unless noted):
 
@@ -30,9 +33,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from daemon.events import EventType
+from daemon.models import TRACK_FIELDS
 
 JSONRPC: Final = "2.0"
 # One request line may be at most this long; longer input is refused and the connection closed.
@@ -116,17 +120,99 @@ class CacheKeyParams(AlbumParams):
     source: Source
 
 
+# An answer may be given its own lifetime (a "no year found" that should be asked again).
+TtlSeconds = Annotated[float, Field(gt=0, le=100 * 365 * 86400.0)]
+
+
 class CachePutParams(CacheKeyParams):
     artist: StoredName
     album: StoredName
     success: bool
     data: Any = None
     metadata: dict[str, Any] | None = None
+    ttl_seconds: TtlSeconds | None = None
 
 
 class SubscribeParams(Params):
     # None: every event type. An empty list would subscribe to nothing, which is a mistake.
     types: Annotated[list[EventType], Field(min_length=1)] | None = None
+    # Replay the journal after this position first, then go on live (see changes.since).
+    since: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+
+# -- for programs: changes since a position, named cursors, paging, batches -------------------
+
+
+def _consumer_name(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters")
+    if value.casefold().startswith("musicd."):
+        raise ValueError("names starting with 'musicd.' are reserved for the daemon's own")
+    return value
+
+
+def _track_fields(value: list[str]) -> list[str]:
+    unknown = [name for name in value if name not in TRACK_FIELDS]
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r} (known: {', '.join(TRACK_FIELDS)})")
+    return value
+
+
+ConsumerName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_consumer_name)]
+Cursor = Annotated[str, Field(min_length=1, max_length=200)]
+PageLimit = Annotated[int, Field(ge=1, le=10000)]
+MAX_BATCH: Final = 1000
+
+
+class ChangesSinceParams(Params):
+    cursor: Cursor | None = None
+    consumer: ConsumerName | None = None
+    limit: PageLimit = 1000
+    types: Annotated[list[EventType], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_position(self) -> ChangesSinceParams:
+        if self.cursor is not None and self.consumer is not None:
+            raise ValueError("give either cursor or consumer, not both")
+        return self
+
+
+class CursorGetParams(Params):
+    consumer: ConsumerName
+
+
+class CursorCommitParams(Params):
+    consumer: ConsumerName
+    cursor: Cursor
+    force: bool = False
+
+
+class TracksListParams(Params):
+    after: PersistentId | None = None
+    limit: PageLimit = 1000
+    fields: Annotated[list[str], Field(min_length=1), AfterValidator(_track_fields)] | None = None
+
+
+class CacheGetManyParams(Params):
+    keys: Annotated[list[CacheKeyParams], Field(max_length=MAX_BATCH)]
+
+
+class CachePutManyParams(Params):
+    # Each entry is checked on its own (CachePutParams), so the answer can name every bad one.
+    entries: Annotated[list[Any], Field(max_length=MAX_BATCH)]
+
+
+FEED_PARAMS: Final[dict[str, type[Params]]] = {
+    "changes.since": ChangesSinceParams,
+    "cursor.get": CursorGetParams,
+    "cursor.commit": CursorCommitParams,
+    "tracks.list": TracksListParams,
+    "cache.get_many": CacheGetManyParams,
+    "cache.put_many": CachePutManyParams,
+    "cache.cleanup": NoParams,
+}
 
 
 METHOD_PARAMS: Final[dict[str, type[Params]]] = {
@@ -142,6 +228,7 @@ METHOD_PARAMS: Final[dict[str, type[Params]]] = {
     "cache.invalidate": AlbumParams,
     "cache.clear": NoParams,
     "subscribe": SubscribeParams,
+    **FEED_PARAMS,
     "shutdown": NoParams,
 }
 
@@ -251,7 +338,9 @@ def describe_params_error(method: str, model: type[Params], err: ValidationError
     for problem in err.errors()[:3]:
         loc = ".".join(str(p) for p in problem["loc"])
         kind = problem["type"]
-        if kind == "extra_forbidden":
+        if not loc:
+            parts.append(problem["msg"].removeprefix("Value error, "))
+        elif kind == "extra_forbidden":
             parts.append(f"unknown param {loc!r} (expected: {expected})")
         elif kind == "missing":
             parts.append(f"missing param {loc!r}")

@@ -34,10 +34,12 @@ from daemon.control.endpoint import (
     socket_ident,
 )
 from daemon.control.methods import DaemonMethods, Method, Reply, ms_since
+from daemon.control.program_methods import ProgramMethods
 from daemon.control.protocol import (
     ALREADY_SUBSCRIBED,
     DAEMON_BUSY,
     INTERNAL_ERROR,
+    INVALID_PARAMS,
     INVALID_REQUEST,
     MAX_LINE_BYTES,
     PARSE_ERROR,
@@ -53,14 +55,27 @@ from daemon.control.protocol import (
     result_message,
     validate_params,
 )
+from daemon.control.replay import replay
 from daemon.errors import DaemonError, StateError, describe_os_error
+from daemon.feed import CursorError, wire_event
 from daemon.hub import Subscription
 
 log = structlog.get_logger(__name__)
 
 # Methods that only read: their canonical log line is debug, so a busy client cannot flood the log.
 CHEAP_METHODS: Final = frozenset(
-    {"ping", "status", "stats", "cache.get", "tracks.get", "tracks.album"}
+    {
+        "ping",
+        "status",
+        "stats",
+        "cache.get",
+        "cache.get_many",
+        "tracks.get",
+        "tracks.album",
+        "tracks.list",
+        "changes.since",
+        "cursor.get",
+    }
 )
 # A refusal or a last notice to a client that may not be reading gets this long.
 NOTICE_TIMEOUT_SECONDS: Final = 1.0
@@ -156,7 +171,10 @@ class ControlServer:
         self.refused = 0
         self.requests = 0
         self.errors = 0
-        table = DaemonMethods(daemon, self.control_stats).table()
+        table = {
+            **DaemonMethods(daemon, self.control_stats).table(),
+            **ProgramMethods(daemon).table(),
+        }
         self.methods: dict[str, Handler] = {name: _without_conn(fn) for name, fn in table.items()}
         self.methods["subscribe"] = self._subscribe
 
@@ -380,28 +398,65 @@ class ControlServer:
                 ALREADY_SUBSCRIBED,
                 "this connection is already subscribed; open another one for another filter",
             )
+        start_seq: int | None = None
+        answer: dict[str, Any] = {"resync": False, "reason": None}
+        if params.since is not None:
+            try:
+                start_seq, refused = self.daemon.programs.start_position(params.since)
+            except CursorError as err:
+                raise ProtocolError(
+                    INVALID_PARAMS, f"subscribe: param 'since' is invalid: {err}"
+                ) from None
+            if refused is not None:
+                answer = {"resync": True, "reason": refused["reason"], "cursor": refused["cursor"]}
+        # Subscribed before the replay reads anything: see replay.py for why nothing is lost.
         sub = self.daemon.hub.subscribe(params.types, label=f"conn-{conn.number}")
         conn.subscription = sub
         types = sorted(params.types) if params.types is not None else None
 
         def start() -> None:
             if conn.task_group is not None and conn.close_reason is None:
-                conn.task_group.start_soon(self._forward_events, conn, sub)
+                conn.task_group.start_soon(self._forward_events, conn, sub, start_seq)
 
         return Reply(
-            {"subscribed": True, "types": types, "last_seq": self.daemon.last_seq},
+            {"subscribed": True, "types": types, "last_seq": self.daemon.last_seq, **answer},
             after=start,
         )
 
-    async def _forward_events(self, conn: Connection, sub: Subscription) -> None:
-        """Send the subscription's events in order; tell and drop a subscriber that fell behind."""
+    async def _forward_events(
+        self, conn: Connection, sub: Subscription, since: int | None = None
+    ) -> None:
+        """Send the subscription's events in order (after replaying the journal from `since`);
+        tell and drop a subscriber that fell behind."""
         delivered = 0
         last_seq: int | None = None
+        epoch = self.daemon.epoch
+
+        async def send_event(wire: dict[str, Any]) -> None:
+            await conn.send(notification("event", wire))
+
         try:
+            skip_through = 0
+            if since is not None:
+                skip_through, refused = await replay(
+                    self.daemon.programs, sub, since, sub.types, send_event
+                )
+                if refused is not None:
+                    await conn.send(
+                        notification(
+                            "subscription_dropped",
+                            {"reason": f"resync: {refused['reason']}", "last_seq": skip_through},
+                        ),
+                        within=NOTICE_TIMEOUT_SECONDS,
+                    )
+                    conn.close("replay_resync")
+                    return
             async for event in sub.receive:
                 if sub.overflowed:
                     break
-                await conn.send(notification("event", event.to_wire()))
+                if event.seq <= skip_through:
+                    continue  # replayed from the journal already
+                await conn.send(notification("event", wire_event(event, epoch)))
                 delivered += 1
                 last_seq = event.seq
             if sub.overflowed:

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller and shorter")
     parser.add_argument("--idle-seconds", type=float, default=None, help="idle window (60)")
     parser.add_argument(
-        "--only", choices=("stores", "daemon"), default=None, help="run one half only"
+        "--only", choices=("stores", "daemon", "programs"), default=None, help="run one part only"
     )
     args = parser.parse_args(argv)
     tracks = args.tracks or (20_000 if args.quick else 100_000)
@@ -117,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         figures.append(bench_flush_stall(tracks, tracks, repeat=5 if args.quick else 10))
+    if args.only in (None, "programs"):
+        from tests.benchmarks.programs import bench_programs
+
+        figures += bench_programs(tracks, repeat=2 if args.quick else 3)
     print()
     print(table(figures))
     missed = [f.name for f in figures if f.met is False]

@@ -174,6 +174,8 @@ def test_200_concurrent_clients_doing_50_cache_gets_each_get_correct_answers() -
 def test_bad_input_never_disturbs_another_client_of_the_real_daemon() -> None:
     with daemon_env() as d:
         d.start()
+        # The socket serves before the first scan has built the snapshot.
+        d.wait_log("snapshot_built")
         with MusicdClient(d.socket) as steady, socket.socket(socket.AF_UNIX) as rude:
             rude.connect(str(d.socket))
             for junk in (b"{oops\n", b"[1, 2]\n", b'{"jsonrpc": "2.0", "id": 1, "method": "x"}\n'):

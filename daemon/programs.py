@@ -1,0 +1,286 @@
+"""What the programs that use musicd ask for in bulk: changes since a position, durable named
+cursors, the whole library page by page, and batch cache calls.
+
+Big reads (a page of up to 10,000 events or tracks) run in a worker thread on a connection of
+their own, so the event loop never waits for them; small ones (a cursor row, 1,000 cache keys by
+primary key) run on the loop's read connection. Writes go through the one `Writer`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from daemon import feed
+from daemon.config import Config
+from daemon.feed import CursorError
+from daemon.models import TRACK_FIELDS
+from daemon.stores import cache, journal
+from daemon.stores.database import Database
+from daemon.stores.schema import connect
+from daemon.stores.writer import Writer
+
+T = TypeVar("T")
+
+# Columns SQLite keeps as 0/1 that the wire gives as booleans (as Track does).
+_BOOLEANS = frozenset({"compilation", "disabled"})
+
+
+class EntryErrors(ValueError):
+    """Some entries of a batch are invalid; nothing of the batch was stored."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(errors)} of the entries are invalid; nothing was stored")
+        self.errors = errors
+
+
+@dataclass
+class ProgramApi:
+    config: Config
+    db: Database
+    writer: Writer
+    hits: Counter[str]
+    misses: Counter[str]
+
+    @property
+    def epoch(self) -> str:
+        return self.db.epoch
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            # Its own connection: the loop's read connection is not shared with a thread.
+            conn = connect(self.db.path)
+            try:
+                return fn(conn)
+            finally:
+                conn.close()
+
+        return await anyio.to_thread.run_sync(run)
+
+    # -- changes -----------------------------------------------------------------------------
+
+    async def changes_since(
+        self,
+        cursor: str | None,
+        *,
+        consumer: str | None = None,
+        limit: int = 1000,
+        types: Iterable[str] | None = None,
+    ) -> dict[str, Any]:
+        """CursorError for a cursor that is not ours or is ahead of the journal."""
+        return await self._read(
+            partial(
+                feed.changes_since,
+                epoch=self.epoch,
+                cursor=cursor,
+                limit=limit,
+                types=types,
+                consumer=consumer,
+            )
+        )
+
+    def start_position(self, cursor: str) -> tuple[int | None, dict[str, Any] | None]:
+        """Where a `subscribe(since=cursor)` replay starts: (seq, None), or (None, the resync
+        answer) when the position cannot be followed. CursorError as for changes_since."""
+        epoch, seq = feed.decode_cursor(cursor)
+        conn = self.db.reader
+        conn.execute("BEGIN")
+        try:
+            reason = feed.gap_reason(conn, self.epoch, epoch, seq)
+            if reason is not None:
+                return None, feed.resync(conn, self.epoch, reason)
+            return seq, None
+        finally:
+            conn.execute("COMMIT")
+
+    async def read_after(self, seq: int, limit: int, types: Iterable[str] | None) -> dict[str, Any]:
+        """The next replay page after `seq` (with `last_seq`), or a resync answer when the
+        journal was trimmed past it meanwhile."""
+
+        def read(conn: sqlite3.Connection) -> dict[str, Any]:
+            conn.execute("BEGIN")
+            try:
+                reason = feed.gap_reason(conn, self.epoch, self.epoch, seq)
+                if reason is not None:
+                    return feed.resync(conn, self.epoch, reason)
+                return feed.read_after(conn, self.epoch, seq, limit, types)
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._read(read)
+
+    # -- named cursors -------------------------------------------------------------------------
+
+    def cursor_get(self, consumer: str) -> dict[str, Any]:
+        conn = self.db.reader
+        conn.execute("BEGIN")
+        try:
+            row = conn.execute(
+                "SELECT seq, updated_at FROM cursors WHERE consumer = ?", (consumer,)
+            ).fetchone()
+            head = journal.head(conn)
+        finally:
+            conn.execute("COMMIT")
+        if row is None:
+            return {"consumer": consumer, "cursor": None, "updated_at": None, "behind": None}
+        seq, updated_at = int(row[0]), float(row[1])
+        return {
+            "consumer": consumer,
+            "cursor": feed.encode_cursor(self.epoch, seq),
+            "updated_at": updated_at,
+            "behind": max(0, head - seq),
+        }
+
+    async def cursor_commit(self, consumer: str, cursor: str, *, force: bool) -> dict[str, Any]:
+        """Store a consumer's position; never backwards unless `force`. CursorError for a
+        cursor that is not ours, of another database, or ahead of the journal."""
+        epoch, seq = feed.decode_cursor(cursor)
+        if epoch != self.epoch:
+            raise CursorError(
+                "the cursor belongs to another database (it was deleted or rebuilt since); "
+                "resync with changes.since and commit the cursor it gives"
+            )
+
+        def commit(conn: sqlite3.Connection) -> dict[str, Any]:
+            head = journal.head(conn)
+            if seq > head:
+                raise CursorError(
+                    f"the cursor is ahead of this database's journal (position {seq}, the last "
+                    f"event is {head}); it was not handed out by this database"
+                )
+            previous = journal.cursor(conn, consumer)
+            moved = previous is None or seq >= previous or force
+            if moved:
+                journal.set_cursor(conn, consumer, seq, time.time())
+            kept = seq if moved else previous
+            assert kept is not None
+            return {
+                "consumer": consumer,
+                "committed": moved,
+                "cursor": feed.encode_cursor(self.epoch, kept),
+                "previous": None if previous is None else feed.encode_cursor(self.epoch, previous),
+                "reason": None
+                if moved
+                else "a commit never moves a consumer backwards; pass force to do so",
+            }
+
+        result: dict[str, Any] = await self.writer.submit(commit)
+        return result
+
+    def consumers(self) -> dict[str, dict[str, Any]]:
+        """Every program's named cursor and how far behind the journal it is (for `stats`)."""
+        conn = self.db.reader
+        conn.execute("BEGIN")
+        try:
+            rows = journal.cursors(conn)
+            head = journal.head(conn)
+        finally:
+            conn.execute("COMMIT")
+        max_age = self.config.journal.max_age_days * 86400.0
+        now = time.time()
+        return {
+            name: {
+                "cursor": feed.encode_cursor(self.epoch, seq),
+                "behind": max(0, head - seq),
+                "updated_at": updated_at,
+                # The journal keeps what it still needs while it commits within max_age_days.
+                "protected": updated_at >= now - max_age,
+            }
+            for name, (seq, updated_at) in sorted(rows.items())
+            if not name.startswith(feed.RESERVED_PREFIX)
+        }
+
+    # -- the library, page by page -------------------------------------------------------------
+
+    async def tracks_list(
+        self, after: str | None, limit: int, fields: Sequence[str] | None
+    ) -> dict[str, Any]:
+        """A page of tracks in persistent id order, and the journal position it was read at."""
+        wanted = None if fields is None else {"persistent_id", *fields}
+        names = [n for n in TRACK_FIELDS if wanted is None or n in wanted]
+        flags = [i for i, n in enumerate(names) if n in _BOOLEANS]
+        # Rows straight to dicts of the wanted columns: a page is 10,000 of them.
+        sql = (
+            f"SELECT {', '.join(names)} FROM tracks WHERE persistent_id > ? "
+            "ORDER BY persistent_id LIMIT ?"
+        )
+
+        def as_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+            if flags:
+                values = list(row)
+                for i in flags:
+                    values[i] = bool(values[i])
+                return dict(zip(names, values, strict=True))
+            return dict(zip(names, row, strict=True))
+
+        def read(conn: sqlite3.Connection) -> dict[str, Any]:
+            conn.execute("BEGIN")
+            try:
+                position = feed.snapshot_position(conn)
+                rows = conn.execute(sql, (after or "", limit + 1)).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            more = len(rows) > limit
+            page = [as_dict(row) for row in rows[:limit]]
+            return {
+                "tracks": page,
+                "next": page[-1]["persistent_id"] if more else None,
+                "cursor": feed.encode_cursor(self.epoch, position),
+            }
+
+        return await self._read(read)
+
+    # -- the cache, in batches -----------------------------------------------------------------
+
+    def cache_get_many(self, keys: Sequence[tuple[str, str, str]]) -> list[dict[str, Any] | None]:
+        conn, now = self.db.reader, time.time()
+        results: list[dict[str, Any] | None] = []
+        conn.execute("BEGIN")
+        try:
+            for artist, album, source in keys:
+                entry = cache.get(conn, artist, album, source, now)
+                counter = self.misses if entry is None else self.hits
+                counter[cache.normalize_source(source)] += 1
+                results.append(entry.to_dict() if entry is not None else None)
+        finally:
+            conn.execute("COMMIT")
+        return results
+
+    async def cache_put_many(self, entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Store every entry in one transaction, or none: EntryErrors lists the bad ones."""
+        now = time.time()
+        made: list[cache.CachedApiResult] = []
+        errors: list[dict[str, Any]] = []
+        for index, e in enumerate(entries):
+            try:
+                made.append(
+                    cache.make_entry(
+                        e["artist"],
+                        e["album"],
+                        e["source"],
+                        success=e["success"],
+                        data=e.get("data"),
+                        metadata=e.get("metadata"),
+                        now=now,
+                        failed_ttl_seconds=self.config.cache.failed_ttl_seconds,
+                        ttl_seconds=e.get("ttl_seconds"),
+                    )
+                )
+            except (TypeError, ValueError) as err:
+                errors.append({"index": index, "error": str(err)})
+        if errors:
+            raise EntryErrors(errors)
+        await self.writer.submit(partial(cache.put_many, entries=made))
+        return {"stored": len(made)}
+
+    async def cache_cleanup(self) -> int:
+        """Drop expired entries now (maintenance does it every cleanup interval)."""
+        removed: int = await self.writer.submit(partial(cache.cleanup_expired, now=time.time()))
+        return removed
