@@ -282,6 +282,8 @@ class Daemon:
                 "missing": scan.library_missing if scan else None,
                 "reader_error": scan.reader_error if scan else None,
                 "reader_error_at": scan.reader_error_at if scan else None,
+                "library_error": scan.library_error_dict() if scan else None,
+                "read_stalled": scan.read_stalled() if scan else None,
                 "without_persistent_id": scan.without_persistent_id if scan else 0,
                 "duplicate_ids": scan.duplicate_ids if scan else 0,
                 "held_removals": scan.held_removals if scan else 0,
@@ -384,6 +386,7 @@ async def _serve(daemon: Daemon, task_status: TaskStatus[Daemon]) -> int:
         last_full_scan=daemon.snapshot.meta.last_full_scan,
         mass_removal_ratio=config.library.mass_removal_ratio,
         mass_removal_confirm_seconds=config.library.mass_removal_confirm_seconds,
+        read_timeout_seconds=config.library.read_timeout_seconds,
     )
     started = time.monotonic()
     async with anyio.create_task_group() as outer:
