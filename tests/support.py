@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import plistlib
+import pwd
 import shutil
 import signal
 import subprocess
@@ -96,7 +97,15 @@ class DaemonProc:
     _log_pos: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
 
-    def start(self, *, wait_ready: bool = True, extra_env: dict[str, str] | None = None) -> None:
+    def start(
+        self,
+        *,
+        wait_ready: bool = True,
+        extra_env: dict[str, str] | None = None,
+        user: str | None = None,
+    ) -> None:
+        """Start the daemon (as `user` when given: the test runs as root and needs one who
+        is refused by file permissions)."""
         env = {**os.environ, **(extra_env or {})}
         env.pop("MUSICD_CONFIG", None)
         # Output goes to files, not pipes: a pipe nobody drains would block the daemon.
@@ -111,6 +120,9 @@ class DaemonProc:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 cwd=self.root,
+                user=user,
+                group=None if user is None else pwd.getpwnam(user).pw_gid,
+                extra_groups=None if user is None else [],
             )
         if wait_ready:
             self.wait_log("daemon_started", timeout=20)
