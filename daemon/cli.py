@@ -59,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[..., None]]:
     registers: list[Callable[..., None]] = []
-    for module in ("daemon.cli_control", "daemon.cli_launchd", "daemon.cli_logs"):
+    for module in (
+        "daemon.cli_control",
+        "daemon.cli_launchd",
+        "daemon.cli_logs",
+        "daemon.cli_doctor",
+    ):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as err:
