@@ -100,20 +100,35 @@ def cmd_status(args: argparse.Namespace) -> int:
     running = f", pid {status.pid}" if status.pid is not None else ""
     print(f"{launchd.LABEL}: loaded, {status.state or 'state unknown'}{running}")
     last = status.last_exit_code or "unknown"
-    print(f"  last exit status: {last}{_explain_exit(last, status.last_signal)}")
+    print(f"  last exit status: {last}{_explain_exit(last, status.last_signal, plist)}")
     print(f"  plist: {plist_path}" + ("" if plist is not None else " (missing)"))
     if plist is not None and plist.get("StandardErrorPath"):
         print(f"  launchd output: {plist['StandardErrorPath']}")
     return 0
 
 
-def _explain_exit(code: str, signal: str | None) -> str:
+def _explain_exit(code: str, signal: str | None, plist: dict[str, Any] | None = None) -> str:
     if signal:
         return f" (killed by {signal})"
     # launchctl says "0", "78: EX_CONFIG" or "(never exited)".
     number = code.split(":")[0].strip()
     if number == str(EX_CONFIG):
-        return " (config error: see 'musicd logs --level error'; restarts are throttled)"
+        from daemon import launchd
+
+        # launchd also reports 78 when it could not start the program at all (posix_spawn
+        # refused): only a config failure in the log makes it a config error.
+        error = launchd.last_config_failure(launchd.agent_log_files(plist))
+        if error is not None:
+            return (
+                f" (config error: {error}; see 'musicd logs --level error'; restarts are throttled)"
+            )
+        return (
+            "\n  launchd could not start the program (no config error was logged). Likely: "
+            "macOS privacy refused it (a program or virtualenv in ~/Documents, ~/Desktop or "
+            "~/Downloads: move it and install again), its interpreter is gone (after 'brew "
+            "upgrade': run 'musicd launchd install' again), or musicd was switched off in "
+            "System Settings > General > Login Items. 'musicd doctor' checks these."
+        )
     if number.isdigit() and number != "0":
         return " (see 'musicd logs --level warning')"
     return ""

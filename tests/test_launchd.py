@@ -337,10 +337,38 @@ def test_status_of_a_loaded_agent(env: Env) -> None:
 
 def test_status_explains_a_config_error_exit(env: Env) -> None:
     env.set_loaded()
+    # What the agent's `musicd run` does with a broken config: log config_invalid, exit 78.
+    env.config.write_text("[log]\nlevle = 'debug'\n", encoding="utf-8")
+    assert env.musicd("run", "--config", str(env.config)).returncode == 78
     (env.state / "last_exit").write_text("78: EX_CONFIG")
     done = env.musicd("launchd", "status")
     assert done.returncode == 0, done.stderr
-    assert "last exit status: 78: EX_CONFIG (config error: see 'musicd logs" in done.stdout
+    assert "last exit status: 78: EX_CONFIG (config error: " in done.stdout
+    assert "log.levle" in done.stdout and "see 'musicd logs --level error'" in done.stdout
+
+
+def test_status_explains_a_78_without_a_config_error_as_a_failed_start(env: Env) -> None:
+    # launchd reports 78 when posix_spawn is refused (a program in ~/Documents, privacy): the
+    # daemon never ran, so nothing is in its log.
+    env.set_loaded()
+    (env.state / "last_exit").write_text("78: EX_CONFIG")
+    done = env.musicd("launchd", "status")
+    assert done.returncode == 0, done.stderr
+    assert "(config error:" not in done.stdout
+    assert "launchd could not start the program" in done.stdout
+    for cause in ("~/Documents", "brew", "Login Items", "musicd doctor"):
+        assert cause in done.stdout
+
+
+def test_a_start_after_a_config_error_is_not_blamed_on_the_config(env: Env) -> None:
+    env.config.write_text("[log]\nlevle = 'debug'\n", encoding="utf-8")
+    assert env.musicd("run", "--config", str(env.config)).returncode == 78
+    found = env.home / ".local" / "state" / "musicd" / "musicd.log"
+    assert found.exists()
+    assert launchd.last_config_failure([found]) is not None
+    with found.open("a") as fh:
+        fh.write('{"event": "daemon_started", "timestamp": "2999-01-01T00:00:00Z"}\n')
+    assert launchd.last_config_failure([found]) is None
 
 
 def test_status_of_an_agent_that_is_not_loaded_exits_3(env: Env) -> None:
