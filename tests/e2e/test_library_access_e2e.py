@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,14 @@ def test_a_symlink_loop_is_a_status_entry_and_recovers_when_fixed() -> None:
         assert library["library_error"]["errno"] == "ELOOP"
         assert "points back at itself" in library["library_error"]["hint"]
         assert library["missing"] is False
+        shown = subprocess.run(
+            [sys.executable, "-m", "daemon", "status", "--config", str(d.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        assert "ELOOP: a symbolic link in" in shown
         mark = d.mark()
 
         loop.unlink()
