@@ -42,7 +42,7 @@ READ_SECONDS = 30.0
 STALE_XML_DAYS = 30
 DATABASE = "musicd.db"
 SHARE_XML = (
-    "in Music.app turn on Settings > Advanced > 'Share Library XML with other applications', "
+    "in Music.app turn on Settings > Files > 'Share Library XML with other applications', "
     "or set library.path"
 )
 
