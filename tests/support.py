@@ -103,9 +103,10 @@ class DaemonProc:
         wait_ready: bool = True,
         extra_env: dict[str, str] | None = None,
         user: str | None = None,
+        wrapper: list[str] | None = None,
     ) -> None:
-        """Start the daemon (as `user` when given: the test runs as root and needs one who
-        is refused by file permissions)."""
+        """Start the daemon, as `user` and under `wrapper` (a command prefix) when given: a
+        test running as root needs a daemon that file permissions can refuse."""
         env = {**os.environ, **(extra_env or {})}
         env.pop("MUSICD_CONFIG", None)
         # Output goes to files, not pipes: a pipe nobody drains would block the daemon.
@@ -114,7 +115,11 @@ class DaemonProc:
             (self.root / "stderr.txt").open("ab") as err,
         ):
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "daemon", "run", "--config", str(self.config_path)],
+                [
+                    *(wrapper or []),
+                    sys.executable,
+                    *("-m", "daemon", "run", "--config", str(self.config_path)),
+                ],
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
