@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import anyio
 import anyio.from_thread
@@ -21,7 +22,38 @@ import anyio.lowlevel
 
 from daemon.library import LibraryRead
 
-__all__ = ["ReadJob"]
+__all__ = ["ReadJob", "run_abandonable"]
+
+T = TypeVar("T")
+
+
+async def run_abandonable(work: Callable[[], T]) -> T:
+    """`work()` on a daemon thread; cancelling the wait leaves the thread behind, never joined.
+
+    For calls on the library that can block with no bound (stat or realpath on a network
+    volume that stopped answering): the event loop stays free, and the process can exit.
+    """
+    done = anyio.Event()
+    box: list[tuple[bool, object]] = []
+    token = anyio.lowlevel.current_token()
+
+    def run() -> None:
+        try:
+            box.append((True, work()))
+        except BaseException as err:  # handed to the loop as it is
+            box.append((False, err))
+        try:
+            anyio.from_thread.run_sync(done.set, token=token)
+        except (anyio.RunFinishedError, RuntimeError):
+            pass  # the loop is gone: nobody waits any more
+
+    threading.Thread(target=run, name="musicd-library-call", daemon=True).start()
+    await done.wait()
+    ok, value = box[0]
+    if not ok:
+        assert isinstance(value, BaseException)
+        raise value
+    return value  # type: ignore[return-value]
 
 
 class ReadJob:

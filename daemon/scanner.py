@@ -36,7 +36,7 @@ from daemon.library.access import LibraryError, describe_library_error, errno_na
 from daemon.library.differ import diff_tracks
 from daemon.models import Track
 from daemon.pipeline import Batch, Fanout
-from daemon.read_job import ReadJob
+from daemon.read_job import ReadJob, run_abandonable
 from daemon.watcher import Wakeup
 
 log = structlog.get_logger(__name__)
@@ -132,6 +132,7 @@ class Scanner:
         self.last_stat: Stat = baseline_stat
         self.read_timeout_seconds = read_timeout_seconds
         self._job: ReadJob | None = None
+        self._stat_pending = False
         self.initial_build = initial_build
         self.fanout = fanout
         self.sequencer = sequencer
@@ -162,7 +163,7 @@ class Scanner:
                     # rescan). A library that failed with an OS error is tried again each
                     # time: fixing a permission (chmod, a privacy grant) changes no mtime.
                     if (
-                        self._stat() != self.last_stat
+                        await self._stat() != self.last_stat
                         or self._held
                         or self.status.library_error is not None
                     ):
@@ -171,19 +172,36 @@ class Scanner:
                     else:
                         continue
                 reasons, forced = await self._settle()
-                if not forced and self._stat() == self.last_stat:
+                if not forced and await self._stat() == self.last_stat:
                     log.debug("scan_skipped", reasons=sorted(reasons), why="library unchanged")
                     continue
                 await self._scan_isolated(",".join(sorted(reasons)))
         finally:
             self._abandon_read()
 
-    def _stat(self) -> Stat:
-        """The library's stat; an OS error other than "not there" is a value, never a crash."""
-        try:
-            return library_stat(self.library_path)
-        except OSError as err:
-            return StatFailed(err.errno or 0)
+    async def _stat(self) -> Stat:
+        """The library's stat; an OS error other than "not there" is a value, never a crash.
+
+        Taken on a daemon thread with the read deadline: a stat on a network volume that
+        stopped answering must neither freeze the event loop (and with it SIGTERM) nor keep
+        the process alive. While one hangs, no second one is started.
+        """
+        if self._stat_pending:
+            return StatFailed(errno.ETIMEDOUT)
+        self._stat_pending = True
+
+        def stat() -> FileStat | None:
+            try:
+                return library_stat(self.library_path)
+            finally:
+                self._stat_pending = False
+
+        with anyio.move_on_after(self.read_timeout_seconds):
+            try:
+                return await run_abandonable(stat)
+            except OSError as err:
+                return StatFailed(err.errno or 0)
+        return StatFailed(errno.ETIMEDOUT)
 
     async def _scan_isolated(self, reason: str) -> None:
         # A bug in one scan must not stop the daemon from watching: log it and wait for the next.
@@ -287,7 +305,7 @@ class Scanner:
             or now - self.last_full_scan >= self.full_scan_interval_seconds
         )
         await self.fanout.publish([self._observer(SCAN_STARTED, reason=reason)])
-        before = self._stat()
+        before = await self._stat()
         try:
             read = await self._read()
         except LibraryReadError as err:
@@ -367,7 +385,7 @@ class Scanner:
     async def _failed(self, err: LibraryReadError, reason: str, before: Stat) -> ScanOutcome:
         message = str(err)
         busy = isinstance(err, LibraryChangedDuringRead)
-        now_stat = self._stat()
+        now_stat = await self._stat()
         missing = now_stat is None
         number = err.os_errno
         if number is None and isinstance(now_stat, StatFailed):

@@ -48,6 +48,8 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, EventEmitter
 
+from daemon.read_job import run_abandonable
+
 log = structlog.get_logger(__name__)
 
 # How often the configured path is resolved again, to follow a symlink that was re-pointed.
@@ -302,8 +304,9 @@ class LibraryWatcher:
         started = False
         try:
             while True:
-                resolved = resolve(self.target)
-                watched = self._watch_dir(resolved)
+                # Off the loop, and never joined: realpath on a dead network volume can hang.
+                resolved = await run_abandonable(partial(resolve, self.target))
+                watched = await run_abandonable(partial(self._watch_dir, resolved))
                 self._rewatch = anyio.Event()
                 self._generation += 1
                 poke_this = partial(_poke_for, poke, self._generation)
@@ -351,7 +354,7 @@ class LibraryWatcher:
             with anyio.move_on_after(RESOLVE_CHECK_SECONDS):
                 await self._rewatch.wait()
                 return
-            now = await anyio.to_thread.run_sync(resolve, self.target)
+            now = await run_abandonable(partial(resolve, self.target))
             if now != resolved:
                 log.info("library_path_repointed", path=str(self.target), now=str(now))
                 return
