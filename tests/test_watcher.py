@@ -7,10 +7,14 @@ library reached through a symlink.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import threading
 import unicodedata
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -23,6 +27,7 @@ from daemon.watcher import (
     LibraryWatcher,
     Wakeup,
     _Handler,
+    _make_observer,
     _ParentHandler,
     fsevents_lost,
     resolve,
@@ -160,3 +165,31 @@ async def test_a_repointed_symlink_is_followed(
         reasons = await _noticed(wakeup, other / "Library.xml")
         assert reasons & {"modified", "closed", "created", "rewatched"}
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+def test_an_inotify_overflow_reaches_the_handler_whatever_the_log_level(tmp_path: Path) -> None:
+    # watchdog only logs the overflow: the emitter itself must say so, with logging silenced.
+    pokes: Pokes = []
+    got = threading.Event()
+
+    def poke(*args: Any) -> None:
+        pokes.append(args)
+        got.set()
+
+    observer = _make_observer()
+    handler = _Handler(tmp_path / "Library.xml", tmp_path, poke, target_is_dir=False)
+    observer.schedule(handler, str(tmp_path))
+    observer.start()
+    logging.disable(logging.CRITICAL)
+    try:
+        emitters = list(observer.emitters)
+        assert emitters
+        group = emitters[0]._inotify  # type: ignore[attr-defined]
+        group.on_queue_overflow()
+        assert got.wait(5)
+    finally:
+        logging.disable(logging.NOTSET)
+        observer.stop()
+        observer.join(5)
+    assert pokes == [("events_lost", True, False)]
