@@ -45,6 +45,9 @@ Reader = Callable[[], LibraryRead]
 CHANGED_DURING_READ_RETRIES = 5
 # Errors that mean "the library is not there (yet)", not "something is wrong with it".
 _MISSING_ERRNOS = frozenset({errno.ENOENT})
+# A stat takes milliseconds; one this slow is a volume that stopped answering (at most the read
+# deadline, so a short library.read_timeout_seconds shortens it too).
+STAT_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +185,7 @@ class Scanner:
     async def _stat(self) -> Stat:
         """The library's stat; an OS error other than "not there" is a value, never a crash.
 
-        Taken on a daemon thread with the read deadline: a stat on a network volume that
+        Taken on a daemon thread with a deadline: a stat on a network volume that
         stopped answering must neither freeze the event loop (and with it SIGTERM) nor keep
         the process alive. While one hangs, no second one is started.
         """
@@ -196,7 +199,7 @@ class Scanner:
             finally:
                 self._stat_pending = False
 
-        with anyio.move_on_after(self.read_timeout_seconds):
+        with anyio.move_on_after(min(self.read_timeout_seconds, STAT_TIMEOUT_SECONDS)):
             try:
                 return await run_abandonable(stat)
             except OSError as err:
