@@ -49,6 +49,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     from daemon import launchd
 
     agent = launchd.agent_for_config(args.config)
+    _warn_protected(agent)
     if args.dry_run:
         print(agent.to_bytes().decode(), end="", flush=True)
         print(f"# would write {agent.plist_path} (the plist above), then run:", file=sys.stderr)
@@ -69,6 +70,23 @@ def cmd_install(args: argparse.Namespace) -> int:
     follow = "musicd logs -f" + (f" --config {shlex.quote(config)}" if config else "")
     print(f"logs: {follow}   (launchd's own output: {agent.log_dir})")
     return 0
+
+
+def _warn_protected(agent: Any) -> None:
+    """launchd cannot start a program in a privacy-guarded folder (it exits with 78)."""
+    from pathlib import Path
+
+    from daemon.library.access import protected_folder
+
+    program = agent.plist["ProgramArguments"][0]
+    where = protected_folder(Path(program))
+    if where is not None:
+        print(
+            f"musicd: warning: {program} is in {where}, where macOS does not let launchd start "
+            "programs (exit status 78): move the virtualenv elsewhere (e.g. "
+            "~/.local/share/musicd) and install from there",
+            file=sys.stderr,
+        )
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:

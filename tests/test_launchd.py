@@ -462,3 +462,27 @@ def test_an_unknown_placeholder_in_the_template_is_an_error(tmp_path: Path) -> N
     template = {**launchd._BUILTIN_TEMPLATE, "WorkingDirectory": "@STATE_DIR@"}
     with pytest.raises(launchd.LaunchdError, match="@STATE_DIR@"):
         launchd.render_agent(log_dir=tmp_path, template=template)
+
+
+def test_install_warns_about_a_program_in_a_guarded_folder(env: Env) -> None:
+    # launchd refuses to posix_spawn a program under ~/Documents (exit status 78).
+    venv_bin = env.home / "Documents" / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    python = venv_bin / "python3"
+    python.symlink_to(sys.executable)
+    env_vars = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MUSICD_CONFIG", "XDG_STATE_HOME", "XDG_CONFIG_HOME")
+    }
+    env_vars.update(HOME=str(env.home), PATH=str(env.bin_dir), PYTHONPATH=str(REPO))
+    done = subprocess.run(
+        [str(python), "-m", "daemon", "launchd", "install", "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env_vars,
+        cwd=env.home,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "is in ~/Documents, where macOS does not let launchd start programs" in done.stderr
