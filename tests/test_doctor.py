@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from daemon import doctor
+from daemon import doctor, doctor_library
 from daemon.config import load_config
 from daemon.doctor import Check, run_checks
 from daemon.launchd import LABEL
@@ -143,14 +143,14 @@ def test_a_read_that_hangs_is_reported_not_waited_for(
     os.mkfifo(fifo)
     text = config.read_text(encoding="utf-8").replace(str(library), str(fifo))
     config.write_text(text, encoding="utf-8")
-    monkeypatch.setattr(doctor, "READ_SECONDS", 0.3)
+    monkeypatch.setattr(doctor_library, "READ_SECONDS", 0.3)
     # A FIFO is not a regular file: caught before any read. A regular file whose read hangs
     # is what the deadline is for; simulate one by a reader that never returns.
     assert run(config)["library_path"].status == "fail"
     text = config.read_text(encoding="utf-8").replace(str(fifo), str(library))
     config.write_text(text, encoding="utf-8")
     never = threading.Event()
-    monkeypatch.setattr(doctor, "_read_some", lambda path: never.wait())
+    monkeypatch.setattr(doctor_library, "_read_some", lambda path: never.wait())
     check = run(config)["library_path"]
     assert check.status == "fail" and "did not finish" in check.message
 
