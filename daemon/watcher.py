@@ -159,8 +159,12 @@ def _norm(path: str | bytes) -> str:
 
 
 def resolve(path: Path) -> Path:
-    """`path` with every symlink resolved (as far as it exists), in NFC."""
-    return Path(unicodedata.normalize("NFC", os.path.realpath(path)))
+    """`path` with every symlink resolved (as far as it exists).
+
+    Not normalized: on Linux an NFD name and its NFC spelling are two different files, so the
+    path that is watched must stay as the filesystem spells it; only comparisons use NFC.
+    """
+    return Path(os.path.realpath(path))
 
 
 class _LossAware(FileSystemEventHandler):

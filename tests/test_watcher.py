@@ -193,3 +193,19 @@ def test_an_inotify_overflow_reaches_the_handler_whatever_the_log_level(tmp_path
         observer.stop()
         observer.join(5)
     assert pokes == [("events_lost", True, False)]
+
+
+async def test_a_decomposed_directory_name_is_watched_as_spelled(tmp_path: Path) -> None:
+    # On Linux the NFD and NFC spellings are different directories: the watch must use the
+    # one that exists, while events still match the library.
+    folder = tmp_path / unicodedata.normalize("NFD", "Bibliothèque")
+    folder.mkdir()
+    library = folder / "Library.xml"
+    library.write_bytes(b"x")
+    wakeup = Wakeup()
+    lw = LibraryWatcher(library, wakeup)
+    async with anyio.create_task_group() as tg:
+        await tg.start(lw.run)
+        assert lw.watching == folder
+        assert (await _noticed(wakeup, library)) & {"modified", "closed", "created"}
+        tg.cancel_scope.cancel()
