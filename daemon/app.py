@@ -270,6 +270,7 @@ async def _scan(service: Service, wakeup: Wakeup) -> None:
         last_full_scan=last_full if isinstance(last_full, float | int) else None,
         mass_removal_ratio=config.library.mass_removal_ratio,
         mass_removal_confirm_seconds=config.library.mass_removal_confirm_seconds,
+        read_timeout_seconds=config.library.read_timeout_seconds,
     )
     del known
     await service.scanner.run()

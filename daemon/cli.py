@@ -177,6 +177,7 @@ def _extra_commands() -> list[Callable[..., None]]:
         "daemon.cli_launchd",
         "daemon.cli_logs",
         "daemon.cli_state",
+        "daemon.cli_doctor",
     ):
         try:
             mod = __import__(module, fromlist=["register"])

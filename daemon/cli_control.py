@@ -196,6 +196,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("              the library file is missing; waiting for it to appear")
     elif lib.get("reader_error"):
         print(f"              cannot read it: {lib['reader_error']}")
+    if lib.get("library_error"):
+        print(f"              {lib['library_error']['errno']}: {lib['library_error']['hint']}")
+    if lib.get("read_stalled"):
+        print(f"              a read has been running for {lib['read_stalled']['seconds']:g} s")
     if lib.get("held_removals"):
         print(
             f"              {fmt.plural(lib['held_removals'], 'removal')} held for confirmation "

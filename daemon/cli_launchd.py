@@ -59,6 +59,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     from daemon import launchd
 
     agent = launchd.agent_for_config(args.config)
+    _warn_protected(agent)
     if args.dry_run:
         print(agent.to_bytes().decode(), end="", flush=True)
         print(f"# would write {agent.plist_path} (the plist above), then run:", file=sys.stderr)
@@ -81,6 +82,23 @@ def cmd_install(args: argparse.Namespace) -> int:
     )
     print(f"logs: {follow}   (launchd's own output: {agent.log_dir})")
     return 0
+
+
+def _warn_protected(agent: Any) -> None:
+    """launchd cannot start a program in a privacy-guarded folder (it exits with 78)."""
+    from pathlib import Path
+
+    from daemon.library.access import protected_folder
+
+    program = agent.plist["ProgramArguments"][0]
+    where = protected_folder(Path(program))
+    if where is not None:
+        print(
+            f"musicd: warning: {program} is in {where}, where macOS does not let launchd start "
+            "programs (exit status 78): move the virtualenv elsewhere (e.g. "
+            "~/.local/share/musicd) and install from there",
+            file=sys.stderr,
+        )
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
@@ -113,21 +131,36 @@ def cmd_status(args: argparse.Namespace) -> int:
     running = f", pid {status.pid}" if status.pid is not None else ""
     print(f"{launchd.LABEL}: loaded, {status.state or 'state unknown'}{running}")
     last = status.last_exit_code or "unknown"
-    print(f"  last exit status: {last}{_explain_exit(last, status.last_signal)}")
+    print(f"  last exit status: {last}{_explain_exit(last, status.last_signal, plist)}")
     print(f"  plist: {plist_path}" + ("" if plist is not None else " (missing)"))
     if plist is not None and plist.get("StandardErrorPath"):
         print(f"  launchd output: {plist['StandardErrorPath']}")
     return 0
 
 
-def _explain_exit(code: str, signal: str | None) -> str:
+def _explain_exit(code: str, signal: str | None, plist: dict[str, Any] | None = None) -> str:
     if signal:
         return f" (killed by {signal})"
     # launchctl says "0", "78: EX_CONFIG" or "(never exited)".
     number = code.split(":")[0].strip()
     if number == str(EX_CONFIG):
+        from daemon import launchd
+
         logs = hints.command("logs", "--level", "error", socket=False)
-        return f" (config error: see '{logs}'; restarts are throttled)"
+        # launchd also reports 78 when it could not start the program at all (posix_spawn
+        # refused): only a config failure in the log makes it a config error.
+        error = launchd.last_config_failure(launchd.agent_log_files(plist))
+        if error is not None:
+            return f" (config error: {error}; see '{logs}'; restarts are throttled)"
+        install = hints.command("launchd", "install", socket=False)
+        doctor = hints.command("doctor", socket=False)
+        return (
+            "\n  launchd could not start the program (no config error was logged). Likely: "
+            "macOS privacy refused it (a program or virtualenv in ~/Documents, ~/Desktop or "
+            "~/Downloads: move it and install again), its interpreter is gone (after 'brew "
+            f"upgrade': run '{install}' again), or musicd was switched off in "
+            f"System Settings > General > Login Items. '{doctor}' checks these."
+        )
     if number.isdigit() and number != "0":
         return f" (see '{hints.command('logs', '--level', 'warning', socket=False)}')"
     return ""

@@ -42,6 +42,9 @@ class LibraryConfig(_Section):
     mass_removal_ratio: float = Field(default=0.5, gt=0.0, le=1.0)
     mass_removal_confirm_seconds: float = Field(default=300.0, ge=0.0)
     osascript_timeout_seconds: float = Field(default=120.0, gt=0.0)
+    # A read still running after this long is reported (`read_stalled` in status) and left
+    # running: a privacy prompt nobody sees or a hung network volume can block it for good.
+    read_timeout_seconds: float = Field(default=600.0, gt=0.0, le=86400.0)
 
     @model_validator(mode="before")
     @classmethod

@@ -36,14 +36,28 @@ class ConfigError(DaemonError):
 
 
 class LibraryReadError(DaemonError):
-    """The library file could not be read or parsed; nothing from it may be trusted."""
+    """The library file could not be read or parsed; nothing from it may be trusted.
+
+    `os_errno` is set when the cause was an OS error on the library (stat, open, read), so
+    `status` can name it and say what fixes it.
+    """
 
     code = "library_unreadable"
     exit_status = EX_DATAERR
 
+    def __init__(self, message: str, *, os_errno: int | None = None) -> None:
+        super().__init__(message)
+        self.os_errno = os_errno
+
 
 class LibraryChangedDuringRead(LibraryReadError):
     code = "library_changed_during_read"
+
+
+class LibraryReadStalled(LibraryReadError):
+    """A read ran past `library.read_timeout_seconds`; it is left running, and used if it ends."""
+
+    code = "library_read_stalled"
 
 
 class InputError(DaemonError):

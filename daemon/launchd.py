@@ -277,8 +277,10 @@ class Launchctl:
     def bootstrap(self, plist_path: Path) -> None:
         self._check(
             self.run("bootstrap", self.domain, str(plist_path)),
-            hint="; if this is an SSH session, log in at the Mac once (agents need a GUI "
-            f"login), or see 'launchctl print {self.domain}'",
+            hint="; if musicd was switched off in System Settings > General > Login Items "
+            "(Allow in the Background), switch it on and install again; if this is an SSH "
+            "session, log in at the Mac once (agents need a GUI login); or see "
+            f"'launchctl print {self.domain}'",
         )
 
     def kickstart(self, label: str) -> None:
@@ -354,3 +356,64 @@ def installed_plist(label: str = LABEL) -> dict[str, Any] | None:
     except (OSError, plistlib.InvalidFileException, ValueError):
         return None
     return data
+
+
+# How much of the end of a log file is searched for why the daemon last stopped.
+_LOG_TAIL_BYTES = 256 * 1024
+_CONFIG_FAILURES = frozenset({"config_error", "socket_path_too_long"})
+
+
+def agent_log_files(plist: dict[str, Any] | None) -> list[Path]:
+    """Where the agent's daemon logs: the default log file, and its config's (if it loads)."""
+    from daemon.config import load_config
+    from daemon.errors import ConfigError
+    from daemon.paths import default_log_file
+
+    files = [default_log_file()]
+    config: str | None = None
+    if plist is not None:
+        args = plist.get("ProgramArguments") or []
+        if "--config" in args[:-1]:
+            config = args[args.index("--config") + 1]
+    try:
+        files.append(load_config(config).log.file)
+    except (ConfigError, OSError):
+        pass
+    return list(dict.fromkeys(files))
+
+
+def last_config_failure(log_files: list[Path]) -> str | None:
+    """The error of a config failure logged after the daemon's last start, if any.
+
+    `musicd run` logs `config_invalid` (or `daemon_failed` with a config code) before it exits
+    with status 78; a 78 without one is launchd failing to start the program at all.
+    """
+    import orjson
+
+    # The latest start or config failure over all files (ISO timestamps sort as text).
+    latest: tuple[str, str | None] | None = None
+    for path in log_files:
+        try:
+            with path.open("rb") as fh:
+                fh.seek(max(path.stat().st_size - _LOG_TAIL_BYTES, 0))
+                lines = fh.read().splitlines()
+        except OSError:
+            continue
+        for line in reversed(lines):
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(entry, dict):
+                continue
+            event = entry.get("event")
+            failure = event == "config_invalid" or (
+                event == "daemon_failed" and entry.get("code") in _CONFIG_FAILURES
+            )
+            if event == "daemon_started" or failure:
+                error = str(entry.get("error") or "the config is invalid") if failure else None
+                stamp = str(entry.get("timestamp", ""))
+                if latest is None or stamp > latest[0]:
+                    latest = (stamp, error)
+                break
+    return latest[1] if latest else None

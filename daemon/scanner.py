@@ -8,6 +8,8 @@ A scan's events are committed to the journal in one transaction; the baseline mo
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ import anyio.to_thread
 import structlog
 
 from daemon import hints
-from daemon.errors import LibraryChangedDuringRead, LibraryReadError
+from daemon.errors import LibraryChangedDuringRead, LibraryReadError, LibraryReadStalled
 from daemon.events import (
     ERROR,
     SCAN_FINISHED,
@@ -30,9 +32,11 @@ from daemon.events import (
     TrackRemoved,
 )
 from daemon.library import FileStat, LibraryRead, library_stat
+from daemon.library.access import LibraryError, describe_library_error, errno_name
 from daemon.library.differ import diff_tracks
 from daemon.models import Track
 from daemon.progress import ScanProgress
+from daemon.read_job import ReadJob, run_abandonable
 from daemon.recorder import Recorder, ScanRecord
 from daemon.stores.writer import DatabaseUnavailable
 from daemon.watcher import Wakeup
@@ -44,6 +48,22 @@ CHANGED_DURING_READ_RETRIES = 5
 # A scan whose events could not be committed (disk full, database locked) is tried again after
 # this long, then less often, but at least every verify_seconds.
 COMMIT_RETRY_SECONDS = 2.0
+# Errors that mean "the library is not there (yet)", not "something is wrong with it".
+_MISSING_ERRNOS = frozenset({errno.ENOENT})
+# A stat takes milliseconds; one this slow is a volume that stopped answering (at most the read
+# deadline, so a short library.read_timeout_seconds shortens it too).
+STAT_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class StatFailed:
+    """stat() on the library failed with this errno: equal to itself, so a library that stays
+    broken is not re-read every minute, and different from any real stat once it recovers."""
+
+    errno: int
+
+
+Stat = FileStat | StatFailed | None
 
 
 @dataclass
@@ -64,6 +84,20 @@ class ScanStatus:
     held_since: float | None = None
     without_persistent_id: int = 0
     duplicate_ids: int = 0
+    # An OS error on the library (stat, open, read): its errno, message and what fixes it.
+    library_error: LibraryError | None = None
+    # When the read that is still running past library.read_timeout_seconds started.
+    read_stalled_since: float | None = None
+
+    def library_error_dict(self) -> dict[str, object] | None:
+        return self.library_error.as_dict() if self.library_error else None
+
+    def read_stalled(self) -> dict[str, float] | None:
+        """How long the current read has been running, once it is past its deadline."""
+        if self.read_stalled_since is None:
+            return None
+        seconds = round(time.time() - self.read_stalled_since, 1)
+        return {"since": self.read_stalled_since, "seconds": seconds}
 
 
 @dataclass
@@ -99,11 +133,15 @@ class Scanner:
         last_full_scan: float | None,
         mass_removal_ratio: float,
         mass_removal_confirm_seconds: float,
+        read_timeout_seconds: float = 600.0,
     ) -> None:
         self.reader = reader
         self.library_path = library_path
         self.baseline = baseline
-        self.last_stat = baseline_stat
+        self.last_stat: Stat = baseline_stat
+        self.read_timeout_seconds = read_timeout_seconds
+        self._job: ReadJob | None = None
+        self._stat_pending = False
         self.initial_build = initial_build
         self.recorder = recorder
         self.wakeup = wakeup
@@ -124,29 +162,60 @@ class Scanner:
 
     async def run(self) -> None:
         """Reconcile once, then scan after every settled burst of changes until cancelled."""
-        await self._scan_isolated("startup")
-        while True:
-            wait = self.verify_seconds
-            if self._commit_failures:
-                wait = min(wait, COMMIT_RETRY_SECONDS * 2 ** min(self._commit_failures, 5))
-            with anyio.move_on_after(wait):
-                await self.wakeup.wait()
-            if not self.wakeup.is_set:
-                # The safety net: watchers can drop events (inotify overflow, FSEvents rescan).
-                if (
-                    library_stat(self.library_path) != self.last_stat
-                    or self._held
-                    or self._commit_failures
-                ):
-                    log.info("library_changed_unnoticed", path=str(self.library_path))
-                    self.wakeup.notify("verify", force=True)
-                else:
+        try:
+            await self._scan_isolated("startup")
+            while True:
+                wait = self.verify_seconds
+                if self._commit_failures:
+                    wait = min(wait, COMMIT_RETRY_SECONDS * 2 ** min(self._commit_failures, 5))
+                with anyio.move_on_after(wait):
+                    await self.wakeup.wait()
+                if not self.wakeup.is_set:
+                    # The safety net: watchers can drop events (inotify overflow, FSEvents
+                    # rescan). A library that failed with an OS error is tried again each
+                    # time: fixing a permission (chmod, a privacy grant) changes no mtime.
+                    # A scan whose events could not be committed is read and recorded again.
+                    if (
+                        await self._stat() != self.last_stat
+                        or self._held
+                        or self.status.library_error is not None
+                        or self._commit_failures
+                    ):
+                        log.info("library_changed_unnoticed", path=str(self.library_path))
+                        self.wakeup.notify("verify", force=True)
+                    else:
+                        continue
+                reasons, forced = await self._settle()
+                if not forced and await self._stat() == self.last_stat:
+                    log.debug("scan_skipped", reasons=sorted(reasons), why="library unchanged")
                     continue
-            reasons, forced = await self._settle()
-            if not forced and library_stat(self.library_path) == self.last_stat:
-                log.debug("scan_skipped", reasons=sorted(reasons), why="library unchanged")
-                continue
-            await self._scan_isolated(",".join(sorted(reasons)))
+                await self._scan_isolated(",".join(sorted(reasons)))
+        finally:
+            self._abandon_read()
+
+    async def _stat(self) -> Stat:
+        """The library's stat; an OS error other than "not there" is a value, never a crash.
+
+        Taken on a daemon thread with a deadline: a stat on a network volume that
+        stopped answering must neither freeze the event loop (and with it SIGTERM) nor keep
+        the process alive. While one hangs, no second one is started.
+        """
+        if self._stat_pending:
+            return StatFailed(errno.ETIMEDOUT)
+        self._stat_pending = True
+
+        def stat() -> FileStat | None:
+            try:
+                return library_stat(self.library_path)
+            finally:
+                self._stat_pending = False
+
+        with anyio.move_on_after(min(self.read_timeout_seconds, STAT_TIMEOUT_SECONDS)):
+            try:
+                return await run_abandonable(stat)
+            except OSError as err:
+                return StatFailed(err.errno or 0)
+        return StatFailed(errno.ETIMEDOUT)
 
     async def _scan_isolated(self, reason: str) -> None:
         # A bug in one scan must not stop the daemon from watching: log it and wait for the next.
@@ -178,10 +247,13 @@ class Scanner:
     async def _read(self) -> LibraryRead:
         for _ in range(CHANGED_DURING_READ_RETRIES):
             try:
-                return await anyio.to_thread.run_sync(self.reader, abandon_on_cancel=True)
+                read = await self._read_once()
             except LibraryChangedDuringRead:
                 log.info("library_changed_during_read", path=str(self.library_path))
                 await anyio.sleep(max(self.settle_seconds, 0.2))
+                continue
+            self.status.library_error = None
+            return read
         raise LibraryChangedDuringRead(
             f"library file {self.library_path} kept changing while it was read; "
             "reading it again once it settles"
@@ -193,6 +265,50 @@ class Scanner:
             await self.recorder.record([ObserverEvent(kind, dict(data))])
         except DatabaseUnavailable as err:
             log.warning("event_not_recorded", type=kind, error=str(err))
+
+    async def _read_once(self) -> LibraryRead:
+        """One read, on a thread that is left behind if it outlives its deadline.
+
+        A read still running from an earlier scan is waited for again rather than doubled;
+        its result, once it comes, is as good as a new one (its stat was taken before it).
+        """
+        job = self._job
+        if job is None:
+            job = self._job = ReadJob(self.reader, self._read_finished_late)
+        with anyio.move_on_after(self.read_timeout_seconds):
+            await job.done.wait()
+        if job.running:
+            job.late = True
+            self.status.read_stalled_since = job.started_at
+            seconds = round(time.time() - job.started_at, 1)
+            log.warning(
+                "library_read_stalled",
+                path=str(self.library_path),
+                seconds=seconds,
+                hint="left running and used when it ends; on a Mac it may be waiting for a "
+                "privacy prompt, a network volume or a busy Music.app",
+            )
+            raise LibraryReadStalled(
+                f"reading {self.library_path} has not finished after {seconds:g} s "
+                "(library.read_timeout_seconds); it is used when it ends"
+            )
+        self._job = None
+        self.status.read_stalled_since = None
+        return job.outcome()
+
+    def _read_finished_late(self, job: ReadJob) -> None:
+        # Runs on the loop when a stalled read ends: scan now to pick up what it read.
+        self.status.read_stalled_since = None
+        log.info("library_read_finished_late", seconds=round(time.time() - job.started_at, 1))
+        self.wakeup.notify("stalled_read_finished", force=True)
+
+    def _abandon_read(self) -> None:
+        """At shutdown: stop a read that can be stopped (osascript); leave the rest behind."""
+        if self._job is not None and self._job.running:
+            cancel = getattr(self.reader, "cancel", None)
+            if callable(cancel):
+                cancel()
+            log.info("library_read_abandoned", path=str(self.library_path))
 
     async def scan(self, reason: str, *, accept_removals: bool = False) -> ScanOutcome:
         """Read the library once and publish what changed. Never raises for a bad library."""
@@ -208,7 +324,7 @@ class Scanner:
             or now - self.last_full_scan >= self.full_scan_interval_seconds
         )
         await self._observe(SCAN_STARTED, reason=reason)
-        before = library_stat(self.library_path)
+        before = await self._stat()
         try:
             read = await self._read()
         except LibraryReadError as err:
@@ -289,12 +405,18 @@ class Scanner:
         log.info("scan_finished", reason=reason, duration_ms=duration_ms, **counts)
         return outcome
 
-    async def _failed(
-        self, err: LibraryReadError, reason: str, before: FileStat | None
-    ) -> ScanOutcome:
+    async def _failed(self, err: LibraryReadError, reason: str, before: Stat) -> ScanOutcome:
         message = str(err)
         busy = isinstance(err, LibraryChangedDuringRead)
-        missing = library_stat(self.library_path) is None
+        now_stat = await self._stat()
+        missing = now_stat is None
+        number = err.os_errno
+        if number is None and isinstance(now_stat, StatFailed):
+            number = now_stat.errno
+        if missing or number in _MISSING_ERRNOS:
+            self.status.library_error = None
+        elif number is not None:
+            self._note_library_error(number, message)
         if busy:
             log.warning(
                 "library_busy",
@@ -310,7 +432,7 @@ class Scanner:
                     hint="waiting for it to appear; check library.path in the config",
                 )
             self.status.library_missing = True
-        elif message != self.status.reader_error:
+        elif message != self.status.reader_error and not isinstance(err, LibraryReadStalled):
             log.error(
                 "library_unreadable",
                 path=str(self.library_path),
@@ -326,6 +448,23 @@ class Scanner:
         self.last_stat = None if busy else before
         await self._observe(ERROR, reason=reason, message=message)
         return ScanOutcome(ok=False, error=message)
+
+    def _note_library_error(self, number: int, message: str) -> None:
+        name = errno_name(number)
+        previous = self.status.library_error
+        if previous is not None and previous.errno == name and previous.message == message:
+            return
+        hint = describe_library_error(number, self.library_path)
+        self.status.library_error = LibraryError(
+            errno=name, message=message, hint=hint, since=time.time()
+        )
+        log.error(
+            "library_access_failed",
+            path=str(self.library_path),
+            errno=name,
+            error=os.strerror(number),
+            hint=hint,
+        )
 
     def _guard_removals(
         self, events: list[TrackEvent], accept: bool, now: float

@@ -379,6 +379,8 @@ class Service:
                 "missing": scan.library_missing if scan else None,
                 "reader_error": scan.reader_error if scan else None,
                 "reader_error_at": scan.reader_error_at if scan else None,
+                "library_error": scan.library_error_dict() if scan else None,
+                "read_stalled": scan.read_stalled() if scan else None,
                 "without_persistent_id": scan.without_persistent_id if scan else 0,
                 "duplicate_ids": scan.duplicate_ids if scan else 0,
                 "held_removals": scan.held_removals if scan else 0,

@@ -8,15 +8,27 @@ runs in a worker thread under a shield.
 
 The library's *parent directory* is watched, because apps save by writing a temp file and
 renaming it over the old one. When that directory does not exist yet, the nearest existing
-ancestor is watched instead and the watch moves down as directories appear. inotify queue
-overflows (which watchdog only logs) are turned into a forced rescan.
+ancestor is watched instead and the watch moves down as directories appear.
+
+Paths are compared canonical: FSEvents watches the `realpath` of a directory and reports
+canonical paths (`/private/var/...` for `/var/...`, the real volume behind a symlinked
+`~/Music`), and APFS may hand back a name in another Unicode normal form than the config's. So
+the watched directory is resolved before it is scheduled, and event paths and targets are both
+compared resolved and in NFC. A symlink re-pointed later is followed: the path is resolved
+again on every rewatch and checked every `RESOLVE_CHECK_SECONDS`.
+
+Lost events become a forced rescan without relying on log lines: the emitters are subclassed
+to queue an `EventsLostEvent` when inotify's queue overflows (Linux) or FSEvents flags
+MustScanSubDirs / UserDropped / KernelDropped (macOS; watchdog ignores those flags). A lost
+watch (the directory removed, moved, or FSEvents' root changed) is re-established and rescans.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Callable
+import sys
+import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -34,9 +46,77 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import BaseObserver, EventEmitter
+
+from daemon.read_job import run_abandonable
 
 log = structlog.get_logger(__name__)
+
+# How often the configured path is resolved again, to follow a symlink that was re-pointed.
+RESOLVE_CHECK_SECONDS = 30.0
+# FSEventStreamEventFlags (FSEvents.h): MustScanSubDirs | UserDropped | KernelDropped.
+_FSEVENTS_LOST_FLAGS = 0x1 | 0x2 | 0x4
+_FSEVENTS_LOST_ATTRS = ("must_scan_subdirs", "is_user_dropped", "is_kernel_dropped")
+
+
+class EventsLostEvent(FileSystemEvent):
+    """Queued by our emitters when the OS says events were dropped: rescan, whatever the path."""
+
+    event_type = "events_lost"
+    is_synthetic = True
+
+
+def _queue_lost(emitter: EventEmitter) -> None:
+    # EventEmitter.queue_event itself: FSEventsEmitter's override would drop it as "recursive".
+    EventEmitter.queue_event(emitter, EventsLostEvent(emitter.watch.path))
+
+
+def fsevents_lost(events: Iterable[object]) -> bool:
+    """Whether any native FSEvents event says the stream dropped events."""
+    for event in events:
+        flags = getattr(event, "flags", 0)
+        if isinstance(flags, int) and flags & _FSEVENTS_LOST_FLAGS:
+            return True
+        if any(getattr(event, attr, False) is True for attr in _FSEVENTS_LOST_ATTRS):
+            return True
+    return False
+
+
+def _make_observer() -> BaseObserver:
+    """watchdog's observer for this platform, with an emitter that reports lost events."""
+    if sys.platform.startswith("linux"):
+        from watchdog.observers.inotify import InotifyEmitter, InotifyObserver
+
+        class _InotifyEmitter(InotifyEmitter):
+            def on_thread_start(self) -> None:
+                super().on_thread_start()
+                # The watch group gets inotify's overflow callback; watchdog only logs it.
+                group = self._inotify
+                if group is not None:
+                    overflowed = group.on_queue_overflow
+
+                    def on_queue_overflow() -> None:
+                        overflowed()
+                        _queue_lost(self)
+
+                    group.on_queue_overflow = on_queue_overflow  # type: ignore[method-assign]
+
+        inotify = InotifyObserver()
+        inotify._emitter_class = _InotifyEmitter
+        return inotify
+    if sys.platform == "darwin":
+        from watchdog.observers.fsevents import FSEventsEmitter, FSEventsObserver
+
+        class _FSEventsEmitter(FSEventsEmitter):
+            def queue_events(self, timeout: float, events: list[object]) -> None:  # type: ignore[override]
+                if fsevents_lost(events):
+                    _queue_lost(self)
+                super().queue_events(timeout, events)  # type: ignore[arg-type]
+
+        fsevents = FSEventsObserver()
+        fsevents._emitter_class = _FSEventsEmitter
+        return fsevents
+    return Observer()
 
 
 @dataclass
@@ -75,10 +155,24 @@ def _nearest_existing_dir(path: Path) -> Path:
 
 
 def _norm(path: str | bytes) -> str:
-    return os.path.normpath(os.fsdecode(path))
+    return unicodedata.normalize("NFC", os.path.normpath(os.fsdecode(path)))
 
 
-class _Handler(FileSystemEventHandler):
+def resolve(path: Path) -> Path:
+    """`path` with every symlink resolved (as far as it exists).
+
+    Not normalized: on Linux an NFD name and its NFC spelling are two different files, so the
+    path that is watched must stay as the filesystem spells it; only comparisons use NFC.
+    """
+    return Path(os.path.realpath(path))
+
+
+class _LossAware(FileSystemEventHandler):
+    def on_events_lost(self, event: FileSystemEvent) -> None:
+        """Handled in on_any_event; here so that dispatch() finds a method."""
+
+
+class _Handler(_LossAware):
     """Runs on watchdog's thread: classify the event, then poke the loop."""
 
     def __init__(
@@ -88,21 +182,29 @@ class _Handler(FileSystemEventHandler):
         poke: Callable[[str, bool, bool], None],
         *,
         target_is_dir: bool,
+        configured: Path | None = None,
     ) -> None:
-        self._target = _norm(str(target))
-        self._target_dir_prefix = self._target + os.sep
+        # The resolved target, and the path as configured: inotify reports paths as scheduled,
+        # FSEvents canonical ones; either names the library.
+        self._targets = {_norm(str(target))}
+        if configured is not None:
+            self._targets.add(_norm(str(configured)))
+        self._target_dir_prefixes = tuple(t + os.sep for t in self._targets)
         self._watched = _norm(str(watched))
         self._wants_parent = watched != target.parent if not target_is_dir else watched != target
         self._target_is_dir = target_is_dir
         self._poke = poke
 
     def _hits_target(self, path: str) -> bool:
-        return path == self._target or (
-            self._target_is_dir and path.startswith(self._target_dir_prefix)
+        return path in self._targets or (
+            self._target_is_dir and path.startswith(self._target_dir_prefixes)
         )
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
+            return
+        if isinstance(event, EventsLostEvent):
+            self._poke("events_lost", True, False)
             return
         paths = [_norm(event.src_path)]
         if event.dest_path:
@@ -121,7 +223,7 @@ class _Handler(FileSystemEventHandler):
             self._poke("directory_changed", False, False)
 
 
-class _ParentHandler(FileSystemEventHandler):
+class _ParentHandler(_LossAware):
     """Watches the parent of the watched directory, for that directory alone.
 
     inotify keeps a watch on a directory's inode wherever it moves, and watchdog drops the
@@ -135,6 +237,10 @@ class _ParentHandler(FileSystemEventHandler):
         self._poke = poke
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if isinstance(event, EventsLostEvent):
+            # The directory itself may have been replaced unseen: watch it afresh.
+            self._poke("events_lost", True, True)
+            return
         if not event.is_directory:
             return
         paths = [_norm(event.src_path)]
@@ -142,19 +248,6 @@ class _ParentHandler(FileSystemEventHandler):
             paths.append(_norm(event.dest_path))
         if self._watched in paths and event.event_type in ("moved", "deleted", "created"):
             self._poke("watch_lost", True, True)
-
-
-class _OverflowHandler(logging.Handler):
-    """watchdog logs inotify's queue overflow and drops it: turn that log line into a rescan."""
-
-    def __init__(self, poke: Callable[[str, bool, bool], None]) -> None:
-        super().__init__(logging.WARNING)
-        self._poke = poke
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage().lower()
-        if "overflow" in message or "rescan" in message:
-            self._poke("events_lost", True, False)
 
 
 class LibraryWatcher:
@@ -178,17 +271,21 @@ class LibraryWatcher:
         # Even a rewatch pokes the scanner: its stat check decides whether anything changed.
         self.wakeup.notify(reason, force=scan)
 
-    def _watch_dir(self) -> Path:
-        want = self.target if self.target_is_dir else self.target.parent
-        return _nearest_existing_dir(want)
+    def _wanted_dir(self, resolved: Path) -> Path:
+        return resolved if self.target_is_dir else resolved.parent
+
+    def _watch_dir(self, resolved: Path) -> Path:
+        return resolve(_nearest_existing_dir(self._wanted_dir(resolved)))
 
     def _start_observer(
-        self, watched: Path, poke: Callable[[str, bool, bool], None]
+        self, resolved: Path, watched: Path, poke: Callable[[str, bool, bool], None]
     ) -> BaseObserver:
-        observer = Observer()
-        handler = _Handler(self.target, watched, poke, target_is_dir=self.target_is_dir)
+        observer = _make_observer()
+        handler = _Handler(
+            resolved, watched, poke, target_is_dir=self.target_is_dir, configured=self.target
+        )
         observer.schedule(
-            handler, str(watched), recursive=self.target_is_dir and watched == self.target
+            handler, str(watched), recursive=self.target_is_dir and watched == resolved
         )
         if watched.parent != watched:
             observer.schedule(_ParentHandler(watched, poke), str(watched.parent))
@@ -208,19 +305,18 @@ class LibraryWatcher:
             except (anyio.RunFinishedError, RuntimeError):
                 pass  # the loop is shutting down: nothing is listening any more
 
-        overflow = _OverflowHandler(poke)
-        watchdog_logger = logging.getLogger("watchdog")
-        watchdog_logger.addHandler(overflow)
         started = False
         try:
             while True:
-                watched = self._watch_dir()
+                # Off the loop, and never joined: realpath on a dead network volume can hang.
+                resolved = await run_abandonable(partial(resolve, self.target))
+                watched = await run_abandonable(partial(self._watch_dir, resolved))
                 self._rewatch = anyio.Event()
                 self._generation += 1
                 poke_this = partial(_poke_for, poke, self._generation)
                 try:
                     observer = await anyio.to_thread.run_sync(
-                        self._start_observer, watched, poke_this
+                        self._start_observer, resolved, watched, poke_this
                     )
                 except OSError as err:
                     # e.g. inotify watch limit reached: degrade to the periodic stat check.
@@ -232,25 +328,40 @@ class LibraryWatcher:
                     await anyio.sleep(30)
                     continue
                 self.watching = watched
-                expected = self.target if self.target_is_dir else self.target.parent
+                expected = self._wanted_dir(resolved)
                 if watched != expected:
                     log.warning("library_dir_missing", path=str(expected), watching=str(watched))
                 else:
-                    log.info("watch_started", path=str(watched), target=str(self.target))
+                    log.info(
+                        "watch_started",
+                        path=str(watched),
+                        target=str(self.target),
+                        resolved=str(resolved) if resolved != self.target else None,
+                    )
                 if not started:
                     task_status.started()
                     started = True
                 else:
                     self.wakeup.notify("rewatched", force=True)
                 try:
-                    await self._rewatch.wait()
+                    await self._wait_for_rewatch(resolved)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await anyio.to_thread.run_sync(_stop_observer, observer)
                 log.info("watch_restarted", path=str(watched))
         finally:
-            watchdog_logger.removeHandler(overflow)
             self.watching = None
+
+    async def _wait_for_rewatch(self, resolved: Path) -> None:
+        """Until a rewatch is asked for, or the configured path now resolves elsewhere."""
+        while True:
+            with anyio.move_on_after(RESOLVE_CHECK_SECONDS):
+                await self._rewatch.wait()
+                return
+            now = await run_abandonable(partial(resolve, self.target))
+            if now != resolved:
+                log.info("library_path_repointed", path=str(self.target), now=str(now))
+                return
 
 
 def _poke_for(

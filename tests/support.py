@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import plistlib
+import pwd
 import shutil
 import signal
 import sqlite3
@@ -99,7 +100,16 @@ class DaemonProc:
     _log_pos: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
 
-    def start(self, *, wait_ready: bool = True, extra_env: dict[str, str] | None = None) -> None:
+    def start(
+        self,
+        *,
+        wait_ready: bool = True,
+        extra_env: dict[str, str] | None = None,
+        user: str | None = None,
+        wrapper: list[str] | None = None,
+    ) -> None:
+        """Start the daemon, as `user` and under `wrapper` (a command prefix) when given: a
+        test running as root needs a daemon that file permissions can refuse."""
         env = {**os.environ, **(extra_env or {})}
         env.pop("MUSICD_CONFIG", None)
         mark = self.mark()
@@ -109,12 +119,19 @@ class DaemonProc:
             (self.root / "stderr.txt").open("ab") as err,
         ):
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "daemon", "run", "--config", str(self.config_path)],
+                [
+                    *(wrapper or []),
+                    sys.executable,
+                    *("-m", "daemon", "run", "--config", str(self.config_path)),
+                ],
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
                 env=env,
                 cwd=self.root,
+                user=user,
+                group=None if user is None else pwd.getpwnam(user).pw_gid,
+                extra_groups=None if user is None else [],
             )
         if wait_ready:
             # This start's line, not an earlier run's.

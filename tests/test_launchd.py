@@ -337,12 +337,40 @@ def test_status_of_a_loaded_agent(env: Env) -> None:
 
 def test_status_explains_a_config_error_exit(env: Env) -> None:
     env.set_loaded()
+    # What the agent's `musicd run` does with a broken config: log config_invalid, exit 78.
+    env.config.write_text("[log]\nlevle = 'debug'\n", encoding="utf-8")
+    assert env.musicd("run", "--config", str(env.config)).returncode == 78
     (env.state / "last_exit").write_text("78: EX_CONFIG")
     done = env.musicd("launchd", "status")
     assert done.returncode == 0, done.stderr
-    assert "last exit status: 78: EX_CONFIG (config error: see '" in done.stdout
+    assert "last exit status: 78: EX_CONFIG (config error: " in done.stdout
+    assert "log.levle" in done.stdout
     # The hint runs the same executable as this command (here `python -m daemon`).
     assert f"see '{sys.executable} -m daemon logs --level error'" in done.stdout
+
+
+def test_status_explains_a_78_without_a_config_error_as_a_failed_start(env: Env) -> None:
+    # launchd reports 78 when posix_spawn is refused (a program in ~/Documents, privacy): the
+    # daemon never ran, so nothing is in its log.
+    env.set_loaded()
+    (env.state / "last_exit").write_text("78: EX_CONFIG")
+    done = env.musicd("launchd", "status")
+    assert done.returncode == 0, done.stderr
+    assert "(config error:" not in done.stdout
+    assert "launchd could not start the program" in done.stdout
+    for cause in ("~/Documents", "brew", "Login Items", "-m daemon doctor"):
+        assert cause in done.stdout
+
+
+def test_a_start_after_a_config_error_is_not_blamed_on_the_config(env: Env) -> None:
+    env.config.write_text("[log]\nlevle = 'debug'\n", encoding="utf-8")
+    assert env.musicd("run", "--config", str(env.config)).returncode == 78
+    found = env.home / ".local" / "state" / "musicd" / "musicd.log"
+    assert found.exists()
+    assert launchd.last_config_failure([found]) is not None
+    with found.open("a") as fh:
+        fh.write('{"event": "daemon_started", "timestamp": "2999-01-01T00:00:00Z"}\n')
+    assert launchd.last_config_failure([found]) is None
 
 
 def test_status_of_an_agent_that_is_not_loaded_exits_3(env: Env) -> None:
@@ -436,3 +464,27 @@ def test_an_unknown_placeholder_in_the_template_is_an_error(tmp_path: Path) -> N
     template = {**launchd._BUILTIN_TEMPLATE, "WorkingDirectory": "@STATE_DIR@"}
     with pytest.raises(launchd.LaunchdError, match="@STATE_DIR@"):
         launchd.render_agent(log_dir=tmp_path, template=template)
+
+
+def test_install_warns_about_a_program_in_a_guarded_folder(env: Env) -> None:
+    # launchd refuses to posix_spawn a program under ~/Documents (exit status 78).
+    venv_bin = env.home / "Documents" / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    python = venv_bin / "python3"
+    python.symlink_to(sys.executable)
+    env_vars = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MUSICD_CONFIG", "XDG_STATE_HOME", "XDG_CONFIG_HOME")
+    }
+    env_vars.update(HOME=str(env.home), PATH=str(env.bin_dir), PYTHONPATH=str(REPO))
+    done = subprocess.run(
+        [str(python), "-m", "daemon", "launchd", "install", "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env_vars,
+        cwd=env.home,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "is in ~/Documents, where macOS does not let launchd start programs" in done.stderr

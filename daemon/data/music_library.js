@@ -6,8 +6,9 @@
 //
 // Modes:
 //   full            every kept field of every library track
-//   probe           persistent id, date modified, disabled, kind and track type only: what
-//                   the daemon compares with its cache to find the tracks that changed
+//   probe           persistent id, date modified, disabled, kind, track type, name, artist,
+//                   album artist and album only: what the daemon compares with its cache to
+//                   find the tracks that changed
 //   fetch ID...     every kept field of the tracks with these persistent ids only
 //
 // Each field is fetched for all tracks at once, one Apple Event per field
@@ -48,7 +49,10 @@ var TRACK_FIELDS = [
   'compilation', 'disc_number', 'track_number', 'date_added', 'date_modified', 'kind',
   'track_type', 'disabled'
 ];
-var PROBE_FIELDS = ['persistent_id', 'date_modified', 'disabled', 'kind', 'track_type'];
+var PROBE_FIELDS = [
+  'persistent_id', 'date_modified', 'disabled', 'kind', 'track_type', 'name', 'artist',
+  'album_artist', 'album'
+];
 
 // Apple Event errors after which nothing else can work: give up on the whole read.
 var FATAL_ERRORS = [-600, -609, -1712, -1743, -1744];

@@ -7,6 +7,7 @@ the stat of the file taken *before* the read (so a change during the read is nev
 from __future__ import annotations
 
 import os
+import stat as stat_mod
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,10 +47,28 @@ class LibraryRead:
     warnings: list[str] = field(default_factory=list)
 
 
+# The database inside Music.app's library bundle: Music.app rewrites it in place, which moves
+# its mtime but not the bundle directory's.
+MUSIC_DB = "Library.musicdb"
+
+
 def library_stat(path: Path) -> FileStat | None:
-    """The library file's stat, or None when it does not exist (or is not a regular file)."""
+    """The library's stat, or None when it does not exist.
+
+    For a directory (Music.app's bundle), the newer of its mtime and `Library.musicdb`'s, and
+    that file's size: the bundle's own mtime moves only when an entry is added or removed.
+
+    Raises:
+        OSError: any other error (permission, symlink loop, I/O): the caller decides.
+    """
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    if stat_mod.S_ISDIR(st.st_mode):
+        try:
+            db = os.stat(os.path.join(path, MUSIC_DB))
+        except OSError:
+            return FileStat(st.st_mtime_ns, st.st_size, st.st_ino)
+        return FileStat(max(st.st_mtime_ns, db.st_mtime_ns), db.st_size, st.st_ino)
     return FileStat(st.st_mtime_ns, st.st_size, st.st_ino)

@@ -8,18 +8,21 @@ JSON (its header documents the modes, the answer and how each value maps to the 
 reader's). This module runs it, validates the answer and builds `Track`s in library order.
 
 Incremental reads: the first read, and one every `library.full_scan_interval_seconds`, fetches
-every field ("full"). The others first fetch only the persistent id, date modified, disabled
-flag, kind and track type of every track ("probe": 7 Apple Events instead of 17), compare them
-with the tracks of the previous read, and fetch every field of only the new and changed tracks
-("fetch", one `whose` clause). Editing a track's tags moves its date modified, so the probe
-sees the edit; the fields that can change without it (the checkbox, the kind and the class,
-which changes when a cloud track is downloaded) are in the probe themselves. More than
-`MAX_FETCH` changed tracks are read in full instead.
+every field ("full"). The others first fetch only `PROBE_FIELDS` of every track ("probe": 11
+Apple Events instead of 17), compare them with the tracks of the previous read, and fetch
+every field of only the new and changed tracks ("fetch", one `whose` clause). Editing a
+track's tags usually moves its date modified; the fields that can change without it (the
+checkbox, the kind, the class, which changes when a cloud track is downloaded) and the ones
+edited most (name, artist, album artist, album) are in the probe themselves. More than
+`MAX_FETCH` changed tracks are read in full instead. Each phase (probe, fetch, full) gets its
+own `library.osascript_timeout_seconds`: a full read after a big import must not inherit only
+what the probe left of one budget.
 
-The read's `stat` is the stat of the bundle directory, taken before the read. It is what the
-scanner's once-a-minute safety net compares with `library.path` to notice a change the watcher
-missed, so it must be the stat of that same path: the stat of `Library.musicdb` inside the
-bundle would never match it and would force a full Music.app read every minute. A read whose
+The read's `stat` is `library_stat(bundle)`, taken before the read: the newer of the bundle
+directory's mtime and that of `Library.musicdb` inside it, which Music.app rewrites in place
+without moving the directory's mtime. It is what the scanner's once-a-minute safety net
+compares with `library.path`, so both must be taken the same way (a stat that never matched
+would force a full Music.app read every minute). A read whose
 tracks changed between two Apple Events is not trusted either: the script fetches the ids
 first and last and says so when they differ (`LibraryChangedDuringRead`, the scanner retries).
 
@@ -50,7 +53,7 @@ import structlog
 from daemon import hints
 from daemon.config import Config
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, describe_os_error
-from daemon.library import FileStat, LibraryRead
+from daemon.library import FileStat, LibraryRead, library_stat
 from daemon.library.xml_reader import fallback_id
 from daemon.models import TRACK_FIELDS, Track
 
@@ -65,7 +68,20 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 SCRIPT_FORMAT: Final = "musicd/music-app/1"
-PROBE_FIELDS: Final = ("persistent_id", "date_modified", "disabled", "kind", "track_type")
+# What the probe fetches (one Apple Event each). The date modified is "the modification date of
+# the content": a tag edit that leaves it alone would go unseen until the weekly full read, so
+# the fields users edit most are compared too.
+PROBE_FIELDS: Final = (
+    "persistent_id",
+    "date_modified",
+    "disabled",
+    "kind",
+    "track_type",
+    "name",
+    "artist",
+    "album_artist",
+    "album",
+)
 # Past this many new or changed tracks one full read is cheaper than a long `whose` clause
 # (Music.app tests every track against every id in it, once per field).
 MAX_FETCH: Final = 200
@@ -113,7 +129,7 @@ def make_music_app_reader(config: Config) -> Callable[[], LibraryRead]:
         timeout_seconds=config.library.osascript_timeout_seconds,
         full_scan_interval_seconds=config.library.full_scan_interval_seconds,
     )
-    return reader.read
+    return reader
 
 
 class MusicAppReader:
@@ -134,6 +150,8 @@ class MusicAppReader:
         self._tracks: dict[str, Track] | None = None
         self._last_full: float | None = None
         self._lock = threading.Lock()
+        self._cancelled = threading.Event()
+        self._proc: subprocess.Popen[bytes] | None = None
 
     def read(self) -> LibraryRead:
         """Read every track from Music.app.
@@ -145,12 +163,11 @@ class MusicAppReader:
         """
         with self._lock:
             stat = _bundle_stat(self.bundle)
-            deadline = time.monotonic() + self.timeout_seconds
             started = time.monotonic()
             if self._full_due():
-                result, mode, fetched = self._read_full(deadline), "full", None
+                result, mode, fetched = self._read_full(), "full", None
             else:
-                result, mode, fetched = self._read_incremental(deadline)
+                result, mode, fetched = self._read_incremental()
             self._tracks = result.tracks
             result.stat = stat
             log.debug(
@@ -167,21 +184,21 @@ class MusicAppReader:
             return True
         return time.monotonic() - self._last_full >= self.full_scan_interval_seconds
 
-    def _read_full(self, deadline: float) -> LibraryRead:
-        answer = _parse(self._run(["full"], deadline), "full")
+    def _read_full(self) -> LibraryRead:
+        answer = _parse(self._run(["full"]), "full")
         result = _build(answer.rows, answer.warnings)
         self._last_full = time.monotonic()
         return result
 
-    def _read_incremental(self, deadline: float) -> tuple[LibraryRead, str, int | None]:
+    def _read_incremental(self) -> tuple[LibraryRead, str, int | None]:
         """Probe every track, then fetch only the new and changed ones (or all, when many)."""
         previous = self._tracks
         assert previous is not None
-        probe = _parse(self._run(["probe"], deadline), "probe")
+        probe = _parse(self._run(["probe"]), "probe")
         ids = [row[0] for row in probe.rows]
         if None in ids or len(set(ids)) != len(ids):
             # Odd libraries (tracks without ids, repeated ids) get the full read's handling.
-            return self._read_full(deadline), "full", None
+            return self._read_full(), "full", None
         stale: list[str] = []
         for row in probe.rows:
             old = previous.get(row[0])
@@ -191,11 +208,11 @@ class MusicAppReader:
             ):
                 stale.append(row[0])
         if len(stale) > MAX_FETCH:
-            return self._read_full(deadline), "full", None
+            return self._read_full(), "full", None
         fresh: dict[str, Track] = {}
         warnings = list(probe.warnings)
         if stale:
-            answer = _parse(self._run(["fetch", *stale], deadline), "fetch")
+            answer = _parse(self._run(["fetch", *stale]), "fetch")
             fresh = {row[0]: Track(*row) for row in answer.rows}
             if len(answer.rows) != len(stale) or fresh.keys() != set(stale):
                 # A track went away (or came back) between the probe and the fetch.
@@ -207,10 +224,28 @@ class MusicAppReader:
         read = LibraryRead(tracks=tracks, stat=None, source=_SOURCE, warnings=warnings)
         return read, "incremental", len(stale)
 
-    def _run(self, args: Sequence[str], deadline: float) -> bytes:
-        timeout = max(deadline - time.monotonic(), 0.0)
+    def _run(self, args: Sequence[str]) -> bytes:
+        if self._cancelled.is_set():
+            raise LibraryReadError("the read was stopped: musicd is shutting down")
         with resources.as_file(resources.files("daemon") / "data" / "music_library.js") as script:
-            return run_osascript(script, args, timeout, self.timeout_seconds)
+            return run_osascript(
+                script, args, self.timeout_seconds, self.timeout_seconds, on_start=self._started
+            )
+
+    def _started(self, proc: subprocess.Popen[bytes] | None) -> None:
+        self._proc = proc
+
+    def cancel(self) -> None:
+        """Stop a read in progress (from another thread): kill osascript's process group."""
+        self._cancelled.set()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    __call__ = read
 
 
 def _bundle_stat(bundle: Path) -> FileStat:
@@ -223,7 +258,8 @@ def _bundle_stat(bundle: Path) -> FileStat:
         ) from None
     except OSError as err:
         raise LibraryReadError(
-            f"Music library bundle {bundle} cannot be read: {describe_os_error(err)}"
+            f"Music library bundle {bundle} cannot be read: {describe_os_error(err)}",
+            os_errno=err.errno,
         ) from None
     if not stat_mod.S_ISDIR(st.st_mode):
         # e.g. a path still pointing at Library.xml after switching the source.
@@ -231,10 +267,25 @@ def _bundle_stat(bundle: Path) -> FileStat:
             f'library.path {bundle} is not a directory; with library.source = "music-app" '
             "it must be the 'Music Library.musiclibrary' bundle (or be left out)"
         )
-    return FileStat(st.st_mtime_ns, st.st_size, st.st_ino)
+    # The same stat the scanner's safety net takes (bundle and Library.musicdb together).
+    try:
+        combined = library_stat(bundle)
+    except OSError as err:
+        raise LibraryReadError(
+            f"Music library bundle {bundle} cannot be read: {describe_os_error(err)}",
+            os_errno=err.errno,
+        ) from None
+    return combined or FileStat(st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def run_osascript(script: Path, args: Sequence[str], timeout: float, configured: float) -> bytes:
+def run_osascript(
+    script: Path,
+    args: Sequence[str],
+    timeout: float,
+    configured: float,
+    *,
+    on_start: Callable[[subprocess.Popen[bytes] | None], None] | None = None,
+) -> bytes:
     """Run `osascript -l JavaScript script args...`; return its stdout.
 
     osascript runs in its own session so that on timeout the whole process group is killed,
@@ -260,6 +311,8 @@ def run_osascript(script: Path, args: Sequence[str], timeout: float, configured:
         ) from None
     except OSError as err:
         raise LibraryReadError(f"cannot run osascript: {describe_os_error(err)}") from None
+    if on_start is not None:
+        on_start(proc)
     try:
         out, errout = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -148,7 +148,9 @@ def read_library_xml(path: Path, *, reuse: Mapping[str, Track] | None = None) ->
     except FileNotFoundError:
         raise LibraryReadError(f"{name} does not exist") from None
     except OSError as err:
-        raise LibraryReadError(f"{name} cannot be read: {describe_os_error(err)}") from None
+        raise LibraryReadError(
+            f"{name} cannot be read: {describe_os_error(err)}", os_errno=err.errno
+        ) from None
     if stat_mod.S_ISDIR(st.st_mode):
         raise LibraryReadError(f"{name} is a directory, not a file")
     if not stat_mod.S_ISREG(st.st_mode):
@@ -162,7 +164,9 @@ def read_library_xml(path: Path, *, reuse: Mapping[str, Track] | None = None) ->
             result = _parse(stream, "xml", name, reuse)
     except OSError as err:
         check_unchanged(path, before)
-        raise LibraryReadError(f"{name} cannot be read: {describe_os_error(err)}") from None
+        raise LibraryReadError(
+            f"{name} cannot be read: {describe_os_error(err)}", os_errno=err.errno
+        ) from None
     except LibraryReadError:
         # A file that is being rewritten reads as truncated: that is a change, not damage.
         check_unchanged(path, before)
@@ -474,7 +478,9 @@ def _parse(
             bad = chunk[at:] if 0 <= at < len(chunk) else b""
             raise LibraryReadError(_describe_expat_error(what, err, bad)) from None
     except OSError as err:
-        raise LibraryReadError(f"{what} cannot be read: {describe_os_error(err)}") from None
+        raise LibraryReadError(
+            f"{what} cannot be read: {describe_os_error(err)}", os_errno=err.errno
+        ) from None
     if doc_state < 2:
         raise LibraryReadError(f"{what} is not a library: its plist holds no dict")
 

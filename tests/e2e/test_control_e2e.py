@@ -187,6 +187,7 @@ def test_bad_input_never_disturbs_another_client_of_the_real_daemon() -> None:
             while chunk := rude.recv(65536):
                 answer += chunk
             assert b"-32004" in answer.splitlines()[-1]
+            d.wait_log("snapshot_built")  # the startup scan runs beside all this
             assert steady.status()["library"]["track_count"] == 39
         assert d.stop()[0] == 0
 

@@ -37,7 +37,10 @@ TRACK_FIELDS = [
     "disc_number", "track_number", "date_added", "date_modified", "kind", "track_type",
     "disabled",
 ]  # fmt: skip
-PROBE_FIELDS = ["persistent_id", "date_modified", "disabled", "kind", "track_type"]
+PROBE_FIELDS = [
+    "persistent_id", "date_modified", "disabled", "kind", "track_type", "name", "artist",
+    "album_artist", "album",
+]  # fmt: skip
 JXA_RUNNER = Path(__file__).resolve().parents[1] / "library" / "jxa" / "run_jxa.js"
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from daemon.config import Config, LibraryConfig, config_from_mapping
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError
-from daemon.library import FileStat
+from daemon.library import FileStat, library_stat, music_app
 from daemon.library.music_app import (
     MAX_FETCH,
     PROBE_FIELDS,
@@ -309,9 +309,24 @@ def test_reads_every_track_in_library_order(fake: FakeOsascript, bundle: Path) -
     assert list(read.tracks.values()) == TRACKS
     assert list(read.tracks) == [t.persistent_id for t in TRACKS]
     assert read.source == "music-app"
-    assert read.stat == FileStat.of(bundle)
+    assert read.stat == library_stat(bundle)
     assert (read.without_persistent_id, read.duplicate_ids, read.warnings) == (0, 0, [])
     assert fake.calls() == [["full"]]
+
+
+def test_the_stat_moves_when_library_musicdb_is_rewritten_in_place(bundle: Path) -> None:
+    # Music.app rewrites Library.musicdb in place: the bundle directory's own mtime stays.
+    before = library_stat(bundle)
+    dir_mtime = FileStat.of(bundle).mtime_ns
+    db = bundle / "Library.musicdb"
+    os.utime(db, ns=(dir_mtime + 5_000_000_000, dir_mtime + 5_000_000_000))
+    with db.open("r+b") as fh:
+        fh.write(b"HFMA")
+    os.utime(db, ns=(dir_mtime + 5_000_000_000, dir_mtime + 5_000_000_000))
+    assert FileStat.of(bundle).mtime_ns == dir_mtime
+    after = library_stat(bundle)
+    assert after is not None and before is not None
+    assert after != before and after.mtime_ns == dir_mtime + 5_000_000_000
 
 
 def test_reader_is_built_from_the_config(fake: FakeOsascript, bundle: Path) -> None:
@@ -543,8 +558,44 @@ def test_an_unchanged_library_is_only_probed(fake: FakeOsascript, bundle: Path) 
     second = r.read()
     assert second.tracks == first.tracks
     assert list(second.tracks) == list(first.tracks)
-    assert second.stat == FileStat.of(bundle)
+    assert second.stat == library_stat(bundle)
     assert fake.modes() == ["full", "probe"]
+
+
+@pytest.mark.parametrize("field", ["name", "artist", "album_artist", "album"])
+def test_a_tag_edit_that_keeps_the_date_modified_is_still_fetched(
+    fake: FakeOsascript, bundle: Path, field: str
+) -> None:
+    # Music.app's date modified is "the modification date of the content": a tag edit may
+    # leave it alone, so the most edited tags are in the probe.
+    r = reader(bundle)
+    r.read()
+    edited = replace(TRACKS[1], **{field: "Edited"})
+    assert edited.date_modified == TRACKS[1].date_modified
+    fake.serve([TRACKS[0], edited, TRACKS[2]])
+    fake.clear_calls()
+    read = r.read()
+    assert fake.calls() == [["probe"], ["fetch", TRACKS[1].persistent_id]]
+    assert getattr(read.tracks[TRACKS[1].persistent_id], field) == "Edited"
+
+
+def test_each_phase_gets_the_whole_timeout(
+    fake: FakeOsascript, bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After a probe that used most of the budget, the fetch or full read still gets all of it.
+    seen: list[float] = []
+    real = music_app.run_osascript
+
+    def spy(script: Path, args: Any, timeout: float, configured: float, **kw: Any) -> bytes:
+        seen.append(timeout)
+        return real(script, args, timeout, configured, **kw)
+
+    monkeypatch.setattr(music_app, "run_osascript", spy)
+    r = reader(bundle, timeout_seconds=7.0)
+    r.read()
+    fake.serve([replace(TRACKS[0], name="Edited"), *TRACKS[1:]])
+    r.read()
+    assert seen == [7.0, 7.0, 7.0]
 
 
 def test_only_new_and_changed_tracks_are_fetched(fake: FakeOsascript, bundle: Path) -> None:

@@ -30,6 +30,7 @@ from tests.reliability.harness import (
     render_plist,
     write_library,
 )
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -301,7 +302,8 @@ def test_duplicate_and_missing_persistent_ids_are_warned_about_not_evented(
         warning = d.wait_log("library_warning", after=mark)
         assert "no Persistent ID" in warning["warning"]
         d.wait_log("scan_finished", after=mark)
-        added = d.events_since(mark, "track_added")
+        # The scan logs scan_finished before the publisher logs its events: wait for them.
+        added = wait_for(lambda: len(e := d.events_since(mark, "track_added")) >= 3 and e)
         assert len(added) == 3 and all(e["persistent_id"].startswith("~") for e in added)
         assert not d.events_since(mark, "track_removed", "track_modified", "cache_invalidated")
         mark = d.mark()
