@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from daemon.errors import StateError
+from daemon.errors import StateError, describe_os_error
 from daemon.stores import journal
 from daemon.stores.schema import (
     DB_FILE,
@@ -25,7 +25,7 @@ from daemon.stores.schema import (
     connect,
     move_aside,
 )
-from daemon.stores.writer import describe_db_error
+from daemon.stores.writer import DatabaseUnavailable, describe_db_error
 
 log = structlog.get_logger(__name__)
 
@@ -150,7 +150,16 @@ def checkpoint(
     busy, wal_frames, moved = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
     # SQLite syncs the WAL only when it can fold some of it in; a program reading the file can
     # hold that back. Syncing the WAL ourselves makes every commit durable either way.
-    _sync_file(path.with_name(path.name + "-wal"))
+    wal = path.with_name(path.name + "-wal")
+    try:
+        _sync_file(wal)
+    except OSError as err:
+        # The state dir replaced by a file, a full or failing disk: a failed checkpoint the
+        # caller retries, never an error that stops the daemon.
+        raise DatabaseUnavailable(
+            f"cannot sync {wal}: {describe_os_error(err)}; check that state.dir is still a "
+            "directory you can write (musicd retries by itself)"
+        ) from err
     return {
         "busy": bool(busy),
         "wal_frames": int(wal_frames),
