@@ -58,6 +58,12 @@ class Database:
 def _open_checked(path: Path, durable_commits: bool) -> tuple[sqlite3.Connection, int]:
     conn: sqlite3.Connection | None = None
     try:
+        # SQLite would create the file 0644 less the umask, and its -wal and -shm copy that
+        # mode: the cached answers and the library are the user's alone.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as err:
+        raise StateError(f"cannot open {path}: {describe_os_error(err)}") from err
+    try:
         conn = connect(path, durable_commits=durable_commits)
         return conn, check_and_migrate(conn, path)
     except sqlite3.DatabaseError as err:
