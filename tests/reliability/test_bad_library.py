@@ -24,12 +24,12 @@ from tests.reliability.harness import (
     SynthLibrary,
     album_of,
     artist_of,
-    cache_document,
     cache_entry,
     faulty_env,
     render_plist,
     write_library,
 )
+from tests.support import db_seed_cache
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -178,7 +178,7 @@ def test_bad_library_files_give_a_clear_log_line_and_no_events(
     with faulty_env(good, library={"settle_seconds": 0.05}) as d:
         d.state_dir.mkdir(mode=0o700)
         entries = [cache_entry(artist_of(a), album_of(a), s) for a in range(30) for s in SOURCES]
-        (d.state_dir / "api_cache.json").write_bytes(cache_document(entries))
+        db_seed_cache(d.state_dir, entries)
         d.start()
         d.wait_log("flush_finished")
         snapshot = d.snapshot_tracks()

@@ -20,14 +20,13 @@ from tests.reliability.harness import (
     SynthLibrary,
     album_of,
     artist_of,
-    cache_document,
     cache_entry,
     faulty_env,
     no_inotify_supported,
     soak_factor,
     write_library,
 )
-from tests.support import wait_for
+from tests.support import db_seed_cache, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120 + 30 * soak_factor())]
 
@@ -75,7 +74,7 @@ def test_event_storm_bounded_scans_bounded_memory_exact_final_state(report: Repo
             for a in range(N_TRACKS // 10)
             for s in SOURCES
         ]
-        (d.state_dir / "api_cache.json").write_bytes(cache_document(entries))
+        db_seed_cache(d.state_dir, entries)
         d.start()
         d.wait_log("flush_finished")
         rss_before = d.rss_kib()

@@ -17,13 +17,12 @@ from tests.reliability.harness import (
     SynthLibrary,
     album_of,
     artist_of,
-    cache_document,
     cache_entry,
     faulty_env,
     render_plist,
     write_library,
 )
-from tests.support import wait_for
+from tests.support import db_seed_cache, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -34,7 +33,7 @@ N_ALBUMS = N_TRACKS // 10
 def seeded(d: FaultyDaemon) -> None:
     d.state_dir.mkdir(mode=0o700)
     entries = [cache_entry(artist_of(a), album_of(a), s) for a in range(N_ALBUMS) for s in SOURCES]
-    (d.state_dir / "api_cache.json").write_bytes(cache_document(entries))
+    db_seed_cache(d.state_dir, entries)
 
 
 def cached_albums(d: FaultyDaemon) -> int:
