@@ -46,6 +46,10 @@ class Database:
     # Where a damaged database was moved this start (None: it was sound or new).
     moved_aside: Path | None = None
     created: bool = False
+    durable_commits: bool = False
+    # (st_dev, st_ino) of the -wal SQLite opened: another one at that path means it was
+    # deleted or replaced under us (see renew_wal).
+    wal_id: tuple[int, int] | None = None
 
     def close(self) -> None:
         for conn in (self.reader, self.writer):
@@ -110,6 +114,8 @@ def open_database(state_dir: Path, *, durable_commits: bool = False) -> Database
         epoch=str(epoch),
         moved_aside=moved,
         created=old_version == 0,
+        durable_commits=durable_commits,
+        wal_id=wal_identity(path),
     )
 
 
@@ -172,6 +178,44 @@ def checkpoint(
         "checkpointed_frames": int(moved),
         "duration_us": int((time.perf_counter() - started) * 1e6),
     }
+
+
+def wal_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path.with_name(path.name + "-wal"))
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def renew_wal(db: Database) -> sqlite3.Connection | None:
+    """If `musicd.db-wal` is no longer the file SQLite writes to (deleted or replaced under the
+    running daemon), fold everything into the main file and start a new WAL at its path.
+
+    SQLite keeps writing commits to the WAL it opened; once that file is unlinked, whatever is
+    committed after the last checkpoint exists only in a file nobody can find after a crash.
+    Runs on the writer's thread, outside a transaction. Returns the old read connection for
+    the caller to close on the loop (None: nothing was wrong). The caller must hand
+    `db.writer` to the Writer. Raises DatabaseUnavailable while a reader holds the fold back.
+    """
+    if db.wal_id is None or wal_identity(db.path) == db.wal_id:
+        return None
+    log.warning("database_wal_replaced", path=str(db.path))
+    busy, frames, moved = db.writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy or frames != moved:
+        raise DatabaseUnavailable(
+            f"the WAL of {db.path} was deleted or replaced and cannot be folded into the "
+            "database yet (another program is reading it); musicd retries by itself"
+        )
+    # Everything is in the main file now; new connections open (and create) the WAL by path.
+    writer = connect(db.path, durable_commits=db.durable_commits)
+    reader = connect(db.path, durable_commits=db.durable_commits)
+    old_writer, old_reader = db.writer, db.reader
+    db.writer, db.reader = writer, reader
+    old_writer.close()
+    db.wal_id = wal_identity(db.path)
+    log.info("database_wal_renewed", path=str(db.path))
+    return old_reader
 
 
 def _sync_file(path: Path) -> None:
