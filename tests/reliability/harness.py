@@ -229,6 +229,7 @@ class FaultyDaemon(DaemonProc):
     def start(self, *, wait_ready: bool = True, extra_env: dict[str, str] | None = None) -> None:
         env = {**os.environ, **(extra_env or {})}
         env.pop("MUSICD_CONFIG", None)
+        mark = self.mark()  # a restart waits for its own daemon_started, not an earlier one
         with (
             (self.root / "stdout.txt").open("ab") as out,
             (self.root / "stderr.txt").open("ab") as err,
@@ -251,7 +252,7 @@ class FaultyDaemon(DaemonProc):
                 preexec_fn=self.preexec,
             )
         if wait_ready:
-            self.wait_log("daemon_started", timeout=30)
+            self.wait_log("daemon_started", timeout=30, after=mark)
 
     def logs(self) -> list[dict[str, Any]]:
         if not self.log_file.exists():
