@@ -119,23 +119,43 @@ def open_database(state_dir: Path, *, durable_commits: bool = False) -> Database
     )
 
 
+_SALVAGE_COLUMNS = (
+    "artist_key, album_key, source, artist, album, success, data, metadata, created_at, expires_at"
+)
+
+
 def salvage_cache(damaged: Path, conn: sqlite3.Connection) -> int:
     """Copy whatever cached answers can still be read from a damaged database; returns how many.
 
     The answers took rate-limited lookups to gather: losing them to one bad page elsewhere in
-    the file would be a waste. Rows that cannot be read are skipped.
+    the file would be a waste. Rows are copied in order until one cannot be read; those read
+    before it are kept.
     """
     copied = 0
+    # A file shorter than its header says (truncated) is otherwise refused outright; with
+    # this, SQLite reads what is there and fails only on the pages that are missing.
+    conn.execute("PRAGMA writable_schema = ON")
     try:
         conn.execute("ATTACH DATABASE ? AS damaged", (f"{damaged.resolve().as_uri()}?mode=ro",))
     except sqlite3.Error:
+        conn.execute("PRAGMA writable_schema = OFF")
         return 0
     try:
         conn.execute("BEGIN IMMEDIATE")
-        copied = conn.execute(
-            "INSERT OR IGNORE INTO main.api_cache SELECT artist_key, album_key, source, artist, "
-            "album, success, data, metadata, created_at, expires_at FROM damaged.api_cache"
-        ).rowcount
+        rows = conn.execute(f"SELECT {_SALVAGE_COLUMNS} FROM damaged.api_cache")
+        while True:
+            try:
+                chunk = rows.fetchmany(500)
+            except sqlite3.DatabaseError as err:
+                log.warning("database_salvage_stopped", path=str(damaged), error=str(err))
+                break
+            if not chunk:
+                break
+            copied += conn.executemany(
+                f"INSERT OR IGNORE INTO main.api_cache ({_SALVAGE_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                chunk,
+            ).rowcount
         conn.execute("COMMIT")
     except sqlite3.Error as err:
         if conn.in_transaction:
@@ -147,6 +167,7 @@ def salvage_cache(damaged: Path, conn: sqlite3.Connection) -> int:
             conn.execute("DETACH DATABASE damaged")
         except sqlite3.Error:
             log.warning("database_detach_failed", path=str(damaged))
+        conn.execute("PRAGMA writable_schema = OFF")
     if copied:
         log.info("database_salvaged", path=str(damaged), cache_entries=copied)
     return copied
