@@ -368,7 +368,8 @@ def faulty_env(
         yield d
     finally:
         d.kill()
-        shutil.rmtree(root, ignore_errors=True)
+        if not os.environ.get("MUSICD_KEEP"):
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def database_problems(state_dir: Path) -> list[str]:

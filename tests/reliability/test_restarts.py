@@ -47,7 +47,7 @@ from tests.reliability.harness import (
 from tests.support import db_cache_entries, wait_for
 
 KILLS = iterations(100)
-CLEAN = iterations(15)
+CLEAN = iterations(10)
 SEED = 20261201
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240 * soak_factor())]
