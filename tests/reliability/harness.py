@@ -415,5 +415,12 @@ def journal_seqs(state_dir: Path) -> list[int]:
         conn.close()
 
 
+def settle(c: MusicdClient) -> None:
+    """Checkpoint, then wait until the journal's consumers have applied every recorded event
+    (the tracks table and the cache follow a scan's commit a moment later)."""
+    c.flush()
+    wait_for(lambda: c.status()["pending_events"] == 0, 20, what="consumers caught up")
+
+
 def elapsed(since: float) -> float:
     return round(time.monotonic() - since, 1)

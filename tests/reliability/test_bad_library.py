@@ -27,6 +27,7 @@ from tests.reliability.harness import (
     cache_entry,
     faulty_env,
     render_plist,
+    settle,
     write_library,
 )
 from tests.support import db_seed_cache
@@ -228,7 +229,7 @@ def check_refused(d: FaultyDaemon, mark: int, bad: Bad) -> list[str]:
         problems.append(f"{bad.log} does not name the file: {text!r}")
     with d.client() as c:
         status = c.status()
-        c.flush()
+        settle(c)
     if bad.log == "library_unreadable" and not status["library"]["reader_error"]:
         problems.append("status shows no reader_error")
     problems += [f"unexpected {e['event']}" for e in d.events_since(mark, *TRACK_EVENTS)]
@@ -241,7 +242,7 @@ def check_unchanged(
     """Problems after the good file is back, and how many entries or tracks were lost."""
     problems = [f"unexpected {e['event']}" for e in d.events_since(mark, *TRACK_EVENTS)]
     with d.client() as c:
-        c.flush()
+        settle(c)
         status = c.status()
         cached = c.stats()["cache"]["total_entries"]
     if status["library"]["reader_error"] or status["library"]["held_removals"]:
