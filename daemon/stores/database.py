@@ -230,7 +230,11 @@ def renew_wal(db: Database) -> sqlite3.Connection | None:
         )
     # Everything is in the main file now; new connections open (and create) the WAL by path.
     writer = connect(db.path, durable_commits=db.durable_commits)
-    reader = connect(db.path, durable_commits=db.durable_commits)
+    try:
+        reader = connect(db.path, durable_commits=db.durable_commits)
+    except BaseException:
+        writer.close()
+        raise
     old_writer, old_reader = db.writer, db.reader
     db.writer, db.reader = writer, reader
     old_writer.close()
