@@ -144,6 +144,7 @@ def test_kill_9_after_acknowledged_puts_and_seq_across_restarts(report: Report) 
         library={"settle_seconds": 0.02, "verify_seconds": 3600},
         state={"flush_interval_seconds": 0.05},
     ) as d:
+        previous: str | None = None
         for cycle, how in enumerate([*hows, "clean"]):
             mark = d.mark()
             d.start()
@@ -154,6 +155,9 @@ def test_kill_9_after_acknowledged_puts_and_seq_across_restarts(report: Report) 
             missing = [s for s in acked if s not in present]
             lost_entries.update(missing)
             problems = [f"cycle {cycle}: lost {len(missing)} entries"] if missing else []
+            if previous in ("after_put", "during_puts"):
+                kill_tally.tried += 1
+                kill_tally.survived += not missing
             with d.client() as c:
                 status = c.status()
             epoch = epoch or status["epoch"]
@@ -179,6 +183,7 @@ def test_kill_9_after_acknowledged_puts_and_seq_across_restarts(report: Report) 
             else:
                 end_life(d, how, rng, acked, f"c{cycle}")
                 ended[how] += 1
+            previous = how
             seqs = sub.close()
             seen_total += len(seqs)
             for seq in seqs:
@@ -186,9 +191,6 @@ def test_kill_9_after_acknowledged_puts_and_seq_across_restarts(report: Report) 
                     problems.append(f"cycle {cycle}: seq {seq} after {seen_max}")
                 seen_max = max(seen_max, seq)
             seq_problems += problems
-            if how in ("after_put", "during_puts"):
-                kill_tally.tried += 1
-                kill_tally.survived += not missing
             seq_tally.tried += 1
             seq_tally.survived += not problems
         rows = journal_seqs(d.state_dir)
