@@ -34,7 +34,7 @@ from daemon.models import album_key
 from daemon.programs import ProgramApi
 from daemon.recorder import Recorder
 from daemon.stores import cache, journal, tracks
-from daemon.stores.database import Database, checkpoint
+from daemon.stores.database import Database, checkpoint, renew_wal
 from daemon.stores.schema import connect
 from daemon.stores.writer import DatabaseUnavailable, Writer
 
@@ -160,6 +160,9 @@ class Service:
         started = time.monotonic()
         commits = self.writer.status.uncheckpointed
         try:
+            old_reader = await self.writer.submit(self._renew_wal, transaction=False)
+            if old_reader is not None:
+                old_reader.close()
             done = await self.writer.submit(
                 partial(checkpoint, path=self.db.path), transaction=False
             )
@@ -197,6 +200,12 @@ class Service:
             except DatabaseUnavailable as err:
                 log.warning("event_not_recorded", type=FLUSH_FINISHED, error=str(err))
         return result
+
+    def _renew_wal(self, conn: sqlite3.Connection) -> sqlite3.Connection | None:
+        old_reader = renew_wal(self.db)
+        if old_reader is not None:
+            self.writer.conn = self.db.writer
+        return old_reader
 
     async def flush_periodically(self) -> None:
         """After a commit, wait `flush_interval_seconds`, then checkpoint; sleeps while idle."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from daemon.errors import StateError
+from daemon.errors import StateError, describe_os_error
 from daemon.stores import journal
 from daemon.stores.schema import (
     DB_FILE,
@@ -25,7 +25,7 @@ from daemon.stores.schema import (
     connect,
     move_aside,
 )
-from daemon.stores.writer import describe_db_error
+from daemon.stores.writer import DatabaseUnavailable, describe_db_error
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +46,10 @@ class Database:
     # Where a damaged database was moved this start (None: it was sound or new).
     moved_aside: Path | None = None
     created: bool = False
+    durable_commits: bool = False
+    # (st_dev, st_ino) of the -wal SQLite opened: another one at that path means it was
+    # deleted or replaced under us (see renew_wal).
+    wal_id: tuple[int, int] | None = None
 
     def close(self) -> None:
         for conn in (self.reader, self.writer):
@@ -57,6 +61,12 @@ class Database:
 
 def _open_checked(path: Path, durable_commits: bool) -> tuple[sqlite3.Connection, int]:
     conn: sqlite3.Connection | None = None
+    try:
+        # SQLite would create the file 0644 less the umask, and its -wal and -shm copy that
+        # mode: the cached answers and the library are the user's alone.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as err:
+        raise StateError(f"cannot open {path}: {describe_os_error(err)}") from err
     try:
         conn = connect(path, durable_commits=durable_commits)
         return conn, check_and_migrate(conn, path)
@@ -104,26 +114,48 @@ def open_database(state_dir: Path, *, durable_commits: bool = False) -> Database
         epoch=str(epoch),
         moved_aside=moved,
         created=old_version == 0,
+        durable_commits=durable_commits,
+        wal_id=wal_identity(path),
     )
+
+
+_SALVAGE_COLUMNS = (
+    "artist_key, album_key, source, artist, album, success, data, metadata, created_at, expires_at"
+)
 
 
 def salvage_cache(damaged: Path, conn: sqlite3.Connection) -> int:
     """Copy whatever cached answers can still be read from a damaged database; returns how many.
 
     The answers took rate-limited lookups to gather: losing them to one bad page elsewhere in
-    the file would be a waste. Rows that cannot be read are skipped.
+    the file would be a waste. Rows are copied in order until one cannot be read; those read
+    before it are kept.
     """
     copied = 0
+    # A file shorter than its header says (truncated) is otherwise refused outright; with
+    # this, SQLite reads what is there and fails only on the pages that are missing.
+    conn.execute("PRAGMA writable_schema = ON")
     try:
         conn.execute("ATTACH DATABASE ? AS damaged", (f"{damaged.resolve().as_uri()}?mode=ro",))
     except sqlite3.Error:
+        conn.execute("PRAGMA writable_schema = OFF")
         return 0
     try:
         conn.execute("BEGIN IMMEDIATE")
-        copied = conn.execute(
-            "INSERT OR IGNORE INTO main.api_cache SELECT artist_key, album_key, source, artist, "
-            "album, success, data, metadata, created_at, expires_at FROM damaged.api_cache"
-        ).rowcount
+        rows = conn.execute(f"SELECT {_SALVAGE_COLUMNS} FROM damaged.api_cache")
+        while True:
+            try:
+                chunk = rows.fetchmany(500)
+            except sqlite3.DatabaseError as err:
+                log.warning("database_salvage_stopped", path=str(damaged), error=str(err))
+                break
+            if not chunk:
+                break
+            copied += conn.executemany(
+                f"INSERT OR IGNORE INTO main.api_cache ({_SALVAGE_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                chunk,
+            ).rowcount
         conn.execute("COMMIT")
     except sqlite3.Error as err:
         if conn.in_transaction:
@@ -135,6 +167,7 @@ def salvage_cache(damaged: Path, conn: sqlite3.Connection) -> int:
             conn.execute("DETACH DATABASE damaged")
         except sqlite3.Error:
             log.warning("database_detach_failed", path=str(damaged))
+        conn.execute("PRAGMA writable_schema = OFF")
     if copied:
         log.info("database_salvaged", path=str(damaged), cache_entries=copied)
     return copied
@@ -150,13 +183,64 @@ def checkpoint(
     busy, wal_frames, moved = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
     # SQLite syncs the WAL only when it can fold some of it in; a program reading the file can
     # hold that back. Syncing the WAL ourselves makes every commit durable either way.
-    _sync_file(path.with_name(path.name + "-wal"))
+    wal = path.with_name(path.name + "-wal")
+    try:
+        _sync_file(wal)
+    except OSError as err:
+        # The state dir replaced by a file, a full or failing disk: a failed checkpoint the
+        # caller retries, never an error that stops the daemon.
+        raise DatabaseUnavailable(
+            f"cannot sync {wal}: {describe_os_error(err)}; check that state.dir is still a "
+            "directory you can write (musicd retries by itself)"
+        ) from err
     return {
         "busy": bool(busy),
         "wal_frames": int(wal_frames),
         "checkpointed_frames": int(moved),
         "duration_us": int((time.perf_counter() - started) * 1e6),
     }
+
+
+def wal_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path.with_name(path.name + "-wal"))
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def renew_wal(db: Database) -> sqlite3.Connection | None:
+    """If `musicd.db-wal` is no longer the file SQLite writes to (deleted or replaced under the
+    running daemon), fold everything into the main file and start a new WAL at its path.
+
+    SQLite keeps writing commits to the WAL it opened; once that file is unlinked, whatever is
+    committed after the last checkpoint exists only in a file nobody can find after a crash.
+    Runs on the writer's thread, outside a transaction. Returns the old read connection for
+    the caller to close on the loop (None: nothing was wrong). The caller must hand
+    `db.writer` to the Writer. Raises DatabaseUnavailable while a reader holds the fold back.
+    """
+    if db.wal_id is None or wal_identity(db.path) == db.wal_id:
+        return None
+    log.warning("database_wal_replaced", path=str(db.path))
+    busy, frames, moved = db.writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy or frames != moved:
+        raise DatabaseUnavailable(
+            f"the WAL of {db.path} was deleted or replaced and cannot be folded into the "
+            "database yet (another program is reading it); musicd retries by itself"
+        )
+    # Everything is in the main file now; new connections open (and create) the WAL by path.
+    writer = connect(db.path, durable_commits=db.durable_commits)
+    try:
+        reader = connect(db.path, durable_commits=db.durable_commits)
+    except BaseException:
+        writer.close()
+        raise
+    old_writer, old_reader = db.writer, db.reader
+    db.writer, db.reader = writer, reader
+    old_writer.close()
+    db.wal_id = wal_identity(db.path)
+    log.info("database_wal_renewed", path=str(db.path))
+    return old_reader
 
 
 def _sync_file(path: Path) -> None:

@@ -6,12 +6,15 @@ faults are injected only at process boundaries: signals, resource limits, file s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
@@ -24,6 +27,7 @@ import orjson
 
 from daemon.client import MusicdClient
 from daemon.models import TRACK_FIELDS, normalize_name
+from daemon.stores.schema import DB_FILE, SCHEMA_VERSION
 from tests.support import DaemonProc, short_tempdir, wait_for, write_config
 
 SOURCES = ("musicbrainz", "discogs", "lastfm", "spotify")
@@ -95,7 +99,7 @@ class SynthLibrary:
         return render_plist(self.tracks.values(), without_pid=without_pid or set())
 
     def expected_rows(self) -> dict[str, dict[str, Any]]:
-        """What the daemon's snapshot should hold for this library (snapshot.json fields)."""
+        """What the daemon's tracks table should hold for this library (`db_tracks` rows)."""
         return {pid: expected_track(t) for pid, t in self.tracks.items()}
 
 
@@ -189,11 +193,8 @@ def write_library(path: Path, data: bytes, *, by_rename: bool = True) -> None:
             fh.truncate()
 
 
-def cache_document(entries: list[dict[str, Any]]) -> bytes:
-    return orjson.dumps({"version": 1, "entries": entries})
-
-
 def cache_entry(artist: str, album: str, source: str, payload: int = 0) -> dict[str, Any]:
+    """A cached answer as `tests.support.db_seed_cache` takes it."""
     return {
         "artist": artist,
         "album": album,
@@ -228,6 +229,7 @@ class FaultyDaemon(DaemonProc):
     def start(self, *, wait_ready: bool = True, extra_env: dict[str, str] | None = None) -> None:
         env = {**os.environ, **(extra_env or {})}
         env.pop("MUSICD_CONFIG", None)
+        mark = self.mark()  # a restart waits for its own daemon_started, not an earlier one
         with (
             (self.root / "stdout.txt").open("ab") as out,
             (self.root / "stderr.txt").open("ab") as err,
@@ -250,7 +252,7 @@ class FaultyDaemon(DaemonProc):
                 preexec_fn=self.preexec,
             )
         if wait_ready:
-            self.wait_log("daemon_started", timeout=30)
+            self.wait_log("daemon_started", timeout=30, after=mark)
 
     def logs(self) -> list[dict[str, Any]]:
         if not self.log_file.exists():
@@ -368,25 +370,58 @@ def faulty_env(
         yield d
     finally:
         d.kill()
-        shutil.rmtree(root, ignore_errors=True)
+        if not os.environ.get("MUSICD_KEEP"):
+            shutil.rmtree(root, ignore_errors=True)
 
 
-def state_files_load(state_dir: Path) -> list[str]:
-    """Check every state file parses and has the right shape; return the problems found."""
+def database_problems(state_dir: Path) -> list[str]:
+    """Check the state database as the next start would find it; return the problems found.
+
+    The files are copied first (the database and its WAL, as a kill left them), so the check
+    neither replays nor checkpoints the WAL the daemon itself must recover from.
+    """
     problems: list[str] = []
-    for name in ("snapshot.json", "snapshot.meta.json", "delta.json", "api_cache.json"):
-        path = state_dir / name
-        if not path.exists():
-            continue
+    problems.extend(f"moved aside: {p.name}" for p in sorted(state_dir.glob("*.corrupt-*")))
+    problems.extend(f"old state file: {p.name}" for p in sorted(state_dir.glob("*.json")))
+    path = state_dir / DB_FILE
+    if not path.exists():
+        return [*problems, f"{DB_FILE} is missing"]
+    with tempfile.TemporaryDirectory(prefix="musicd-check-") as tmp:
+        copy = Path(tmp) / DB_FILE
+        shutil.copyfile(path, copy)
+        wal = path.with_name(DB_FILE + "-wal")
+        with contextlib.suppress(FileNotFoundError):
+            shutil.copyfile(wal, copy.with_name(DB_FILE + "-wal"))
         try:
-            data = orjson.loads(path.read_bytes())
-        except orjson.JSONDecodeError as err:
-            problems.append(f"{name}: {err}")
-            continue
-        if not isinstance(data, dict) or data.get("version") != 1:
-            problems.append(f"{name}: no version 1")
-    problems.extend(f"quarantined: {p.name}" for p in sorted(state_dir.glob("*.corrupt-*")))
+            conn = sqlite3.connect(copy)
+            try:
+                check = conn.execute("PRAGMA quick_check").fetchall()
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.Error as err:
+            return [*problems, f"{DB_FILE} does not open: {err}"]
+    if check != [("ok",)]:
+        problems.append(f"{DB_FILE} quick_check: {check[:3]}")
+    if version != SCHEMA_VERSION:
+        problems.append(f"{DB_FILE} user_version {version}")
     return problems
+
+
+def journal_seqs(state_dir: Path) -> list[int]:
+    """The seqs of the journal's rows, in rowid order (read-only, daemon running or not)."""
+    conn = sqlite3.connect(f"{(state_dir / DB_FILE).as_uri()}?mode=ro", uri=True)
+    try:
+        return [int(r[0]) for r in conn.execute("SELECT seq FROM journal ORDER BY rowid")]
+    finally:
+        conn.close()
+
+
+def settle(c: MusicdClient) -> None:
+    """Checkpoint, then wait until the journal's consumers have applied every recorded event
+    (the tracks table and the cache follow a scan's commit a moment later)."""
+    c.flush()
+    wait_for(lambda: c.status()["pending_events"] == 0, 20, what="consumers caught up")
 
 
 def elapsed(since: float) -> float:

@@ -24,13 +24,13 @@ from tests.reliability.harness import (
     SynthLibrary,
     album_of,
     artist_of,
-    cache_document,
     cache_entry,
     faulty_env,
     render_plist,
+    settle,
     write_library,
 )
-from tests.support import wait_for
+from tests.support import db_seed_cache, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -179,7 +179,7 @@ def test_bad_library_files_give_a_clear_log_line_and_no_events(
     with faulty_env(good, library={"settle_seconds": 0.05}) as d:
         d.state_dir.mkdir(mode=0o700)
         entries = [cache_entry(artist_of(a), album_of(a), s) for a in range(30) for s in SOURCES]
-        (d.state_dir / "api_cache.json").write_bytes(cache_document(entries))
+        db_seed_cache(d.state_dir, entries)
         d.start()
         d.wait_log("flush_finished")
         snapshot = d.snapshot_tracks()
@@ -229,7 +229,7 @@ def check_refused(d: FaultyDaemon, mark: int, bad: Bad) -> list[str]:
         problems.append(f"{bad.log} does not name the file: {text!r}")
     with d.client() as c:
         status = c.status()
-        c.flush()
+        settle(c)
     if bad.log == "library_unreadable" and not status["library"]["reader_error"]:
         problems.append("status shows no reader_error")
     problems += [f"unexpected {e['event']}" for e in d.events_since(mark, *TRACK_EVENTS)]
@@ -242,7 +242,7 @@ def check_unchanged(
     """Problems after the good file is back, and how many entries or tracks were lost."""
     problems = [f"unexpected {e['event']}" for e in d.events_since(mark, *TRACK_EVENTS)]
     with d.client() as c:
-        c.flush()
+        settle(c)
         status = c.status()
         cached = c.stats()["cache"]["total_entries"]
     if status["library"]["reader_error"] or status["library"]["held_removals"]:

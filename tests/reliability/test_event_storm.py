@@ -20,14 +20,14 @@ from tests.reliability.harness import (
     SynthLibrary,
     album_of,
     artist_of,
-    cache_document,
     cache_entry,
     faulty_env,
     no_inotify_supported,
+    settle,
     soak_factor,
     write_library,
 )
-from tests.support import wait_for
+from tests.support import db_seed_cache, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120 + 30 * soak_factor())]
 
@@ -75,7 +75,7 @@ def test_event_storm_bounded_scans_bounded_memory_exact_final_state(report: Repo
             for a in range(N_TRACKS // 10)
             for s in SOURCES
         ]
-        (d.state_dir / "api_cache.json").write_bytes(cache_document(entries))
+        db_seed_cache(d.state_dir, entries)
         d.start()
         d.wait_log("flush_finished")
         rss_before = d.rss_kib()
@@ -90,7 +90,7 @@ def test_event_storm_bounded_scans_bounded_memory_exact_final_state(report: Repo
                 if track is not None and track["genre"] == "Final":
                     break
                 time.sleep(0.1)
-            c.flush()
+            settle(c)
             status = c.status()
         peak_growth_mib = (d.peak_rss_kib() - rss_before) / 1024
         scans = d.events_since(mark, "scan_finished")
@@ -192,7 +192,7 @@ def test_storm_without_a_watcher_still_ends_in_the_final_state(report: Report) -
                 timeout=15,
                 what="the final version read by the safety net",
             )
-            c.flush()
+            settle(c)
         assert d.events_since(mark, "library_changed_unnoticed")
         snapshot = d.snapshot_tracks()
         wrong = [pid for pid, row in final.expected_rows().items() if snapshot.get(pid) != row]

@@ -17,13 +17,13 @@ from tests.reliability.harness import (
     SynthLibrary,
     album_of,
     artist_of,
-    cache_document,
     cache_entry,
     faulty_env,
     render_plist,
+    settle,
     write_library,
 )
-from tests.support import wait_for
+from tests.support import db_seed_cache, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -34,7 +34,7 @@ N_ALBUMS = N_TRACKS // 10
 def seeded(d: FaultyDaemon) -> None:
     d.state_dir.mkdir(mode=0o700)
     entries = [cache_entry(artist_of(a), album_of(a), s) for a in range(N_ALBUMS) for s in SOURCES]
-    (d.state_dir / "api_cache.json").write_bytes(cache_document(entries))
+    db_seed_cache(d.state_dir, entries)
 
 
 def cached_albums(d: FaultyDaemon) -> int:
@@ -59,7 +59,7 @@ def expect_held(d: FaultyDaemon, mark: int, removed: int) -> dict[str, Any]:
     assert "accept-removals" in held["hint"]
     d.wait_log("scan_finished", after=mark)
     with d.client() as c:
-        c.flush()
+        settle(c)
         status = c.status()
     assert status["library"]["held_removals"] == removed
     assert status["library"]["held_since"] is not None
@@ -111,7 +111,7 @@ def test_mass_removal_is_held_then_accepted(report: Report, case: str) -> None:
         assert f"{N_TRACKS - left} removed" in cli.stdout
         d.wait_log("cache_invalidated", after=mark)
         with d.client() as c:
-            c.flush()
+            settle(c)
             assert c.status()["library"]["held_removals"] == 0
         assert cached_albums(d) == left // 10
         assert set(d.snapshot_tracks()) == set(keep_first(lib, left).tracks)
@@ -140,7 +140,7 @@ def test_held_removal_is_applied_when_a_later_scan_confirms_it(report: Report) -
         assert confirmed["removed"] == 150
         d.wait_log("cache_invalidated", after=mark)
         with d.client() as c:
-            c.flush()
+            settle(c)
             after = c.status()
         assert after["library"]["held_removals"] == 0
         assert after["last_scan_at"] - status["library"]["held_since"] >= 1.5
@@ -174,7 +174,7 @@ def test_held_removal_survives_a_restart_and_a_restored_library_clears_it(report
         d.wait_log("scan_finished", after=mark)
         with d.client() as c:
             wait_for(lambda: c.status()["library"]["held_removals"] == 0, what="hold cleared")
-            c.flush()
+            settle(c)
         assert not d.events_since(mark, "track_removed", "track_added", "cache_invalidated")
         assert cached_albums(d) == N_ALBUMS
         assert len(d.snapshot_tracks()) == N_TRACKS
@@ -194,7 +194,7 @@ def test_removal_below_the_share_is_applied_at_once(report: Report) -> None:
         d.wait_log("cache_invalidated", after=mark)
         assert not d.find_logs("mass_removal_held")
         with d.client() as c:
-            c.flush()
+            settle(c)
         assert cached_albums(d) == 11
         assert d.stop()[0] == 0
     tally.survived += 1

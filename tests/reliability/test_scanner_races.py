@@ -8,19 +8,24 @@ when inotify is unavailable: only the stat safety net can notice the new version
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
-from daemon.pipeline import Batch, Fanout, Progress
 
+from daemon.consumers.follow import JournalSignal
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError
-from daemon.events import AnyEvent, Sequencer, TrackModified
+from daemon.events import SCAN_FINISHED
+from daemon.hub import EventHub
 from daemon.library import LibraryRead
 from daemon.library.xml_reader import read_library_xml
+from daemon.recorder import Recorder
 from daemon.scanner import CHANGED_DURING_READ_RETRIES, Scanner
+from daemon.stores.database import open_database
+from daemon.stores.writer import Writer
 from daemon.watcher import Wakeup
 from tests.reliability.conftest import Report
 from tests.reliability.harness import SynthLibrary, write_library
@@ -28,15 +33,14 @@ from tests.reliability.harness import SynthLibrary, write_library
 pytestmark = pytest.mark.timeout(30)
 
 
-def make_scanner(path: Path, reader: Callable[[], LibraryRead], fanout: Fanout) -> Scanner:
+def make_scanner(path: Path, reader: Callable[[], LibraryRead], recorder: Recorder) -> Scanner:
     return Scanner(
         reader=reader,
         library_path=path,
         baseline={},
         baseline_stat=None,
         initial_build=True,
-        fanout=fanout,
-        sequencer=Sequencer(),
+        recorder=recorder,
         wakeup=Wakeup(),
         settle_seconds=0.01,
         settle_max_seconds=0.1,
@@ -48,41 +52,37 @@ def make_scanner(path: Path, reader: Callable[[], LibraryRead], fanout: Fanout) 
     )
 
 
-async def drain(stream: anyio.abc.ObjectReceiveStream[Any]) -> None:
-    async with stream:
-        async for _ in stream:
-            pass
+def genre_recorded(conn: sqlite3.Connection, want: str) -> bool:
+    row = conn.execute("SELECT 1 FROM tracks WHERE genre = ? LIMIT 1", (want,)).fetchone()
+    return row is not None
 
 
-async def run_until_read(path: Path, reader: Callable[[], LibraryRead], want: str) -> None:
-    """Run the scanner until a batch carries a track of genre `want`; fail after 5 s."""
-    merger_tx, merger_rx = anyio.create_memory_object_stream[Batch](8)
-    inval_tx, inval_rx = anyio.create_memory_object_stream[Batch](8)
-    pub_tx, pub_rx = anyio.create_memory_object_stream[list[AnyEvent]](8)
-    fanout = Fanout(merger_tx, inval_tx, pub_tx, Progress())
-    scanner = make_scanner(path, reader, fanout)
-    seen = anyio.Event()
-
-    async def watch_batches() -> None:
-        async with merger_rx:
-            async for batch in merger_rx:
-                tracks = list((batch.replace or {}).values())
-                tracks += [e.new for e in batch.events if isinstance(e, TrackModified)]
-                if any(t.genre == want for t in tracks):
-                    seen.set()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(watch_batches)
-        for rx in (inval_rx, pub_rx):
-            tg.start_soon(drain, rx)
-        async with anyio.create_task_group() as sources:
-            sources.start_soon(scanner.run)
-            try:
-                with anyio.fail_after(5):
-                    await seen.wait()
-            finally:
-                sources.cancel_scope.cancel()
-        await fanout.aclose()
+async def run_until_read(
+    path: Path, state_dir: Path, reader: Callable[[], LibraryRead], want: str
+) -> None:
+    """Run the scanner on a real database until a track of genre `want` is committed; fail
+    after 5 s."""
+    await anyio.Path(state_dir).mkdir(mode=0o700)
+    db = await anyio.to_thread.run_sync(open_database, state_dir)
+    try:
+        writer = Writer(db.writer)
+        hub = EventHub()
+        scans = hub.subscribe([SCAN_FINISHED])
+        recorder = Recorder(writer, hub, JournalSignal(), last_seq=0)
+        scanner = make_scanner(path, reader, recorder)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.run)
+            tg.start_soon(scanner.run)
+            with anyio.fail_after(5):
+                # Each recorded scan is published after its commit: look at the table then.
+                async for _ in scans.receive:
+                    if genre_recorded(db.reader, want):
+                        break
+            tg.cancel_scope.cancel()
+        hub.close()
+        scans.receive.close()
+    finally:
+        db.close()
 
 
 def versions(tmp_path: Path) -> tuple[Path, SynthLibrary, bytes]:
@@ -117,5 +117,5 @@ async def test_a_version_written_while_a_read_fails_is_read_later(
 
     tally = report.case("read_failure_races")
     tally.tried += 1
-    await run_until_read(path, reader, "Final")
+    await run_until_read(path, tmp_path / "state", reader, "Final")
     tally.survived += 1

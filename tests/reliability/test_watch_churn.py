@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.conftest import Report
-from tests.reliability.harness import FaultyDaemon, SynthLibrary, faulty_env, write_library
+from tests.reliability.harness import FaultyDaemon, SynthLibrary, faulty_env, settle, write_library
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -198,7 +198,7 @@ def test_watch_target_churn_always_ends_in_a_correct_rescan(report: Report) -> N
                 break
             tally.survived += 1
         with d.client() as c:
-            c.flush()
+            settle(c)
         snapshot = d.snapshot_tracks()
         wrong = [pid for pid, row in lib.expected_rows().items() if snapshot.get(pid) != row]
         tally.lost += len(wrong)
