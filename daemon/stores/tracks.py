@@ -21,6 +21,11 @@ _UPSERT: Final = (
 )
 _COMPILATION: Final = TRACK_FIELDS.index("compilation")
 _DISABLED: Final = TRACK_FIELDS.index("disabled")
+# Text an album's tracks (or the whole library) repeat: loaded once per distinct value.
+_SHARED: Final = tuple(
+    TRACK_FIELDS.index(name)
+    for name in ("artist", "album_artist", "album", "genre", "kind", "track_type")
+)
 
 
 def _key(value: str | None) -> str | None:
@@ -35,9 +40,16 @@ def _row(track: Track) -> tuple[Any, ...]:
     return (*track.to_row(), artist, album_artist, _key(track.album))
 
 
-def track_from_row(row: tuple[Any, ...]) -> Track:
-    """A Track from a `SELECT <TRACK_FIELDS>` row (SQLite keeps booleans as 0/1)."""
+def track_from_row(row: tuple[Any, ...], shared: dict[str, str] | None = None) -> Track:
+    """A Track from a `SELECT <TRACK_FIELDS>` row (SQLite keeps booleans as 0/1).
+
+    With `shared`, repeated names become one string object: sqlite3 makes a new one per row.
+    """
     values = list(row)
+    if shared is not None:
+        for i in _SHARED:
+            if (text := values[i]) is not None:
+                values[i] = shared.setdefault(text, text)
     values[_COMPILATION] = bool(values[_COMPILATION])
     values[_DISABLED] = bool(values[_DISABLED])
     return Track(*values)
@@ -75,7 +87,11 @@ def iterate(conn: sqlite3.Connection) -> Iterator[Track]:
 
 
 def load_all(conn: sqlite3.Connection) -> dict[str, Track]:
-    return {t.persistent_id: t for t in iterate(conn)}
+    """Every track, held for as long as the daemon runs: an album's tracks share their artist
+    and album strings (about 0.3 KiB less per track)."""
+    shared: dict[str, str] = {}
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM tracks ORDER BY rowid")
+    return {t.persistent_id: t for t in (track_from_row(row, shared) for row in rows)}
 
 
 def page(conn: sqlite3.Connection, after: str | None, limit: int) -> list[Track]:
