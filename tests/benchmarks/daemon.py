@@ -1,7 +1,7 @@
-"""Benchmarks of the real daemon subprocess: change-to-event latency, idle cost, socket.
+"""Benchmarks of the real daemon subprocess on a generated library and a filled API cache.
 
-One daemon runs on a generated library and a pre-filled API cache. It is started once to build
-its snapshot, then restarted, as after a login: the figures are those of a warm start.
+The daemon is started once to build `musicd.db` from the library (its first start), stopped,
+and started again, as after a login: every figure but the build is of that second start.
 """
 
 from __future__ import annotations
@@ -9,23 +9,32 @@ from __future__ import annotations
 import os
 import plistlib
 import queue
-import statistics
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from daemon.client import MusicdClient
-from tests.benchmarks.generate import generate_library, rename_album
-from tests.benchmarks.stores import Figure, scratch, write_cache_file
-from tests.support import REPO, DaemonProc, write_config
+from daemon.errors import DaemonError
+from tests.benchmarks.generate import generate_library, move_track, rename_album
+from tests.benchmarks.stores import (
+    SOURCES,
+    EditCost,
+    album_answers,
+    bench_edit_state,
+    cache_entries,
+    proc_io,
+    scratch,
+)
+from tests.support import REPO, DaemonProc, db_seed_cache, wait_for, write_config
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 KEPT = (
@@ -45,6 +54,9 @@ KEPT = (
     "Track Type",
     "Disabled",
 )
+# The periodic checkpoint's delay after a commit (30 s by default): shorter here so that an
+# edit's measurement window can include its checkpoint without waiting half a minute.
+FLUSH_INTERVAL_SECONDS = 2.0
 
 
 @dataclass
@@ -56,14 +68,19 @@ class DaemonSettings:
     socket_clients: int
     latency_rounds: int
     settle_seconds: float
+    # The plistlib parse the latency is compared with: about 10 s and 1 GiB per 100k tracks.
+    plistlib_baseline: bool = True
+    # Seconds each preparation step took, for the report.
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 # -- /proc
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """utime + stime of a process (or of one of its threads), in seconds."""
+    path = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
@@ -86,7 +103,7 @@ def running_daemon(root: Path, library: Path, settings: DaemonSettings) -> Itera
         root,
         library,
         library={"settle_seconds": settings.settle_seconds, "verify_seconds": 60},
-        state={"flush_interval_seconds": 30},
+        state={"flush_interval_seconds": FLUSH_INTERVAL_SECONDS},
         log={"level": os.environ.get("BENCH_LOG_LEVEL", "info")},
     )
     d = DaemonProc(
@@ -103,25 +120,42 @@ def running_daemon(root: Path, library: Path, settings: DaemonSettings) -> Itera
         d.kill()
 
 
-def wait_started_and_scanned(d: DaemonProc, timeout: float) -> None:
-    mark = d.mark()
-    d.start(wait_ready=False)
-    d.wait_log("daemon_started", timeout=timeout, after=mark)
-    d.wait_log("scan_finished", timeout=timeout, after=mark)
+def status_when_serving(d: DaemonProc, tracks: int, timeout: float) -> dict[str, Any]:
+    """Poll `status` until the socket answers with the library's tracks."""
+
+    def serving() -> dict[str, Any] | None:
+        d._check_alive("status")
+        try:
+            with MusicdClient(d.socket, timeout=5) as c:
+                status: dict[str, Any] = c.status()
+        except (DaemonError, OSError):
+            time.sleep(0.005)
+            return None
+        return status if status["library"]["track_count"] == tracks else None
+
+    result: dict[str, Any] = wait_for(serving, timeout, what="status with the tracks")
+    return result
 
 
 def prepare(root: Path, settings: DaemonSettings) -> tuple[Path, bytes]:
     library = root / "lib" / "Library.xml"
     library.parent.mkdir()
+    started = time.monotonic()
     data = generate_library(settings.tracks)
     library.write_bytes(data)
-    state = root / "state"
-    state.mkdir(mode=0o700)
-    write_cache_file(state / "api_cache.json", settings.cache_entries)
+    settings.timings["generate library"] = time.monotonic() - started
+    started = time.monotonic()
+    db_seed_cache(root / "state", cache_entries(settings.cache_entries))
+    settings.timings["seed cache"] = time.monotonic() - started
     return library, data
 
 
-# -- 1. change-to-event latency
+def read_only(d: DaemonProc) -> sqlite3.Connection:
+    uri = f"{(d.state_dir / 'musicd.db').resolve().as_uri()}?mode=ro"
+    return sqlite3.connect(uri, uri=True, timeout=5)
+
+
+# -- change-to-event latency
 
 
 def seed_parse_and_diff(path: Path, previous: dict[str, dict[str, Any]]) -> float:
@@ -186,7 +220,59 @@ def measure_latency(
     return latencies, data
 
 
-# -- 4. idle
+# -- one single-track edit: bytes and CPU
+
+
+@dataclass
+class DaemonEdit:
+    cpu_s: float
+    wchar: int
+    write_bytes: int
+    log_bytes: int
+    wall_s: float
+
+
+def measure_edit(d: DaemonProc, pid: int, data: bytes) -> tuple[DaemonEdit, bytes]:
+    """Move one track to another album (its old album has an answer per source), and count
+    what the daemon wrote from the file's replacement to the end of the periodic checkpoint
+    that follows the edit's commits (and the flush_finished event recorded after it)."""
+    conn = read_only(d)
+    try:
+        track_pid, artist, album = conn.execute(
+            "SELECT persistent_id, artist, album FROM tracks WHERE artist IS NOT NULL "
+            "AND album IS NOT NULL AND artist = album_artist AND rowid % 997 = 300 LIMIT 1"
+        ).fetchone()
+    finally:
+        conn.close()
+    with MusicdClient(d.socket, timeout=30) as c:
+        for answer in album_answers(artist, album):
+            c.cache_put(artist, album, answer.source, data=answer.data)
+    # Quiet: the answers' commit has been checkpointed and nothing else is pending.
+    mark = d.mark()
+    d.wait_log("flush_finished", timeout=60, after=mark)
+    time.sleep(1.0)
+    new = move_track(data, track_pid, " (Deluxe)")
+    log_before = d.log_file.stat().st_size
+    io0, cpu0 = proc_io(pid), cpu_seconds(pid)
+    mark = d.mark()
+    written = write_like_music_app(d.library, new)
+    invalidated = d.wait_log("cache_invalidated", timeout=120, after=mark)
+    assert invalidated["entries"] == len(SOURCES), invalidated
+    d.wait_log("flush_finished", timeout=120, after=d.mark())
+    wall = time.monotonic() - written
+    time.sleep(1.0)  # the flush_finished event's own commit
+    io1, cpu1 = proc_io(pid), cpu_seconds(pid)
+    edit = DaemonEdit(
+        cpu_s=cpu1 - cpu0,
+        wchar=io1["wchar"] - io0["wchar"],
+        write_bytes=io1["write_bytes"] - io0["write_bytes"],
+        log_bytes=d.log_file.stat().st_size - log_before,
+        wall_s=wall,
+    )
+    return edit, new
+
+
+# -- idle
 
 
 def poller_cpu(path: Path, seconds: float) -> subprocess.Popen[bytes]:
@@ -207,26 +293,14 @@ def poller_cpu(path: Path, seconds: float) -> subprocess.Popen[bytes]:
     )
 
 
-def plistlib_rss(path: Path) -> float:
-    """RSS of a process that holds the library as plistlib parsed it (the in-memory alternative)."""
-    code = (
-        "import plistlib, sys\n"
-        "doc = plistlib.load(open(sys.argv[1], 'rb'))\n"
-        "for line in open('/proc/self/status'):\n"
-        "    if line.startswith('VmRSS:'):\n"
-        "        print(int(line.split()[1]) / 1024)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(path)], check=True, capture_output=True
-    ).stdout
-    return float(out)
+# -- socket
 
 
-# -- 5. socket
-
-
-def socket_load(socket_path: Path, settings: DaemonSettings) -> dict[str, Any]:
-    albums = settings.cache_entries // 4
+def socket_load(socket_path: Path, settings: DaemonSettings, op: str, pid: int) -> dict[str, Any]:
+    """Rate and latency of `op` round trips, and the daemon's CPU per call (all threads, and
+    its event-loop thread alone: what bounds the rate on a machine with a core to spare)."""
+    cpu0, loop0 = cpu_seconds(pid), cpu_seconds(pid, pid)
+    albums = settings.cache_entries // len(SOURCES)
     processes = 2
     per_process = max(1, settings.socket_clients // processes)
     procs = [
@@ -239,6 +313,7 @@ def socket_load(socket_path: Path, settings: DaemonSettings) -> dict[str, Any]:
                 str(per_process),
                 str(settings.socket_seconds),
                 str(albums),
+                op,
             ],
             stdout=subprocess.PIPE,
             cwd=REPO,
@@ -246,6 +321,7 @@ def socket_load(socket_path: Path, settings: DaemonSettings) -> dict[str, Any]:
         for _ in range(processes)
     ]
     results = [orjson.loads(p.communicate()[0]) for p in procs]
+    cpu, loop = cpu_seconds(pid) - cpu0, cpu_seconds(pid, pid) - loop0
     durations = sorted(d for r in results for d in r["us"])
     calls = sum(r["calls"] for r in results)
     seconds = max(r["seconds"] for r in results)
@@ -255,10 +331,12 @@ def socket_load(socket_path: Path, settings: DaemonSettings) -> dict[str, Any]:
         "p99_ms": durations[int(len(durations) * 0.99)] / 1000,
         "misses": sum(r["misses"] for r in results),
         "clients": processes * per_process,
+        "cpu_us": cpu / calls * 1e6,
+        "loop_us": loop / calls * 1e6,
     }
 
 
-def seed_cache_lookup(path: Path) -> float:
+def json_cache_lookup(path: Path) -> float:
     """Without a daemon, a tool loads api_cache.json (json module) for each run's lookups."""
     import json
 
@@ -273,131 +351,94 @@ def seed_cache_lookup(path: Path) -> float:
 # -- all of it
 
 
-def bench_daemon(settings: DaemonSettings) -> list[Figure]:
-    figures: list[Figure] = []
+@dataclass
+class Measured:
+    """Everything one size's run measured; `figures()` turns it into table rows."""
+
+    settings: DaemonSettings
+    build_s: float = 0.0
+    build_rss: float = 0.0
+    cold_s: float = 0.0
+    first_scan_s: float = 0.0
+    idle_cpu: float = 0.0
+    poll_cpu: float = 0.0
+    rss: float = 0.0
+    hwm: float = 0.0
+    db_bytes: int = 0
+    get: dict[str, Any] = field(default_factory=dict)
+    put: dict[str, Any] = field(default_factory=dict)
+    json_lookup_s: float = 0.0
+    edit: DaemonEdit | None = None
+    latencies: list[float] = field(default_factory=list)
+    # The daemon's own duration of each scan in the latency rounds (read + diff).
+    scan_ms: list[float] = field(default_factory=list)
+    plistlib_s: float | None = None
+    state_db: EditCost | None = None
+    state_json: EditCost | None = None
+    json_bytes: int = 0
+    json_load: dict[str, float] = field(default_factory=dict)
+
+
+def bench_daemon(settings: DaemonSettings) -> Measured:
+    m = Measured(settings)
+    n = settings.tracks
     with scratch() as root:
         library, data = prepare(root, settings)
-        cache_copy = root / "api_cache.seed.json"
-        cache_copy.write_bytes((root / "state" / "api_cache.json").read_bytes())
         with running_daemon(root, library, settings) as d:
-            startup = max(120.0, settings.tracks / 1000)
-            wait_started_and_scanned(d, startup)  # first start: builds the snapshot
+            timeout = max(120.0, n / 500)
+            mark = d.mark()
+            started = time.monotonic()
+            d.start(wait_ready=False)
+            d.wait_log("scan_finished", timeout=timeout, after=mark)
+            status_when_serving(d, n, timeout)
+            m.build_s = time.monotonic() - started
             assert d.proc is not None
-            time.sleep(1)
-            rss_first, _ = memory_mib(d.proc.pid)
-            assert d.stop()[0] == 0
-            wait_started_and_scanned(d, startup)  # warm start, as after a login
+            m.build_rss, _ = memory_mib(d.proc.pid)
+            assert d.stop(timeout=30)[0] == 0
+            settings.timings["daemon first start (build musicd.db)"] = m.build_s
+
+            # Cold start to serving, as after a login: the database is there.
+            mark = d.mark()
+            started = time.monotonic()
+            d.start(wait_ready=False)
+            status_when_serving(d, n, timeout)
+            m.cold_s = time.monotonic() - started
+            scan = d.wait_log("scan_finished", timeout=timeout, after=mark)
+            m.first_scan_s = scan["duration_ms"] / 1000
             assert d.proc is not None
             pid = d.proc.pid
-            time.sleep(3)  # the reconciliation's flush and the collector settle
+            time.sleep(FLUSH_INTERVAL_SECONDS + 2)  # the start's checkpoint, the collector
 
-            # 4. idle: CPU over the idle window, RSS at its end.
+            # Idle: CPU over the window, RSS at its end (after start + one scan + idle).
             poller = poller_cpu(library, settings.idle_seconds)
-            rss_baseline = plistlib_rss(library)
             before = cpu_seconds(pid)
             time.sleep(settings.idle_seconds)
-            idle_cpu = (cpu_seconds(pid) - before) * 60 / settings.idle_seconds
-            rss, _ = memory_mib(pid)
-            poll_cpu = float(poller.communicate()[0]) * 60 / settings.idle_seconds
-            figures.append(
-                Figure(
-                    "idle CPU per minute, no library changes",
-                    "s",
-                    idle_cpu,
-                    poll_cpu,
-                    "stat() the file once a second",
-                    "< 0.1 s",
-                    idle_cpu < 0.1,
-                    note=f"measured over {settings.idle_seconds:g} s",
-                )
-            )
-            figures.append(
-                Figure(
-                    f"RSS, {settings.tracks:,} tracks + {settings.cache_entries:,} entries",
-                    "MiB",
-                    rss,
-                    rss_baseline,
-                    "a process holding the plistlib parse",
-                    "< 300 MiB",
-                    rss < 300,
-                    note=(
-                        f"after a restart (snapshot loaded from disk); {rss_first:.0f} MiB "
-                        "after the first start, which built the snapshot"
-                    ),
-                )
-            )
+            m.idle_cpu = (cpu_seconds(pid) - before) * 60 / settings.idle_seconds
+            m.rss, m.hwm = memory_mib(pid)
+            m.poll_cpu = float(poller.communicate()[0]) * 60 / settings.idle_seconds
 
-            # 5. socket
-            sock = socket_load(d.socket, settings)
-            seed_lookup = min(seed_cache_lookup(cache_copy) for _ in range(2))
-            figures.append(
-                Figure(
-                    f"cache.get round trips/s, {sock['clients']} clients",
-                    "/s",
-                    sock["rate"],
-                    1 / seed_lookup,
-                    "each lookup loads api_cache.json (json)",
-                    ">= 10,000/s",
-                    sock["rate"] >= 10_000,
-                    ratio=sock["rate"] * seed_lookup,
-                    note=f"p50 {sock['p50_ms']:.2f} ms; misses {sock['misses']}",
-                )
-            )
-            figures.append(
-                Figure(
-                    f"cache.get p99 latency, {sock['clients']} clients",
-                    "ms",
-                    sock["p99_ms"],
-                    seed_lookup * 1000,
-                    "each lookup loads api_cache.json (json)",
-                    "< 5 ms",
-                    sock["p99_ms"] < 5,
-                )
-            )
+            m.edit, data = measure_edit(d, pid, data)
 
-            # 1. change-to-event latency
-            before_edit = kept_tracks(library)
-            latencies, data = measure_latency(d, data, settings)
-            rss_after, hwm = memory_mib(pid)
-            seed_s = seed_parse_and_diff(library, before_edit)
-            ours = statistics.median(latencies)
-            ratio = seed_s / ours
-            figures.insert(
-                0,
-                Figure(
-                    f"change-to-event latency, {settings.tracks:,} tracks",
-                    "s",
-                    ours,
-                    seed_s,
-                    "plistlib full parse + dict diff",
-                    "< 0.5 s and >= 20x faster",
-                    ours < 0.5 and ratio >= 20,
-                    ratio,
-                    note=(
-                        f"median of {len(latencies)} album renames (worst "
-                        f"{max(latencies):.3f} s), settle window subtracted; daemon RSS "
-                        f"after them {rss_after:.0f} MiB, peak {hwm:.0f} MiB"
-                    ),
-                ),
-            )
-            assert d.stop()[0] == 0
+            m.get = socket_load(d.socket, settings, "get", pid)
+            m.put = socket_load(d.socket, settings, "put", pid)
 
-            # The same warm start with reader.adopt(snapshot tracks) wired in (see
-            # adopt_launcher.py): what that one line in app._serve saves.
+            before_edit = kept_tracks(library) if settings.plistlib_baseline else {}
             mark = d.mark()
-            with (root / "stderr.txt").open("ab") as err:
-                launcher = [sys.executable, "-m", "tests.benchmarks.adopt_launcher", "run"]
-                d.proc = subprocess.Popen(
-                    [*launcher, "--config", str(d.config_path)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=err,
-                    cwd=REPO,
-                )
-            d.wait_log("scan_finished", timeout=startup, after=mark)
-            time.sleep(3)
-            rss_adopt, _ = memory_mib(d.proc.pid)
-            assert d.stop()[0] == 0
-    for f in figures:
-        if f.name.startswith("RSS"):
-            f.note += f"; {rss_adopt:.0f} MiB with reader.adopt(snapshot) wired in"
-    return figures
+            m.latencies, data = measure_latency(d, data, settings)
+            m.scan_ms = [e["duration_ms"] for e in d.logs()[mark:] if e["event"] == "scan_finished"]
+            if settings.plistlib_baseline:
+                m.plistlib_s = seed_parse_and_diff(library, before_edit)
+            del before_edit
+            assert d.stop(timeout=30)[0] == 0
+        m.db_bytes = (root / "state" / "musicd.db").stat().st_size
+        m.state_db, m.state_json, m.json_bytes, json_dir = bench_edit_state(root / "state", root)
+        m.json_load = orjson.loads(
+            subprocess.run(
+                [sys.executable, "-m", "tests.benchmarks.json_design", "load", str(json_dir)],
+                check=True,
+                capture_output=True,
+                cwd=REPO,
+            ).stdout
+        )
+        m.json_lookup_s = min(json_cache_lookup(json_dir / "api_cache.json") for _ in range(2))
+    return m

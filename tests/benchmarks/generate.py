@@ -222,6 +222,15 @@ def rename_album(data: bytes, album_index: int, new_title: str) -> tuple[bytes, 
     return data.replace(full_old, full_new), count
 
 
+def move_track(data: bytes, persistent_id: str, suffix: str) -> bytes:
+    """Give one track (by persistent id) another album title: its album title plus `suffix`."""
+    at = data.index(f"<key>Persistent ID</key><string>{persistent_id}</string>".encode())
+    start = data.rindex(b"<dict>", 0, at)
+    key = data.index(b"<key>Album</key><string>", start, at)
+    end = data.index(b"</string>", key)
+    return data[:end] + escape(suffix).encode() + data[end:]
+
+
 def main(argv: list[str]) -> int:
     n = int(argv[0]) if argv else 100_000
     out = Path(argv[1]) if len(argv) > 1 else Path(f"library-{n}.xml")

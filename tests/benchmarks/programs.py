@@ -3,9 +3,6 @@ cache reads, all against a real daemon subprocess over its socket.
 
     .venv/bin/python -m tests.benchmarks.programs [--tracks 100000]   # on its own
     .venv/bin/python -m tests.benchmarks.run --only programs           # in the main table
-
-Its figures have the fields of the runner's `Figure`, so the runner prints them in its table;
-this module depends on nothing else of the runner's.
 """
 
 from __future__ import annotations
@@ -14,27 +11,12 @@ import argparse
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from daemon.client import MusicdClient
 from tests.benchmarks.generate import generate_library
+from tests.benchmarks.stores import Figure
 from tests.support import daemon_env, wait_for
-
-
-@dataclass
-class Figure:
-    """One row of the runner's table (the same fields as its Figure)."""
-
-    name: str
-    unit: str
-    musicd: float
-    baseline: float | None
-    baseline_name: str
-    target: str
-    met: bool | None
-    ratio: float | None = None
-    note: str = ""
 
 
 def _retag_everything(data: bytes) -> bytes:

@@ -1,9 +1,11 @@
-"""Load generator for the control socket: N blocking clients doing `cache.get` round trips.
+"""Load generator for the control socket: N blocking clients doing `cache.get` or `cache.put`
+round trips on the albums of `stores.cache_entries` (a put replaces an existing answer, so the
+cache keeps its size).
 
 Run as a subprocess by the benchmark (so the clients' own Python work does not share a GIL with
 the harness); prints one JSON line: how many calls finished and each call's duration in µs.
 
-    python -m tests.benchmarks.socket_load SOCKET CLIENTS SECONDS ALBUMS
+    python -m tests.benchmarks.socket_load SOCKET CLIENTS SECONDS ALBUMS [get|put]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tests.benchmarks.stores import SOURCES, cache_entry
 
 def main(argv: list[str]) -> int:
     socket_path, clients, seconds, albums = argv[0], int(argv[1]), float(argv[2]), int(argv[3])
+    put = (argv[4] if len(argv) > 4 else "get") == "put"
     durations: list[list[int]] = [[] for _ in range(clients)]
     misses = [0] * clients
     start = threading.Barrier(clients + 1)
@@ -31,7 +34,7 @@ def main(argv: list[str]) -> int:
         keys = []
         for _ in range(1000):
             e = cache_entry(rng.randrange(albums), rng.choice(SOURCES))
-            keys.append((e["artist"], e["album"], e["source"]))
+            keys.append((e["artist"], e["album"], e["source"], e["data"]))
         out = durations[n]
         with MusicdClient(socket_path, timeout=10) as c:
             c.ping()
@@ -41,8 +44,10 @@ def main(argv: list[str]) -> int:
                 t0 = time.perf_counter()
                 if t0 >= deadline[0]:
                     break
-                artist, album, source = keys[i % len(keys)]
-                if c.cache_get(artist, album, source) is None:
+                artist, album, source, data = keys[i % len(keys)]
+                if put:
+                    c.cache_put(artist, album, source, data=data, metadata={"client": n})
+                elif c.cache_get(artist, album, source) is None:
                     misses[n] += 1
                 out.append(int((time.perf_counter() - t0) * 1e6))
                 i += 1
