@@ -66,6 +66,14 @@ class StatFailed:
 Stat = FileStat | StatFailed | None
 
 
+@dataclass(eq=False)
+class _PendingStat:
+    """A stat of the library under way; callers that come meanwhile wait for its result."""
+
+    result: Stat = None
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
 @dataclass
 class ScanStatus:
     """What `status` reports about scanning."""
@@ -141,7 +149,7 @@ class Scanner:
         self.last_stat: Stat = baseline_stat
         self.read_timeout_seconds = read_timeout_seconds
         self._job: ReadJob | None = None
-        self._stat_pending = False
+        self._stat_pending: _PendingStat | None = None
         self.initial_build = initial_build
         self.recorder = recorder
         self.wakeup = wakeup
@@ -200,21 +208,29 @@ class Scanner:
         stopped answering must neither freeze the event loop (and with it SIGTERM) nor keep
         the process alive. While one hangs, no second one is started.
         """
-        if self._stat_pending:
-            return StatFailed(errno.ETIMEDOUT)
-        self._stat_pending = True
+        deadline = min(self.read_timeout_seconds, STAT_TIMEOUT_SECONDS)
+        pending = self._stat_pending
+        if pending is not None:
+            # One is under way (a rescan beside the loop, or one that hangs): wait for it too.
+            with anyio.move_on_after(deadline):
+                await pending.done.wait()
+            return pending.result if pending.done.is_set() else StatFailed(errno.ETIMEDOUT)
+        call = self._stat_pending = _PendingStat()
 
         def stat() -> FileStat | None:
             try:
                 return library_stat(self.library_path)
             finally:
-                self._stat_pending = False
+                # On the thread: a stat that hung and ends at last lets the next one start.
+                self._stat_pending = None
 
-        with anyio.move_on_after(min(self.read_timeout_seconds, STAT_TIMEOUT_SECONDS)):
+        with anyio.move_on_after(deadline):
             try:
-                return await run_abandonable(stat)
+                call.result = await run_abandonable(stat)
             except OSError as err:
-                return StatFailed(err.errno or 0)
+                call.result = StatFailed(err.errno or 0)
+            call.done.set()
+            return call.result
         return StatFailed(errno.ETIMEDOUT)
 
     async def _scan_isolated(self, reason: str) -> None:
