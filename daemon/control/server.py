@@ -62,7 +62,9 @@ from daemon.hub import Subscription
 
 log = structlog.get_logger(__name__)
 
-# Methods that only read: their canonical log line is debug, so a busy client cannot flood the log.
+# Methods that only read, and cache.put (one answer at a time, thousands a minute from a busy
+# updater): their canonical log line is debug, so a busy client cannot flood the log (an info
+# line costs more than the put itself). Invalidations and clears stay at info.
 CHEAP_METHODS: Final = frozenset(
     {
         "ping",
@@ -70,6 +72,7 @@ CHEAP_METHODS: Final = frozenset(
         "stats",
         "cache.get",
         "cache.get_many",
+        "cache.put",
         "tracks.get",
         "tracks.album",
         "tracks.list",

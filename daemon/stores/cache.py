@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
@@ -40,6 +40,9 @@ class CachedApiResult:
     created_at: float
     # None: kept until invalidated (successful answers).
     expires_at: float | None
+    # The JSON text of data and metadata when make_entry already made it (written as is).
+    data_json: str | None = field(default=None, repr=False, compare=False)
+    metadata_json: str | None = field(default=None, repr=False, compare=False)
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -81,13 +84,16 @@ def make_entry(
     metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise TypeError("metadata must be a JSON object")
-    orjson.dumps(data)
-    orjson.dumps(metadata)
+    # Serialised once, now: a value that is not JSON is refused here, never by a commit.
+    data_json = orjson.dumps(data).decode()
+    metadata_json = orjson.dumps(metadata).decode()
     if ttl_seconds is not None:
         expires_at: float | None = now + ttl_seconds
     else:
         expires_at = None if success else now + failed_ttl_seconds
-    return CachedApiResult(artist, album, src, success, data, metadata, now, expires_at)
+    return CachedApiResult(
+        artist, album, src, success, data, metadata, now, expires_at, data_json, metadata_json
+    )
 
 
 def _from_row(row: tuple[Any, ...]) -> CachedApiResult:
@@ -113,8 +119,10 @@ def _params(entry: CachedApiResult) -> tuple[Any, ...]:
         entry.artist,
         entry.album,
         int(entry.success),
-        orjson.dumps(entry.data).decode(),
-        orjson.dumps(entry.metadata).decode(),
+        entry.data_json if entry.data_json is not None else orjson.dumps(entry.data).decode(),
+        entry.metadata_json
+        if entry.metadata_json is not None
+        else orjson.dumps(entry.metadata).decode(),
         entry.created_at,
         entry.expires_at,
     )
@@ -151,8 +159,12 @@ def get_album(
 def put_many(conn: sqlite3.Connection, entries: Iterable[CachedApiResult]) -> None:
     """Store answers, each replacing any for the same album and source."""
     conn.executemany(
-        "INSERT OR REPLACE INTO api_cache (artist_key, album_key, source, artist, album, "
-        "success, data, metadata, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO api_cache (artist_key, album_key, source, artist, album, success, data, "
+        "metadata, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (artist_key, album_key, source) DO UPDATE SET artist = excluded.artist, "
+        "album = excluded.album, success = excluded.success, data = excluded.data, "
+        "metadata = excluded.metadata, created_at = excluded.created_at, "
+        "expires_at = excluded.expires_at",
         map(_params, entries),
     )
 

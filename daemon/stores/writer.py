@@ -174,16 +174,23 @@ class Writer:
         changes = conn.total_changes
         try:
             conn.execute("BEGIN IMMEDIATE")
+            # A savepoint per write undoes one that fails alone; a round of one write needs none
+            # (its failure rolls the whole transaction back), which is most rounds when idle.
+            isolate = len(batch) > 1
             for op in batch:
-                conn.execute("SAVEPOINT op")
+                if isolate:
+                    conn.execute("SAVEPOINT op")
                 try:
                     op.result = op.fn(conn)
                 except Exception as err:
                     if is_database_error(err) or not conn.in_transaction:
                         raise
-                    conn.execute("ROLLBACK TO op")
+                    conn.execute("ROLLBACK TO op" if isolate else "ROLLBACK")
                     op.error = err
-                conn.execute("RELEASE op")
+                    if not isolate:
+                        return False
+                if isolate:
+                    conn.execute("RELEASE op")
             conn.execute("COMMIT")
         except Exception as err:
             if conn.in_transaction:
