@@ -1,7 +1,9 @@
 """Track events produced by the differ, and the observer events around scans and flushes.
 
-Every event gets a sequence number from one `Sequencer` when it is published, so a subscriber can
-tell whether it missed any. The sequence survives restarts (it is stored with the snapshot).
+Every event gets its sequence number (`seq`) from the change journal, in the transaction that
+records it (daemon/stores/journal.py): strictly increasing and never handed out twice for the
+life of the database, across restarts and crashes (tests/e2e/test_state_e2e.py and the
+reliability suite's seq_across_restarts check it).
 """
 
 from __future__ import annotations
@@ -138,13 +140,3 @@ def invalidation_keys(event: TrackEvent) -> frozenset[tuple[str, str]]:
         return event.old.album_keys() - event.new.album_keys()
     return frozenset()
 
-
-class Sequencer:
-    """Hands out strictly increasing sequence numbers."""
-
-    def __init__(self, last: int = 0) -> None:
-        self.last = last
-
-    def next(self) -> int:
-        self.last += 1
-        return self.last
