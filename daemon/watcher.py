@@ -190,10 +190,18 @@ class _Handler(_LossAware):
         if configured is not None:
             self._targets.add(_norm(str(configured)))
         self._target_dir_prefixes = tuple(t + os.sep for t in self._targets)
+        wanted = [target] if target_is_dir else [target.parent]
+        if configured is not None:
+            wanted.append(configured if target_is_dir else configured.parent)
+        self._wanted_dirs = {_norm(str(w)) for w in wanted}
         self._watched = _norm(str(watched))
         self._wants_parent = watched != target.parent if not target_is_dir else watched != target
         self._target_is_dir = target_is_dir
         self._poke = poke
+
+    def _on_the_way(self, path: str) -> bool:
+        """Whether `path` is the library's directory or one of its ancestors."""
+        return any(w == path or w.startswith(path + os.sep) for w in self._wanted_dirs)
 
     def _hits_target(self, path: str) -> bool:
         return path in self._targets or (
@@ -215,8 +223,11 @@ class _Handler(_LossAware):
             return
         if any(self._hits_target(p) for p in paths):
             self._poke(event.event_type, True, False)
-        elif self._wants_parent:
-            # Watching an ancestor while the real directory is missing: anything may be it.
+        elif self._wants_parent and any(self._on_the_way(p) for p in paths):
+            # Watching an ancestor while the real directory is missing: a directory (or link)
+            # on the way to it appeared or moved. Anything else there (a log file written in
+            # that ancestor, say) must not restart the watch: each restart is logged, and the
+            # log line would be the next event.
             self._poke("ancestor_changed", False, True)
         elif paths[0] == self._watched:
             # A change to the directory itself (FSEvents coalesces into these): stat to see.

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from watchdog.events import FileModifiedEvent, FileMovedEvent
+from watchdog.events import DirCreatedEvent, DirMovedEvent, FileModifiedEvent, FileMovedEvent
 
 from daemon import watcher as watcher_mod
 from daemon.watcher import (
@@ -55,6 +55,20 @@ def handler_for(configured: Path, pokes: Pokes) -> _Handler:
         target_is_dir=False,
         configured=configured,
     )
+
+
+def test_a_file_written_in_the_watched_ancestor_does_not_restart_the_watch(tmp_path: Path) -> None:
+    # The library's directory is missing, so its parent is watched; the daemon's own log file
+    # lives there. Restarting the watch for that file's writes logs a line, which is the next
+    # write: the watch restarted every few ms and the scan waited for the settle ceiling.
+    library = tmp_path / "lib" / "Library.xml"
+    pokes: Pokes = []
+    handler = _Handler(library, tmp_path, lambda *a: pokes.append(a), target_is_dir=False)
+    handler.on_any_event(FileModifiedEvent(str(tmp_path / "musicd.log")))
+    handler.on_any_event(DirCreatedEvent(str(tmp_path / "lib.away")))
+    assert pokes == []
+    handler.on_any_event(DirMovedEvent(str(tmp_path / "lib.away"), str(tmp_path / "lib")))
+    assert pokes == [("ancestor_changed", False, True)]
 
 
 def test_canonical_event_paths_hit_a_library_reached_through_a_symlink(tmp_path: Path) -> None:
