@@ -139,4 +139,3 @@ def invalidation_keys(event: TrackEvent) -> frozenset[tuple[str, str]]:
     if isinstance(event, TrackModified) and event.moves_album:
         return event.old.album_keys() - event.new.album_keys()
     return frozenset()
-
