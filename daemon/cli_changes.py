@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from daemon.cli_control import UsageError, describe_event
+from daemon.cli_control import UsageError, add_client_command, describe_event
 from daemon.client import MusicdClient
 from daemon.events import EVENT_TYPES
 
@@ -35,21 +35,15 @@ def register(
         help_text: str,
         handler: Handler,
     ) -> argparse.ArgumentParser:
-        parser = parent.add_parser(name, help=help_text, description=help_text)
-        add_config_arg(parser)
-        parser.add_argument(
-            "--socket", metavar="PATH", help="the daemon's socket (overrides the config)"
+        return add_client_command(
+            parent,
+            name,
+            help_text,
+            handler,
+            add_config_arg=add_config_arg,
+            timeout=60.0,
+            json_help="print JSON lines for scripts",
         )
-        parser.add_argument("--json", action="store_true", help="print JSON lines for scripts")
-        parser.add_argument(
-            "--timeout",
-            type=float,
-            default=60.0,
-            metavar="SECONDS",
-            help="how long to wait for an answer (default 60)",
-        )
-        parser.set_defaults(handler=handler)
-        return parser
 
     changes = command(
         sub,

@@ -48,6 +48,34 @@ class NotFound(DaemonError):
     exit_status = 1
 
 
+def add_client_command(
+    parent: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    handler: Callable[[argparse.Namespace], int],
+    *,
+    add_config_arg: Callable[[argparse.ArgumentParser], None],
+    timeout: float = 30.0,
+    json_help: str = "print JSON for scripts",
+) -> argparse.ArgumentParser:
+    """A subcommand that talks to the daemon: --config, --socket, --json and --timeout."""
+    parser = parent.add_parser(name, help=help_text, description=help_text)
+    add_config_arg(parser)
+    parser.add_argument(
+        "--socket", metavar="PATH", help="the daemon's socket (overrides the config)"
+    )
+    parser.add_argument("--json", action="store_true", help=json_help)
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=timeout,
+        metavar="SECONDS",
+        help=f"how long to wait for an answer (default {timeout:g} s)",
+    )
+    parser.set_defaults(handler=handler)
+    return parser
+
+
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add_config_arg: Callable[[argparse.ArgumentParser], None],
@@ -61,21 +89,9 @@ def register(
         handler: Callable[[argparse.Namespace], int],
         timeout: float = 30.0,
     ) -> argparse.ArgumentParser:
-        parser = parent.add_parser(name, help=help_text, description=help_text)
-        add_config_arg(parser)
-        parser.add_argument(
-            "--socket", metavar="PATH", help="the daemon's socket (overrides the config)"
+        return add_client_command(
+            parent, name, help_text, handler, add_config_arg=add_config_arg, timeout=timeout
         )
-        parser.add_argument("--json", action="store_true", help="print JSON for scripts")
-        parser.add_argument(
-            "--timeout",
-            type=float,
-            default=timeout,
-            metavar="SECONDS",
-            help=f"how long to wait for an answer (default {timeout:g} s)",
-        )
-        parser.set_defaults(handler=handler)
-        return parser
 
     command(sub, "status", "show what the daemon is doing", cmd_status)
     command(sub, "stats", "API cache and event counts since the daemon started", cmd_stats)

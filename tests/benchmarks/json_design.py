@@ -20,12 +20,9 @@ uses it.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
-import os
 import sys
-import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, make_dataclass
@@ -37,6 +34,9 @@ from typing import Any, Final, cast
 import orjson
 
 from daemon.models import TRACK_FIELDS, Track
+
+# The former design wrote every state file with the same atomic write the launchd plist still uses.
+from daemon.stores._atomic import write_atomic
 from daemon.stores.cache import CachedApiResult
 
 SNAPSHOT_FILE: Final = "snapshot.json"
@@ -44,33 +44,6 @@ META_FILE: Final = "snapshot.meta.json"
 DELTA_FILE: Final = "delta.json"
 CACHE_FILE: Final = "api_cache.json"
 _row_of = attrgetter(*TRACK_FIELDS)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file, write, fsync, rename, fsync of the directory: as the former `_atomic.py`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def dumps_snapshot(tracks: list[Track]) -> bytes:
