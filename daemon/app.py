@@ -31,6 +31,7 @@ from daemon.library import FileStat
 from daemon.library.fast_xml import FastXmlReader
 from daemon.logs import stop_logging
 from daemon.models import Track
+from daemon.process import apply_process_policy
 from daemon.scanner import Reader, Scanner
 from daemon.service import Service
 from daemon.stores import journal, tracks
@@ -148,6 +149,7 @@ async def run(
     task_status: TaskStatus[Service] = anyio.TASK_STATUS_IGNORED,
 ) -> int:
     """Run the daemon until shutdown; return the exit status (0 after a clean drain)."""
+    apply_process_policy()
     state_dir = config.state.dir
     ensure_private_dir(state_dir)  # raises StateError with a message naming the dir
     with instance_lock(state_dir):

@@ -7,7 +7,6 @@ same path through ProcessorFormatter. `musicd logs` (cli_logs.py) is the reading
 
 from __future__ import annotations
 
-import atexit
 import io
 import json
 import logging
@@ -16,6 +15,7 @@ import os
 import queue
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,8 +32,19 @@ LEVELS = {
     "error": logging.ERROR,
 }
 
-_listener: logging.handlers.QueueListener | None = None
-_queue_handler: logging.Handler | None = None
+
+@dataclass(frozen=True, slots=True)
+class _Pipeline:
+    """The running pipeline: the root logger's queue handler and the thread that drains it."""
+
+    queue_handler: logging.Handler
+    listener: logging.handlers.QueueListener
+
+
+# One per process, as the root logger and structlog's configuration are. Nothing is set up at
+# import: configure_logging() starts it, stop_logging() ends it (and the daemon registers
+# stop_logging for interpreter exit at start-up, in daemon/process.py).
+_pipeline: _Pipeline | None = None
 
 
 def _json_dumps(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
@@ -255,7 +266,7 @@ def configure_logging(
         max_bytes: rotate the log file when it grows past this size.
         backups: how many rotated files to keep (log.1 … log.N).
     """
-    global _listener, _queue_handler
+    global _pipeline
     stop_logging()
     logging.raiseExceptions = False
     numeric = LEVELS.get(level, logging.INFO)
@@ -283,14 +294,15 @@ def configure_logging(
         handlers.append(console_handler)
 
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    _queue_handler = _PassThroughQueueHandler(records)
+    queue_handler = _PassThroughQueueHandler(records)
     root = logging.getLogger()
-    root.addHandler(_queue_handler)
+    root.addHandler(queue_handler)
     root.setLevel(numeric)
     # watchdog is chatty at debug level; its warnings (e.g. inotify overflow) still come through.
     logging.getLogger("watchdog").setLevel(max(numeric, logging.INFO))
-    _listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=False)
-    _listener.start()
+    listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=False)
+    listener.start()
+    _pipeline = _Pipeline(queue_handler, listener)
 
     structlog.configure(
         processors=[*_shared_processors(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -306,15 +318,13 @@ def stop_logging() -> None:
     Safe to call more than once. Records logged afterwards go to the stdlib's last-resort
     handler (stderr, warnings and up) instead of into a queue nobody reads.
     """
-    global _listener, _queue_handler
-    if _queue_handler is not None:
-        logging.getLogger().removeHandler(_queue_handler)
-        _queue_handler = None
-    if _listener is not None:
-        _listener.stop()
-        for handler in _listener.handlers:
+    global _pipeline
+    pipeline, _pipeline = _pipeline, None
+    if pipeline is not None:
+        logging.getLogger().removeHandler(pipeline.queue_handler)
+        pipeline.listener.stop()
+        for handler in pipeline.listener.handlers:
             handler.close()
-        _listener = None
 
 
 def log_without_config(event: str, **fields: Any) -> None:
@@ -330,6 +340,3 @@ def log_without_config(event: str, **fields: Any) -> None:
         structlog.get_logger("daemon.cli").error(event, **fields)
     finally:
         stop_logging()
-
-
-atexit.register(stop_logging)

@@ -156,16 +156,13 @@ def peer_refusal(peer: int | None, own: int) -> str | None:
 
 
 def fit_connection_limit(wanted: int) -> int:
-    """Raise the open-file limit to fit `wanted` connections if allowed; return what fits."""
+    """How many of `wanted` connections the open-file limit leaves room for (at least one).
+
+    Only reads the limit: the daemon raises it once at start-up (daemon/process.py).
+    """
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = wanted + FD_RESERVE
-    if soft != resource.RLIM_INFINITY and soft < need:
-        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return wanted
     return max(1, min(wanted, soft - FD_RESERVE))
