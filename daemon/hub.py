@@ -45,7 +45,7 @@ class EventHub:
     emitted: dict[str, int] = field(default_factory=dict)
 
     def subscribe(self, types: Iterable[str] | None = None, *, label: str = "") -> Subscription:
-        # The stream itself is unbounded; publish() enforces the limit per batch (see there).
+        # The stream itself is unbounded; deliver() enforces the limit per batch (see there).
         send, receive = anyio.create_memory_object_stream[AnyEvent](math.inf)
         sub = Subscription(
             frozenset(types) if types is not None else None, send, receive, label=label
@@ -62,7 +62,7 @@ class EventHub:
     def subscriber_count(self) -> int:
         return len(self._subs)
 
-    def publish(self, events: Iterable[AnyEvent]) -> None:
+    def deliver(self, events: Iterable[AnyEvent]) -> None:
         """Deliver one batch (one scan's events) to every subscriber that wants them.
 
         A subscriber is judged only by a batch that holds events for it (an event it does not

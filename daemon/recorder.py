@@ -97,7 +97,7 @@ def _record(
 
 
 class Recorder:
-    """Appends to the journal through the writer; publishes after commit."""
+    """Appends to the journal through the writer; once committed, hands the events on."""
 
     def __init__(self, writer: Writer, hub: EventHub, signal: JournalSignal, last_seq: int) -> None:
         self.writer = writer
@@ -111,19 +111,19 @@ class Recorder:
         """Commit `events` (and the scan's metadata); return them numbered.
 
         Raises DatabaseUnavailable when they could not be committed: then nothing of them was
-        recorded or published.
+        recorded or delivered.
         """
         return await self.writer.submit(
-            partial(_record, events=events, scan=scan), after=self._published, quiet=quiet
+            partial(_record, events=events, scan=scan), after=self._after_commit, quiet=quiet
         )
 
-    def _published(self, events: list[AnyEvent]) -> None:
+    def _after_commit(self, events: list[AnyEvent]) -> None:
         if not events:
             return
         self.last_seq = events[-1].seq
         if len(events) <= LOG_EACH_LIMIT:
             for event in events:
                 _log_event(event)
-        self.hub.publish(events)
+        self.hub.deliver(events)
         if any(not isinstance(e, ObserverEvent) for e in events):
             self.signal.bump()

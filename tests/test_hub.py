@@ -14,7 +14,7 @@ def batch(n: int, start: int = 0) -> list[TrackAdded]:
 async def test_a_scan_bigger_than_the_queue_reaches_a_subscriber_that_keeps_up() -> None:
     hub = EventHub(max_queue=10)
     sub = hub.subscribe()
-    hub.publish(batch(25))
+    hub.deliver(batch(25))
     received = [sub.receive.receive_nowait().seq for _ in range(25)]
     assert received == list(range(1, 26))
     assert not sub.overflowed
@@ -28,7 +28,7 @@ async def test_a_subscriber_that_stopped_reading_is_cut_off_without_touching_the
     slow = hub.subscribe(label="slow")
     fast = hub.subscribe(label="fast")
     for n in range(3):
-        hub.publish(batch(6, start=n * 6))
+        hub.deliver(batch(6, start=n * 6))
         while True:
             try:
                 fast.receive.receive_nowait()
@@ -45,7 +45,7 @@ async def test_a_subscriber_that_stopped_reading_is_cut_off_without_touching_the
 async def test_filtered_subscriber_gets_only_its_types() -> None:
     hub = EventHub(max_queue=10)
     sub = hub.subscribe(types=["track_removed"])
-    hub.publish(batch(3))
+    hub.deliver(batch(3))
     assert sub.receive.statistics().current_buffer_used == 0
     assert hub.emitted == {"track_added": 3}
     hub.close()

@@ -59,7 +59,7 @@ class Database:
                 log.warning("database_close_failed", path=str(self.path))
 
 
-def _open_checked(path: Path, durable_commits: bool) -> tuple[sqlite3.Connection, int]:
+def _open_checked(path: Path, *, durable_commits: bool) -> tuple[sqlite3.Connection, int]:
     conn: sqlite3.Connection | None = None
     try:
         # SQLite would create the file 0644 less the umask, and its -wal and -shm copy that
@@ -92,10 +92,10 @@ def open_database(state_dir: Path, *, durable_commits: bool = False) -> Database
     existed = path.exists()
     moved: Path | None = None
     try:
-        conn, old_version = _open_checked(path, durable_commits)
+        conn, old_version = _open_checked(path, durable_commits=durable_commits)
     except DatabaseCorrupt as err:
         moved = move_aside(path, str(err))
-        conn, old_version = _open_checked(path, durable_commits)
+        conn, old_version = _open_checked(path, durable_commits=durable_commits)
         salvage_cache(moved, conn)
     reader = connect(path, durable_commits=durable_commits)
     epoch = journal.meta(conn)["epoch"]

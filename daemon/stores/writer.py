@@ -119,7 +119,7 @@ class Writer:
         """
         if self._closing:
             raise DatabaseUnavailable("the daemon is shutting down; try again after it restarts")
-        op: _Op[T] = _Op(fn, after, transaction, quiet)
+        op: _Op[T] = _Op(fn, after, in_transaction=transaction, quiet=quiet)
         self._queue.append(op)
         self._wake.set()
         await op.done.wait()

@@ -98,5 +98,5 @@ async def test_async_client_round_trips_and_subscribes(local: LocalServer) -> No
             lambda: wait_for(lambda: local.daemon.hub.subscriber_count, what="the subscription")
         )
         events = [ObserverEvent("scan_started", seq=1), ObserverEvent("flush_finished", seq=2)]
-        await anyio.to_thread.run_sync(local.call, local.daemon.hub.publish, events)
+        await anyio.to_thread.run_sync(local.call, local.daemon.hub.deliver, events)
     assert [(e["type"], e["seq"]) for e in received] == [("flush_finished", 2)]

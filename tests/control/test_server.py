@@ -165,7 +165,7 @@ def test_slow_subscriber_is_told_and_disconnected_without_blocking_others() -> N
                 for i in range(1, 5)
             ]
             published += len(events)
-            local.call(hub.publish, events)
+            local.call(hub.deliver, events)
             return hub.subscriber_count == 0
 
         wait_for(publish_more, timeout=20, what="the slow subscriber to be cut off")
@@ -272,7 +272,7 @@ def test_subscription_gets_matching_events_in_order_with_their_seq(local: LocalS
 
     def publish_when_subscribed() -> None:
         wait_for(lambda: local.daemon.hub.subscriber_count == 1, what="the subscription")
-        local.call(local.daemon.hub.publish, events)
+        local.call(local.daemon.hub.deliver, events)
 
     publisher = threading.Thread(target=publish_when_subscribed)
     publisher.start()

@@ -24,8 +24,8 @@ def take(sub: Subscription, n: int) -> None:
 async def test_an_event_a_subscriber_did_not_ask_for_never_cuts_it_off() -> None:
     hub = EventHub(max_queue=10)
     sub = hub.subscribe(types=["track_added"])
-    hub.publish(batch(25))  # a big scan: it is 25 behind
-    hub.publish([ObserverEvent(FLUSH_FINISHED)])  # not for it
+    hub.deliver(batch(25))  # a big scan: it is 25 behind
+    hub.deliver([ObserverEvent(FLUSH_FINISHED)])  # not for it
     assert not sub.overflowed and hub.subscriber_count == 1
     hub.close()
     sub.receive.close()
@@ -34,11 +34,11 @@ async def test_an_event_a_subscriber_did_not_ask_for_never_cuts_it_off() -> None
 async def test_a_subscriber_still_reading_a_big_batch_is_not_cut_off_by_the_next() -> None:
     hub = EventHub(max_queue=10)
     sub = hub.subscribe()
-    hub.publish(batch(25))
+    hub.deliver(batch(25))
     take(sub, 3)  # slow, but reading
-    hub.publish(batch(2, start=25))
+    hub.deliver(batch(2, start=25))
     assert not sub.overflowed
-    hub.publish(batch(2, start=27))  # took nothing since: it stopped reading
+    hub.deliver(batch(2, start=27))  # took nothing since: it stopped reading
     assert sub.overflowed and hub.subscriber_count == 0
     sub.receive.close()
 
@@ -48,7 +48,7 @@ async def test_a_slow_reader_is_cut_off_once_far_behind() -> None:
     sub = hub.subscribe()
     n = 0
     while not sub.overflowed:
-        hub.publish(batch(20, start=n))
+        hub.deliver(batch(20, start=n))
         n += 20
         take(sub, 1)
         assert n < 100 * HARD_LIMIT_FACTOR
@@ -60,5 +60,5 @@ async def test_closed_receivers_are_forgotten() -> None:
     hub = EventHub(max_queue=10)
     sub = hub.subscribe()
     sub.receive.close()
-    hub.publish(batch(1))
+    hub.deliver(batch(1))
     assert hub.subscriber_count == 0
