@@ -38,7 +38,10 @@ class Subscription:
 
 @dataclass
 class EventHub:
-    """Delivers every published event to every matching subscriber, in order, without blocking."""
+    """Hands each batch to every subscriber that wants its events, in delivery order.
+
+    deliver() never waits: a subscriber that falls too far behind is cut off instead.
+    """
 
     max_queue: int = 1000
     _subs: set[Subscription] = field(default_factory=set)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import anyio
 
-from daemon.events import TrackAdded
+from daemon.events import TrackAdded, TrackRemoved
 from daemon.hub import EventHub
 from daemon.models import Track
 
@@ -50,3 +50,19 @@ async def test_filtered_subscriber_gets_only_its_types() -> None:
     assert hub.emitted == {"track_added": 3}
     hub.close()
     sub.receive.close()
+
+
+async def test_each_subscriber_receives_events_in_delivery_order() -> None:
+    hub = EventHub(max_queue=100)
+    everything = hub.subscribe()
+    removals = hub.subscribe(types=["track_removed"])
+    first = batch(3)
+    removed = [TrackRemoved(e.track, seq=e.seq + 10) for e in batch(3)]
+    hub.deliver([*first, removed[0]])
+    hub.deliver([removed[1], *batch(2, start=3), removed[2]])
+    expected = [*first, removed[0], removed[1], *batch(2, start=3), removed[2]]
+    assert [everything.receive.receive_nowait().seq for _ in expected] == [e.seq for e in expected]
+    assert [removals.receive.receive_nowait().seq for _ in removed] == [e.seq for e in removed]
+    hub.close()
+    everything.receive.close()
+    removals.receive.close()

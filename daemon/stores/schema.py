@@ -32,7 +32,8 @@ CREATE TABLE meta (
     value TEXT NOT NULL              -- JSON
 ) WITHOUT ROWID;
 
--- The library snapshot: one row per track. rowid order is library order (new tracks last).
+-- The library snapshot: one row per track. rowid order is snapshot order: the library's order
+-- at the first build, then each track added since at the end (not where the library puts it).
 CREATE TABLE tracks (
     persistent_id TEXT NOT NULL UNIQUE,
     name TEXT, artist TEXT, album_artist TEXT, album TEXT, genre TEXT, year INTEGER,

@@ -1,6 +1,8 @@
 """The library snapshot in the `tracks` table: rows in, Tracks out.
 
 Every function takes a connection; writes run inside the caller's transaction (see writer.py).
+Tracks come out in snapshot order (schema.py): the library's order at the first build, then each
+track added since at the end, wherever the library puts it. A replaced track keeps its place.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def track_from_row(row: tuple[Any, ...], shared: dict[str, str] | None = None) -
 
 
 def upsert(conn: sqlite3.Connection, tracks: Iterable[Track]) -> None:
-    """Add or replace tracks; a replaced track keeps its place in library order."""
+    """Add or replace tracks: a new one goes last, a replaced one keeps its place."""
     conn.executemany(_UPSERT, map(_row, tracks))
 
 
@@ -84,7 +86,7 @@ def get(conn: sqlite3.Connection, persistent_id: str) -> Track | None:
 
 
 def iterate(conn: sqlite3.Connection) -> Iterator[Track]:
-    """Every track in library order."""
+    """Every track in snapshot order."""
     for row in conn.execute(f"SELECT {_COLUMNS} FROM tracks ORDER BY rowid"):
         yield track_from_row(row)
 
@@ -97,7 +99,7 @@ _TrackRow = make_dataclass("_TrackRow", [(name, Any) for name in TRACK_FIELDS], 
 
 
 def load_all(conn: sqlite3.Connection) -> dict[str, Track]:
-    """Every track in library order, held for as long as the daemon runs (the scanner's
+    """Every track in snapshot order, held for as long as the daemon runs (the scanner's
     baseline): an album's tracks share their artist and album strings (about 0.3 KiB less per
     track)."""
     shared: dict[str, str] = {}

@@ -196,7 +196,7 @@ def test_cache_keys_nfd_and_nfc_names_alike_and_expires_failed_lookups(tmp_path:
         db.close()
 
 
-def test_tracks_keep_library_order_and_albums_match_either_artist(tmp_path: Path) -> None:
+def test_tracks_keep_snapshot_order_and_albums_match_either_artist(tmp_path: Path) -> None:
     a = Track(
         "B000000000000001",
         name="2",
@@ -241,6 +241,21 @@ def test_tracks_keep_library_order_and_albums_match_either_artist(tmp_path: Path
         assert tracks.get(db.reader, b.persistent_id) == b
     finally:
         db.close()
+
+
+def test_invalidating_an_album_costs_its_entries_never_a_scan(tmp_path: Path) -> None:
+    db = open_database(tmp_path)
+    statements: list[str] = []
+    try:
+        _in_tx(db.writer, lambda conn: cache.put_many(conn, [_entry("Band", "LP")]))
+        db.writer.set_trace_callback(statements.append)
+        _in_tx(db.writer, lambda conn: cache.invalidate_keys(conn, [_entry("Band", "LP").key]))
+        db.writer.set_trace_callback(None)
+        (delete,) = [sql for sql in statements if sql.startswith("DELETE")]
+        plan = [row[-1] for row in db.writer.execute(f"EXPLAIN QUERY PLAN {delete}")]
+    finally:
+        db.close()
+    assert plan and all(step.startswith("SEARCH") for step in plan), plan
 
 
 def test_checkpoint_folds_the_wal_into_the_file(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from daemon.consumers import merger
+from daemon.events import TrackAdded, TrackModified
 from daemon.models import Track
 from daemon.stores import tracks
 from daemon.stores.database import open_database
@@ -23,7 +25,7 @@ def _track(i: int, album: str | None) -> Track:
     )
 
 
-def test_load_all_round_trips_in_library_order_and_shares_repeated_names(tmp_path: Path) -> None:
+def test_load_all_round_trips_in_snapshot_order_and_shares_repeated_names(tmp_path: Path) -> None:
     written = [_track(i, "Homogenic" if i < 3 else None) for i in range(5)]
     db = open_database(tmp_path)
     try:
@@ -41,3 +43,24 @@ def test_load_all_round_trips_in_library_order_and_shares_repeated_names(tmp_pat
     assert first.album is second.album
     assert first.genre is second.genre and first.kind is second.kind
     assert first.name is not second.name
+
+
+def test_snapshot_order_puts_an_added_track_last_and_keeps_a_replaced_ones_place(
+    tmp_path: Path,
+) -> None:
+    first_build = [_track(i, "Homogenic") for i in range(2, 5)]
+    added = _track(1, "Homogenic")  # first in the library's order, but added after the build
+    edited = Track(first_build[1].persistent_id, name="Jóga (remastered)")
+    db = open_database(tmp_path)
+    try:
+        db.writer.execute("BEGIN IMMEDIATE")
+        tracks.replace_all(db.writer, first_build)
+        merger.merge(
+            db.writer, [TrackAdded(added), TrackModified(first_build[1], edited, ("name",))]
+        )
+        db.writer.execute("COMMIT")
+        order = [t.persistent_id for t in tracks.iterate(db.reader)]
+    finally:
+        db.close()
+
+    assert order == [*(t.persistent_id for t in first_build), added.persistent_id]
