@@ -214,8 +214,8 @@ async def _serve(config: Config, db: Database, task_status: TaskStatus[Service])
                     invalidator.invalidate,
                     service.note_invalidated,
                 )
-                background.start_soon(service.flush_periodically)
-                background.start_soon(service.maintain)
+                background.start_soon(service.housekeeping.flush_periodically)
+                background.start_soon(service.housekeeping.maintain)
                 try:
                     async with anyio.create_task_group() as sources:
                         service.stop_sources = sources.cancel_scope

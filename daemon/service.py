@@ -1,5 +1,5 @@
 """What the running daemon offers its tasks and the control server: reads, acknowledged writes,
-checkpoints, maintenance and status, all on the one database.
+checkpoints and status, all on the one database (checkpoints and cleanup are in housekeeping.py).
 
 Reads that touch a row or an album run on the event loop through the read connection (WAL
 readers never wait for the writer); everything that changes the database goes through the
@@ -9,7 +9,6 @@ readers never wait for the writer); everything that changes the database goes th
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,49 +27,21 @@ from daemon.consumers.invalidator import CONSUMER as INVALIDATOR
 from daemon.consumers.invalidator import Invalidated
 from daemon.consumers.merger import CONSUMER as MERGER
 from daemon.errors import StateError
-from daemon.events import FLUSH_FINISHED, ObserverEvent
+from daemon.housekeeping import DirtySignal, Housekeeping
 from daemon.hub import EventHub
 from daemon.models import album_key
 from daemon.programs import ProgramApi
 from daemon.recorder import Recorder
 from daemon.stores import cache, journal, tracks
-from daemon.stores.database import Database, checkpoint, renew_wal
+from daemon.stores.database import Database
 from daemon.stores.schema import connect
-from daemon.stores.writer import DatabaseUnavailable, Writer
+from daemon.stores.writer import Writer
 
 if TYPE_CHECKING:
     from daemon.scanner import Scanner, ScanOutcome
     from daemon.watcher import LibraryWatcher
 
 log = structlog.get_logger(__name__)
-
-MAX_FLUSH_RETRY_SECONDS = 300.0
-
-
-class DirtySignal:
-    """Set by every commit; the periodic checkpoint waits on it, so an idle daemon sleeps."""
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-
-    def clear(self) -> None:
-        if self._event.is_set():
-            self._event = anyio.Event()
-
-
-@dataclass
-class FlushStatus:
-    last_flush_at: float | None = None
-    last_flush_duration_ms: float | None = None
-    flush_error: str | None = None
-    flush_error_at: float | None = None
-    flushes: int = 0
 
 
 @dataclass
@@ -84,8 +55,8 @@ class Service:
     programs: ProgramApi = field(init=False)
     scanner: Scanner | None = None
     watcher: LibraryWatcher | None = None
+    housekeeping: Housekeeping = field(init=False)
     dirty: DirtySignal = field(default_factory=DirtySignal)
-    flush_status: FlushStatus = field(default_factory=FlushStatus)
     started_at: float = field(default_factory=time.time)
     shutting_down: bool = False
     stop_sources: anyio.CancelScope | None = None
@@ -103,6 +74,9 @@ class Service:
             service.writer, service.hub, service.signal, journal.head(db.reader)
         )
         service.programs = ProgramApi(config, db, service.writer, service.hits, service.misses)
+        service.housekeeping = Housekeeping(
+            config, db, service.writer, service.recorder, service.dirty
+        )
         return service
 
     @property
@@ -150,107 +124,9 @@ class Service:
                 seq=done.last_seq,
             )
 
-    # -- checkpoints (what `flush` means now) ------------------------------------------------
-
     async def flush(self, reason: str = "requested") -> dict[str, Any]:
-        """Make everything committed durable against a power cut now (a WAL checkpoint).
-
-        Raises DatabaseUnavailable when the checkpoint failed (recorded in the status).
-        """
-        started = time.monotonic()
-        commits = self.writer.status.uncheckpointed
-        try:
-            old_reader = await self.writer.submit(self._renew_wal, transaction=False)
-            if old_reader is not None:
-                old_reader.close()
-            done = await self.writer.submit(
-                partial(checkpoint, path=self.db.path), transaction=False
-            )
-        except DatabaseUnavailable as err:
-            self.flush_status.flush_error = str(err)
-            self.flush_status.flush_error_at = time.time()
-            raise
-        self.writer.status.uncheckpointed = max(0, self.writer.status.uncheckpointed - commits)
-        duration_ms = round((time.monotonic() - started) * 1000, 1)
-        if self.flush_status.flush_error:
-            log.info("flush_recovered", previous_error=self.flush_status.flush_error)
-        self.flush_status = FlushStatus(
-            last_flush_at=time.time(),
-            last_flush_duration_ms=duration_ms,
-            flushes=self.flush_status.flushes + 1,
-        )
-        result = {
-            "checkpointed": True,
-            "wrote": commits > 0,
-            "did": f"made {commits} commit{'s' if commits != 1 else ''} durable against a power cut"
-            if commits
-            else "nothing new to make durable: every acknowledged write was already checkpointed",
-            "commits_made_durable": commits,
-            "wal_frames": done["wal_frames"],
-            "checkpointed_frames": done["checkpointed_frames"],
-            "reader_held_back": done["busy"],
-            "duration_ms": duration_ms,
-        }
-        log.info("flush_finished", reason=reason, **result)
-        if commits:
-            try:
-                await self.recorder.record(
-                    [ObserverEvent(FLUSH_FINISHED, {"reason": reason, **result})], quiet=True
-                )
-            except DatabaseUnavailable as err:
-                log.warning("event_not_recorded", type=FLUSH_FINISHED, error=str(err))
-        return result
-
-    def _renew_wal(self, conn: sqlite3.Connection) -> sqlite3.Connection | None:
-        old_reader = renew_wal(self.db)
-        if old_reader is not None:
-            self.writer.conn = self.db.writer
-        return old_reader
-
-    async def flush_periodically(self) -> None:
-        """After a commit, wait `flush_interval_seconds`, then checkpoint; sleeps while idle."""
-        interval = self.config.state.flush_interval_seconds
-        failures = 0
-        while True:
-            await self.dirty.wait()
-            await anyio.sleep(interval)  # coalesce: one checkpoint for every commit meanwhile
-            self.dirty.clear()
-            try:
-                await self.flush("interval")
-                failures = 0
-            except DatabaseUnavailable:
-                failures += 1
-                delay = min(max(interval, 1.0) * 2**failures, MAX_FLUSH_RETRY_SECONDS)
-                log.warning("flush_retry_scheduled", in_seconds=delay, failures=failures)
-                self.dirty.set()
-                await anyio.sleep(delay)
-
-    async def maintain(self) -> None:
-        """Every `cache.cleanup_interval_seconds`: drop expired cache entries, trim the journal."""
-        while True:
-            await anyio.sleep(self.config.cache.cleanup_interval_seconds)
-            try:
-                expired, trimmed = await self.writer.submit(self._maintenance)
-            except DatabaseUnavailable as err:
-                log.warning("maintenance_skipped", error=str(err))
-                continue
-            if expired or trimmed:
-                log.info("maintenance_finished", cache_expired=expired, journal_trimmed=trimmed)
-
-    def _maintenance(self, conn: sqlite3.Connection) -> tuple[int, int]:
-        now = time.time()
-        expired = cache.cleanup_expired(conn, now)
-        cfg = self.config.journal
-        max_age = cfg.max_age_days * 86400.0
-        keep_after = journal.head(conn)
-        for name, (seq, updated_at) in journal.cursors(conn).items():
-            # Our own consumers always; a program's cursor while it committed within max_age.
-            if name.startswith("musicd.") or updated_at >= now - max_age:
-                keep_after = min(keep_after, seq)
-        trimmed = journal.trim(
-            conn, keep_after=keep_after, before_at=now - max_age, max_events=cfg.max_events
-        )
-        return expired, trimmed
+        """A checkpoint now (see Housekeeping.flush)."""
+        return await self.housekeeping.flush(reason)
 
     # -- tracks and cache, for the control server --------------------------------------------
 
@@ -375,6 +251,7 @@ class Service:
 
     def status(self) -> dict[str, Any]:
         scan = self.scanner.status if self.scanner else None
+        flushed = self.housekeeping.flush_status
         database = self.database_status()
         return {
             "pid": os.getpid(),
@@ -404,10 +281,10 @@ class Service:
             "scan_error": scan.database_error if scan else None,
             "scans": scan.scans if scan else 0,
             "scan_in_progress": self.scanner.progress.snapshot() if self.scanner else None,
-            "last_flush_at": self.flush_status.last_flush_at,
-            "last_flush_duration_ms": self.flush_status.last_flush_duration_ms,
-            "flush_error": self.flush_status.flush_error,
-            "flush_error_at": self.flush_status.flush_error_at,
+            "last_flush_at": flushed.last_flush_at,
+            "last_flush_duration_ms": flushed.last_flush_duration_ms,
+            "flush_error": flushed.flush_error,
+            "flush_error_at": flushed.flush_error_at,
             "database": database,
             "database_error": database["error"],
             "dirty": database["uncheckpointed_commits"] > 0,
