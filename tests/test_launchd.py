@@ -16,7 +16,8 @@ import pytest
 
 from daemon import launchd
 from daemon.app import DRAIN_SECONDS, FINAL_CHECKPOINT_SECONDS
-from daemon.launchd import LABEL, TEMPLATE, parse_print
+from daemon.launchctl import LaunchdError, parse_print
+from daemon.launchd import LABEL, TEMPLATE
 
 REPO = Path(__file__).resolve().parents[1]
 UID = os.getuid()
@@ -462,7 +463,7 @@ def test_parse_print_reads_only_the_services_own_fields() -> None:
 
 def test_an_unknown_placeholder_in_the_template_is_an_error(tmp_path: Path) -> None:
     template = {**launchd._BUILTIN_TEMPLATE, "WorkingDirectory": "@STATE_DIR@"}
-    with pytest.raises(launchd.LaunchdError, match="@STATE_DIR@"):
+    with pytest.raises(LaunchdError, match="@STATE_DIR@"):
         launchd.render_agent(log_dir=tmp_path, template=template)
 
 
