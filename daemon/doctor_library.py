@@ -10,7 +10,8 @@ import os
 import shutil
 import stat as stat_mod
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.config import Config
@@ -32,6 +33,32 @@ SHARE_XML = (
     "in Music.app turn on Settings > Files > 'Share Library XML with other applications', "
     "or set library.path"
 )
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """What library.path must be for one library.source, and how to say it is not."""
+
+    matches: Callable[[int], bool]
+    name: str
+    reads: str
+    fix: str
+
+
+_KINDS = {
+    "xml": _Kind(
+        stat_mod.S_ISREG,
+        "a regular file",
+        "Library.xml",
+        'point library.path at the XML file, or set library.source = "music-app"',
+    ),
+    "music-app": _Kind(
+        stat_mod.S_ISDIR,
+        "a directory",
+        "the bundle",
+        "point library.path at 'Music Library.musiclibrary' (or leave it out)",
+    ),
+}
 
 
 def _ago(seconds: float) -> str:
@@ -65,20 +92,13 @@ def check_library(cfg: Config, platform: str) -> Iterator[Check]:
     except OSError as err:
         yield _os_failure("library_path", path, err, platform)
         return
-    if source == "xml" and not stat_mod.S_ISREG(st.st_mode):
+    kind = _KINDS.get(source)
+    if kind is not None and not kind.matches(st.st_mode):
         yield Check(
             "library_path",
             "fail",
-            f'{path} is not a regular file; library.source = "xml" reads Library.xml',
-            'point library.path at the XML file, or set library.source = "music-app"',
-        )
-        return
-    if source == "music-app" and not stat_mod.S_ISDIR(st.st_mode):
-        yield Check(
-            "library_path",
-            "fail",
-            f'{path} is not a directory; library.source = "music-app" reads the bundle',
-            "point library.path at 'Music Library.musiclibrary' (or leave it out)",
+            f'{path} is not {kind.name}; library.source = "{source}" reads {kind.reads}',
+            kind.fix,
         )
         return
     probe = path if source == "xml" else path / "Library.musicdb"
