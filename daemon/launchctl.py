@@ -24,14 +24,12 @@ UNLOAD_POLL_SECONDS = 0.2
 LAUNCHCTL_TIMEOUT_SECONDS = 60.0
 
 
-class LaunchdError(DaemonError):
-    code = "launchd_error"
-    exit_status = 1
+class LaunchdError(DaemonError, code="launchd_error"):
+    pass
 
 
-class LaunchctlMissing(LaunchdError):
-    code = "launchctl_missing"
-    exit_status = EX_UNAVAILABLE
+class LaunchctlMissing(LaunchdError, code="launchctl_missing", exit_status=EX_UNAVAILABLE):
+    pass
 
 
 @dataclass(frozen=True)

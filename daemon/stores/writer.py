@@ -31,10 +31,8 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
-class DatabaseUnavailable(StateError):
+class DatabaseUnavailable(StateError, code="database_unavailable"):
     """A write could not be committed; the message says why and what to do."""
-
-    code = "database_unavailable"
 
 
 # Errors of the database itself, as opposed to a bad value or a bug in one function.
