@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -53,18 +53,17 @@ class FlushStatus:
     flushes: int = 0
 
 
+@dataclass
 class Housekeeping:
     """Checkpoints and cleanup for one open database, on behalf of the Service."""
 
-    def __init__(
-        self, config: Config, db: Database, writer: Writer, recorder: Recorder, dirty: DirtySignal
-    ) -> None:
-        self.config = config
-        self.db = db
-        self.writer = writer
-        self.recorder = recorder
-        self.dirty = dirty
-        self.flush_status = FlushStatus()
+    config: Config
+    db: Database
+    writer: Writer
+    recorder: Recorder
+    # Set by every commit (the writer's on_commit): the periodic checkpoint waits on it.
+    dirty: DirtySignal
+    flush_status: FlushStatus = field(default_factory=FlushStatus)
 
     async def flush(self, reason: str = "requested") -> dict[str, Any]:
         """Make everything committed durable against a power cut now (a WAL checkpoint).

@@ -40,6 +40,14 @@ def entries(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
+def json_file_handler(
+    path: Path, *, max_bytes: int = 1 << 20, backups: int = 1
+) -> SafeRotatingFileHandler:
+    handler = SafeRotatingFileHandler(path, max_bytes=max_bytes, backups=backups)
+    handler.setFormatter(json_formatter())
+    return handler
+
+
 def record(message: str, level: int = logging.INFO) -> logging.LogRecord:
     return logging.LogRecord("watchdog.test", level, __file__, 1, message, None, None)
 
@@ -140,8 +148,7 @@ def test_rotation_keeps_backups_files_of_bounded_size(tmp_path: Path) -> None:
 def test_handler_resumes_after_its_directory_vanished(tmp_path: Path) -> None:
     log_dir = tmp_path / "logs"
     log_file = log_dir / "musicd.log"
-    handler = SafeRotatingFileHandler(log_file, max_bytes=1 << 20, backups=1)
-    handler.setFormatter(json_formatter())
+    handler = json_file_handler(log_file)
     handler.handle(record("before"))
     shutil.rmtree(log_dir)
     handler.handle(record("after"))
@@ -155,8 +162,7 @@ def test_unwritable_log_never_raises_and_logging_resumes_with_a_gap_notice(
 ) -> None:
     log_dir = tmp_path / "logs"
     log_file = log_dir / "musicd.log"
-    handler = SafeRotatingFileHandler(log_file, max_bytes=1 << 20, backups=1)
-    handler.setFormatter(json_formatter())
+    handler = json_file_handler(log_file)
     handler.handle(record("before"))
     shutil.rmtree(log_dir)
     log_dir.write_text("a file where the log directory was")  # fails even for root
@@ -179,8 +185,7 @@ def test_unwritable_log_never_raises_and_logging_resumes_with_a_gap_notice(
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
 def test_full_disk_drops_records_without_raising(capsys: pytest.CaptureFixture[str]) -> None:
-    handler = SafeRotatingFileHandler(Path("/dev/full"), max_bytes=0, backups=0)
-    handler.setFormatter(json_formatter())
+    handler = json_file_handler(Path("/dev/full"), max_bytes=0, backups=0)
     for i in range(3):
         handler.handle(record(f"r{i}"))
     handler.close()
@@ -191,8 +196,7 @@ def test_full_disk_drops_records_without_raising(capsys: pytest.CaptureFixture[s
 def test_a_line_torn_by_a_full_disk_is_not_glued_to_the_next(tmp_path: Path) -> None:
     log_file = tmp_path / "musicd.log"
     log_file.write_bytes(b'{"event":"complete","level":"info"}\n{"event":"tor')
-    handler = SafeRotatingFileHandler(log_file, max_bytes=1 << 20, backups=1)
-    handler.setFormatter(json_formatter())
+    handler = json_file_handler(log_file)
     handler.handle(record("next"))
     handler.close()
     lines = log_file.read_bytes().splitlines()
