@@ -14,52 +14,17 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 from daemon.config import Config
+from daemon.doctor_check import Check
+from daemon.doctor_library import check_library
 from daemon.errors import DaemonError
 from daemon.library.access import agent_interpreter, protected_folder
 
-Status = Literal["ok", "warn", "fail", "skip"]
-T = TypeVar("T")
 DATABASE = "musicd.db"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: Status
-    message: str
-    fix: str | None = None
-
-    def line(self) -> str:
-        tail = f"; fix: {self.fix}" if self.fix else ""
-        return f"{self.status:<4} {self.name}: {self.message}{tail}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def with_deadline(work: Callable[[], T], seconds: float) -> tuple[bool, T | BaseException]:
-    """Run `work` on a daemon thread; (finished, result or exception). A hang is left behind."""
-    box: list[T | BaseException] = []
-
-    def run() -> None:
-        try:
-            box.append(work())
-        except BaseException as err:
-            box.append(err)
-
-    thread = threading.Thread(target=run, name="musicd-doctor-read", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive() or not box:
-        return False, TimeoutError()
-    return True, box[0]
 
 
 # -- config ------------------------------------------------------------------------------------
@@ -283,8 +248,6 @@ def run_checks(config_arg: str | None, *, platform: str | None = None) -> list[C
     checks = [config_check]
     if cfg is None:
         return checks
-    from daemon.doctor_library import check_library
-
     checks.extend(check_library(cfg, platform))
     checks.extend(check_state(cfg))
     checks.extend(check_daemon(cfg))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.config import Config
-from daemon.doctor import Check, with_deadline
+from daemon.doctor_check import Check, with_deadline
 from daemon.errors import LibraryReadError, describe_os_error
 from daemon.library.access import (
     PRIVACY_PANE,

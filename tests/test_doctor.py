@@ -18,7 +18,8 @@ import pytest
 
 from daemon import doctor, doctor_library
 from daemon.config import load_config
-from daemon.doctor import Check, run_checks
+from daemon.doctor import run_checks
+from daemon.doctor_check import Check
 from daemon.launchd import LABEL
 from tests.fakes import FakeOsascript
 from tests.support import (
