@@ -9,8 +9,8 @@ own process untouched. What is set:
 - logging's queued records are written out at interpreter exit (stop_logging), whoever
   configured logging and however the process ends short of os._exit.
 
-Logging itself is configured by the run command (cli.cmd_run → configure_logging), which owns
-the console and the log file; this function only guarantees the flush at exit.
+Logging itself is configured by the run command (configure_logging), which owns the console
+and the log file.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def apply_process_policy(*, max_connections: int | None = None) -> None:
     _register_exit_hook()
 
 
-def raise_open_file_limit(need: int) -> int:
-    """Raise the soft open-file limit to `need` (or the hard limit, if lower); return it.
+def raise_open_file_limit(need: int) -> None:
+    """Raise the soft open-file limit to `need` (or the hard limit, if lower).
 
     Never lowers it, and a refusal leaves it as it was.
     """
@@ -48,8 +48,6 @@ def raise_open_file_limit(need: int) -> int:
         target = need if hard == resource.RLIM_INFINITY else min(need, hard)
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-    return soft
 
 
 def _register_exit_hook() -> None:
