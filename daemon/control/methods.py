@@ -18,18 +18,15 @@ import structlog
 
 from daemon import __version__
 from daemon.control.api import DaemonApi
-from daemon.control.protocol import (
-    FLUSH_FAILED,
-    INVALID_PARAMS,
-    SCAN_FAILED,
+from daemon.control.params import (
     AlbumParams,
     CacheKeyParams,
     CachePutParams,
     NoParams,
-    ProtocolError,
     RescanParams,
     TrackParams,
 )
+from daemon.control.protocol import FLUSH_FAILED, INVALID_PARAMS, SCAN_FAILED, ProtocolError
 from daemon.errors import StateError
 
 log = structlog.get_logger(__name__)

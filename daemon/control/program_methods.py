@@ -13,8 +13,7 @@ from pydantic import ValidationError
 
 from daemon.control.api import DaemonApi
 from daemon.control.methods import Method, Reply
-from daemon.control.protocol import (
-    INVALID_PARAMS,
+from daemon.control.params import (
     CacheGetManyParams,
     CachePutManyParams,
     CachePutParams,
@@ -22,11 +21,9 @@ from daemon.control.protocol import (
     CursorCommitParams,
     CursorGetParams,
     NoParams,
-    ProtocolError,
     TracksListParams,
-    describe_params_error,
-    json_type,
 )
+from daemon.control.protocol import INVALID_PARAMS, ProtocolError, describe_params_error, json_type
 from daemon.feed import CursorError
 from daemon.programs import EntryErrors
 
