@@ -1,0 +1,300 @@
+"""The typed client calls, written once for both clients.
+
+Each call is a builder: a plain function with the public signature that returns the request to
+send (method and params) and how to turn its result into the return value. `blocking` and
+`awaiting` bind a builder as a method of `MusicdClient` and `AsyncMusicdClient`; `*_pages` do the
+same for the calls that follow pages until there are no more. The control table
+(daemon/control/spec.py) names the method each control method is offered as; a test holds these
+builders to it.
+
+For programs that use musicd: changes since a position, named cursors, the library page by
+page, and batch cache calls.
+
+    with MusicdClient() as musicd:
+        batch = musicd.changes_since(consumer="year-updater")
+        if batch["resync"]:
+            for page in musicd.iter_track_pages():
+                ...  # apply page["tracks"]; page["cursor"] of the first page is where to follow
+        for batch in musicd.iter_changes(consumer="year-updater"):
+            ...  # apply batch["events"], then:
+            musicd.cursor_commit("year-updater", batch["cursor"])
+
+A batch of `iter_changes` may say `resync: true` (only the first can): the position could not be
+followed; read the library with `iter_track_pages` and follow from the cursor it gives.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
+
+Json = dict[str, Any]
+Key = tuple[str, str, str]
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _as_sent(result: Any) -> Any:
+    return result
+
+
+def _removed(result: Any) -> int:
+    return int(result["removed"])
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One request to send, and what its result becomes."""
+
+    method: str
+    params: Json
+    convert: Callable[[Any], T] = _as_sent
+
+
+@dataclass(frozen=True, slots=True)
+class Pages:
+    """Calls that go on page after page: `follow` gives the next call, or None at the end."""
+
+    first: Call[Json]
+    follow: Callable[[Json], Call[Json] | None]
+
+
+# -- the calls ------------------------------------------------------------------------------
+
+
+def ping() -> Call[Json]:
+    return Call("ping", {})
+
+
+def status() -> Call[Json]:
+    return Call("status", {})
+
+
+def stats() -> Call[Json]:
+    return Call("stats", {})
+
+
+def flush() -> Call[Json]:
+    """Write the state to disk now; returns once it is there (RemoteError if it failed)."""
+    return Call("flush", {})
+
+
+def rescan(*, accept_removals: bool = False) -> Call[Json]:
+    """Read the whole library now; returns the counts of the events it produced."""
+    return Call("rescan", {"accept_removals": accept_removals})
+
+
+def track(persistent_id: str) -> Call[Json | None]:
+    return Call("tracks.get", {"persistent_id": persistent_id})
+
+
+def album_tracks(artist: str, album: str) -> Call[list[Json]]:
+    return Call("tracks.album", {"artist": artist, "album": album})
+
+
+def cache_get(artist: str, album: str, source: str) -> Call[Json | None]:
+    """The cached answer for an album from `source`, or None."""
+    return Call("cache.get", {"artist": artist, "album": album, "source": source})
+
+
+def cache_put(
+    artist: str,
+    album: str,
+    source: str,
+    *,
+    success: bool = True,
+    data: Any = None,
+    metadata: Json | None = None,
+    ttl_seconds: float | None = None,
+) -> Call[Json]:
+    """Store an answer (a failed lookup with success=False lives for the retry TTL;
+    `ttl_seconds` gives any answer a lifetime of its own)."""
+    params: Json = {"artist": artist, "album": album, "source": source}
+    params.update(success=success, data=data)
+    if metadata is not None:
+        params["metadata"] = metadata
+    if ttl_seconds is not None:
+        params["ttl_seconds"] = ttl_seconds
+    return Call("cache.put", params)
+
+
+def invalidate(artist: str, album: str) -> Call[int]:
+    """Drop every source's answer for an album; returns how many were dropped."""
+    return Call("cache.invalidate", {"artist": artist, "album": album}, _removed)
+
+
+def cache_clear() -> Call[int]:
+    return Call("cache.clear", {}, _removed)
+
+
+def shutdown() -> Call[Json]:
+    """Ask the daemon to stop (like SIGTERM); it answers before it starts stopping."""
+    return Call("shutdown", {})
+
+
+def subscribe(types: Iterable[str] | None = None, *, since: str | None = None) -> Call[Json]:
+    """The `subscribe` request; the clients' `subscribe` then reads the events."""
+    params: Json = {} if types is None else {"types": list(types)}
+    if since is not None:
+        params["since"] = since
+    return Call("subscribe", params)
+
+
+def changes_since(
+    cursor: str | None = None,
+    *,
+    consumer: str | None = None,
+    limit: int | None = None,
+    types: Iterable[str] | None = None,
+) -> Call[Json]:
+    """The events after `cursor` (or after consumer's committed cursor), at most `limit`."""
+    params: Json = {"consumer": consumer} if consumer is not None else {"cursor": cursor}
+    if limit is not None:
+        params["limit"] = limit
+    if types is not None:
+        params["types"] = list(types)
+    return Call("changes.since", params)
+
+
+def iter_changes(
+    cursor: str | None = None,
+    *,
+    consumer: str | None = None,
+    limit: int | None = None,
+    types: Iterable[str] | None = None,
+) -> Pages:
+    """`changes.since` batches until caught up (the last one has `more: false`).
+
+    Commits nothing: commit `batch["cursor"]` once a batch is applied.
+    """
+    wanted = None if types is None else list(types)
+
+    def follow(batch: Json) -> Call[Json] | None:
+        if batch["resync"] or not batch["more"]:
+            return None
+        return changes_since(batch["cursor"], limit=limit, types=wanted)
+
+    return Pages(changes_since(cursor, consumer=consumer, limit=limit, types=wanted), follow)
+
+
+def cursor_get(consumer: str) -> Call[Json]:
+    return Call("cursor.get", {"consumer": consumer})
+
+
+def cursor_commit(consumer: str, cursor: str, *, force: bool = False) -> Call[Json]:
+    """Store where `consumer` has got to; never backwards unless `force`."""
+    return Call("cursor.commit", {"consumer": consumer, "cursor": cursor, "force": force})
+
+
+def tracks_list(
+    after: str | None = None, *, limit: int | None = None, fields: Iterable[str] | None = None
+) -> Call[Json]:
+    params: Json = {"after": after}
+    if limit is not None:
+        params["limit"] = limit
+    if fields is not None:
+        params["fields"] = list(fields)
+    return Call("tracks.list", params)
+
+
+def iter_track_pages(*, limit: int | None = None, fields: Iterable[str] | None = None) -> Pages:
+    """Every page of `tracks.list`; the first page's `cursor` is where to follow changes."""
+    wanted = None if fields is None else list(fields)
+
+    def follow(page: Json) -> Call[Json] | None:
+        after = page["next"]
+        return None if after is None else tracks_list(after, limit=limit, fields=wanted)
+
+    return Pages(tracks_list(None, limit=limit, fields=wanted), follow)
+
+
+def cache_get_many(keys: Iterable[Key | Json]) -> Call[list[Json | None]]:
+    """Answers for (artist, album, source) keys, in order; None for a miss."""
+    wire = [
+        k if isinstance(k, dict) else {"artist": k[0], "album": k[1], "source": k[2]} for k in keys
+    ]
+    return Call("cache.get_many", {"keys": wire})
+
+
+def cache_put_many(entries: Sequence[Json]) -> Call[Json]:
+    """Store entries (cache.put's params each) in one transaction: all, or none."""
+    return Call("cache.put_many", {"entries": list(entries)})
+
+
+def cache_cleanup() -> Call[int]:
+    """Drop expired entries now; returns how many."""
+    return Call("cache.cleanup", {}, _removed)
+
+
+# -- binding them to a transport ------------------------------------------------------------
+
+
+class Caller(Protocol):
+    def call(self, method: str, /, **params: Any) -> Any: ...
+
+
+class AsyncCaller(Protocol):
+    async def call(self, method: str, /, **params: Any) -> Any: ...
+
+
+def _named(method: Callable[..., Any], build: Callable[..., Any]) -> None:
+    # help() and inspect show the builder's name, text and signature, with `self` in front.
+    method.__name__ = method.__qualname__ = build.__name__
+    method.__doc__ = build.__doc__
+    signature = inspect.signature(build)
+    self = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    method.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[self, *signature.parameters.values()]
+    )
+
+
+def blocking(build: Callable[P, Call[T]]) -> Callable[Concatenate[Caller, P], T]:
+    def method(self: Caller, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        call = build(*args, **kwargs)
+        return call.convert(self.call(call.method, **call.params))
+
+    _named(method, build)
+    return method
+
+
+def awaiting(
+    build: Callable[P, Call[T]],
+) -> Callable[Concatenate[AsyncCaller, P], Coroutine[Any, Any, T]]:
+    async def method(self: AsyncCaller, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        call = build(*args, **kwargs)
+        return call.convert(await self.call(call.method, **call.params))
+
+    _named(method, build)
+    return method
+
+
+def blocking_pages(build: Callable[P, Pages]) -> Callable[Concatenate[Caller, P], Iterator[Json]]:
+    def method(self: Caller, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[Json]:
+        pages = build(*args, **kwargs)
+        call: Call[Json] | None = pages.first
+        while call is not None:
+            page = call.convert(self.call(call.method, **call.params))
+            yield page
+            call = pages.follow(page)
+
+    _named(method, build)
+    return method
+
+
+def awaiting_pages(
+    build: Callable[P, Pages],
+) -> Callable[Concatenate[AsyncCaller, P], AsyncIterator[Json]]:
+    async def method(
+        self: AsyncCaller, /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncIterator[Json]:
+        pages = build(*args, **kwargs)
+        call: Call[Json] | None = pages.first
+        while call is not None:
+            page = call.convert(await self.call(call.method, **call.params))
+            yield page
+            call = pages.follow(page)
+
+    _named(method, build)
+    return method
