@@ -73,13 +73,8 @@ def resolve_socket(path: str | os.PathLike[str] | None) -> Path:
     return default_socket_path()
 
 
-class MusicdClient:
-    """A blocking client on a plain socket: cheap to create, no event loop.
-
-    Args:
-        socket_path: the daemon's socket (default: the platform default; see `musicd status`).
-        timeout: seconds to wait for an answer (None: forever).
-    """
+class _Client:
+    """What both clients hold: where the daemon is, how long to wait, the conversation."""
 
     def __init__(
         self,
@@ -89,10 +84,20 @@ class MusicdClient:
     ) -> None:
         self.socket_path = resolve_socket(socket_path)
         self.timeout = timeout
-        self._sock: socket.socket | None = None
         self._conversation = Conversation()
         # The daemon's answer to the last `subscribe` (resync, reason, cursor).
         self.subscription: Json | None = None
+
+
+class MusicdClient(_Client):
+    """A blocking client on a plain socket: cheap to create, no event loop.
+
+    Args:
+        socket_path: the daemon's socket (default: the platform default; see `musicd status`).
+        timeout: seconds to wait for an answer (None: forever).
+    """
+
+    _sock: socket.socket | None = None
 
     # -- connection -----------------------------------------------------------------------
 
@@ -239,22 +244,11 @@ class MusicdClient:
             return
 
 
-class AsyncMusicdClient:
+class AsyncMusicdClient(_Client):
     """The same client for anyio code (asyncio or trio): `async with AsyncMusicdClient() as c`."""
 
-    def __init__(
-        self,
-        socket_path: str | os.PathLike[str] | None = None,
-        *,
-        timeout: float | None = DEFAULT_TIMEOUT,
-    ) -> None:
-        self.socket_path = resolve_socket(socket_path)
-        self.timeout = timeout
-        self._stream: SocketStream | None = None
-        self._conversation = Conversation()
-        # The daemon's answer to the last `subscribe` (resync, reason, cursor).
-        self.subscription: Json | None = None
-        self._lock: anyio.Lock | None = None
+    _stream: SocketStream | None = None
+    _lock: anyio.Lock | None = None
 
     async def connect(self) -> Self:
         import anyio

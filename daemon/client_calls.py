@@ -25,6 +25,7 @@ followed; read the library with `iter_track_pages` and follow from the cursor it
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,16 @@ def _removed(result: Any) -> int:
     return int(result["removed"])
 
 
+def _given(params: Json, **optional: Any) -> Json:
+    # An optional param left out is sent as nothing, so the daemon's default applies.
+    params.update((name, value) for name, value in optional.items() if value is not None)
+    return params
+
+
+def _listed(values: Iterable[str] | None) -> list[str] | None:
+    return None if values is None else list(values)
+
+
 @dataclass(frozen=True, slots=True)
 class Call(Generic[T]):
     """One request to send, and what its result becomes."""
@@ -58,7 +69,8 @@ class Pages:
     """Calls that go on page after page: `follow` gives the next call, or None at the end."""
 
     first: Call[Json]
-    follow: Callable[[Json], Call[Json] | None]
+    # The next call from the page just read and the call that read it.
+    follow: Callable[[Json, Call[Json]], Call[Json] | None]
 
 
 # -- the calls ------------------------------------------------------------------------------
@@ -113,11 +125,7 @@ def cache_put(
     `ttl_seconds` gives any answer a lifetime of its own)."""
     params: Json = {"artist": artist, "album": album, "source": source}
     params.update(success=success, data=data)
-    if metadata is not None:
-        params["metadata"] = metadata
-    if ttl_seconds is not None:
-        params["ttl_seconds"] = ttl_seconds
-    return Call("cache.put", params)
+    return Call("cache.put", _given(params, metadata=metadata, ttl_seconds=ttl_seconds))
 
 
 def invalidate(artist: str, album: str) -> Call[int]:
@@ -136,10 +144,7 @@ def shutdown() -> Call[Json]:
 
 def subscribe(types: Iterable[str] | None = None, *, since: str | None = None) -> Call[Json]:
     """The `subscribe` request; the clients' `subscribe` then reads the events."""
-    params: Json = {} if types is None else {"types": list(types)}
-    if since is not None:
-        params["since"] = since
-    return Call("subscribe", params)
+    return Call("subscribe", _given({}, types=_listed(types), since=since))
 
 
 def changes_since(
@@ -151,32 +156,42 @@ def changes_since(
 ) -> Call[Json]:
     """The events after `cursor` (or after consumer's committed cursor), at most `limit`."""
     params: Json = {"consumer": consumer} if consumer is not None else {"cursor": cursor}
-    if limit is not None:
-        params["limit"] = limit
-    if types is not None:
-        params["types"] = list(types)
-    return Call("changes.since", params)
+    return Call("changes.since", _given(params, limit=limit, types=_listed(types)))
 
 
-def iter_changes(
-    cursor: str | None = None,
-    *,
-    consumer: str | None = None,
-    limit: int | None = None,
-    types: Iterable[str] | None = None,
-) -> Pages:
+def _next_changes(batch: Json, call: Call[Json]) -> Call[Json] | None:
+    if batch["resync"] or not batch["more"]:
+        return None
+    rest = {k: v for k, v in call.params.items() if k not in ("cursor", "consumer")}
+    return Call(call.method, {"cursor": batch["cursor"], **rest})
+
+
+def _paged(
+    first: Callable[P, Call[Json]],
+    follow: Callable[[Json, Call[Json]], Call[Json] | None],
+    name: str,
+    doc: str,
+) -> Callable[P, Pages]:
+    """A pages builder with the signature of its first call's."""
+
+    def build(*args: P.args, **kwargs: P.kwargs) -> Pages:
+        return Pages(first(*args, **kwargs), follow)
+
+    functools.update_wrapper(build, first)
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = doc
+    return build
+
+
+iter_changes = _paged(
+    changes_since,
+    _next_changes,
+    "iter_changes",
     """`changes.since` batches until caught up (the last one has `more: false`).
 
     Commits nothing: commit `batch["cursor"]` once a batch is applied.
-    """
-    wanted = None if types is None else list(types)
-
-    def follow(batch: Json) -> Call[Json] | None:
-        if batch["resync"] or not batch["more"]:
-            return None
-        return changes_since(batch["cursor"], limit=limit, types=wanted)
-
-    return Pages(changes_since(cursor, consumer=consumer, limit=limit, types=wanted), follow)
+    """,
+)
 
 
 def cursor_get(consumer: str) -> Call[Json]:
@@ -191,23 +206,18 @@ def cursor_commit(consumer: str, cursor: str, *, force: bool = False) -> Call[Js
 def tracks_list(
     after: str | None = None, *, limit: int | None = None, fields: Iterable[str] | None = None
 ) -> Call[Json]:
-    params: Json = {"after": after}
-    if limit is not None:
-        params["limit"] = limit
-    if fields is not None:
-        params["fields"] = list(fields)
+    params = _given({"after": after}, limit=limit, fields=_listed(fields))
     return Call("tracks.list", params)
+
+
+def _next_tracks(page: Json, call: Call[Json]) -> Call[Json] | None:
+    after = page["next"]
+    return None if after is None else Call(call.method, {**call.params, "after": after})
 
 
 def iter_track_pages(*, limit: int | None = None, fields: Iterable[str] | None = None) -> Pages:
     """Every page of `tracks.list`; the first page's `cursor` is where to follow changes."""
-    wanted = None if fields is None else list(fields)
-
-    def follow(page: Json) -> Call[Json] | None:
-        after = page["next"]
-        return None if after is None else tracks_list(after, limit=limit, fields=wanted)
-
-    return Pages(tracks_list(None, limit=limit, fields=wanted), follow)
+    return Pages(tracks_list(None, limit=limit, fields=fields), _next_tracks)
 
 
 def cache_get_many(keys: Iterable[Key | Json]) -> Call[list[Json | None]]:
@@ -239,14 +249,17 @@ class AsyncCaller(Protocol):
     async def call(self, method: str, /, **params: Any) -> Any: ...
 
 
-def _named(method: Callable[..., Any], build: Callable[..., Any]) -> None:
-    # help() and inspect show the builder's name, text and signature, with `self` in front.
+def _named(method: Callable[..., Any], build: Callable[..., Any], returns: str | None) -> None:
+    # help() and inspect show the builder's name, text and params, with `self` in front, and
+    # what the method returns (`returns`, or T of the builder's Call[T]).
     method.__name__ = method.__qualname__ = build.__name__
     method.__doc__ = build.__doc__
     signature = inspect.signature(build)
-    self = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    self = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if returns is None:
+        returns = str(signature.return_annotation).removeprefix("Call[").removesuffix("]")
     method.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[self, *signature.parameters.values()]
+        parameters=[self, *signature.parameters.values()], return_annotation=returns
     )
 
 
@@ -255,7 +268,7 @@ def blocking(build: Callable[P, Call[T]]) -> Callable[Concatenate[Caller, P], T]
         call = build(*args, **kwargs)
         return call.convert(self.call(call.method, **call.params))
 
-    _named(method, build)
+    _named(method, build, None)
     return method
 
 
@@ -266,7 +279,7 @@ def awaiting(
         call = build(*args, **kwargs)
         return call.convert(await self.call(call.method, **call.params))
 
-    _named(method, build)
+    _named(method, build, None)
     return method
 
 
@@ -277,9 +290,9 @@ def blocking_pages(build: Callable[P, Pages]) -> Callable[Concatenate[Caller, P]
         while call is not None:
             page = call.convert(self.call(call.method, **call.params))
             yield page
-            call = pages.follow(page)
+            call = pages.follow(page, call)
 
-    _named(method, build)
+    _named(method, build, "Iterator[Json]")
     return method
 
 
@@ -294,7 +307,7 @@ def awaiting_pages(
         while call is not None:
             page = call.convert(await self.call(call.method, **call.params))
             yield page
-            call = pages.follow(page)
+            call = pages.follow(page, call)
 
-    _named(method, build)
+    _named(method, build, "AsyncIterator[Json]")
     return method

@@ -17,22 +17,8 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from daemon.control.params import (
-    AlbumParams,
-    CacheGetManyParams,
-    CacheKeyParams,
-    CachePutManyParams,
-    CachePutParams,
-    ChangesSinceParams,
-    CursorCommitParams,
-    CursorGetParams,
-    NoParams,
-    Params,
-    RescanParams,
-    SubscribeParams,
-    TrackParams,
-    TracksListParams,
-)
+from daemon.control import params as p
+from daemon.control.params import Params
 from daemon.control.protocol import (
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
@@ -61,58 +47,58 @@ def _table(*specs: MethodSpec) -> dict[str, MethodSpec]:
 
 # In this order in "known methods" of an unknown-method error.
 METHODS: Final = _table(
-    MethodSpec("ping", NoParams, "{pong, pid, version}", "ping", cheap=True),
-    MethodSpec("status", NoParams, "the daemon's status object", "status", cheap=True),
+    MethodSpec("ping", p.NoParams, "{pong, pid, version}", "ping", cheap=True),
+    MethodSpec("status", p.NoParams, "the daemon's status object", "status", cheap=True),
     MethodSpec(
-        "stats", NoParams, "{cache, events, subscribers, consumers, control}", "stats", cheap=True
+        "stats", p.NoParams, "{cache, events, subscribers, consumers, control}", "stats", cheap=True
     ),
-    MethodSpec("flush", NoParams, "what the checkpoint wrote", "flush"),
-    MethodSpec("rescan", RescanParams, "the scan's event counts and duration_ms", "rescan"),
-    MethodSpec("tracks.get", TrackParams, "a track object or null", "track", cheap=True),
-    MethodSpec("tracks.album", AlbumParams, "[track objects]", "album_tracks", cheap=True),
-    MethodSpec("cache.get", CacheKeyParams, "a cache entry or null", "cache_get", cheap=True),
-    MethodSpec("cache.put", CachePutParams, "the stored cache entry", "cache_put", cheap=True),
-    MethodSpec("cache.invalidate", AlbumParams, "{removed}", "invalidate"),
-    MethodSpec("cache.clear", NoParams, "{removed}", "cache_clear"),
+    MethodSpec("flush", p.NoParams, "what the checkpoint wrote", "flush"),
+    MethodSpec("rescan", p.RescanParams, "the scan's event counts and duration_ms", "rescan"),
+    MethodSpec("tracks.get", p.TrackParams, "a track object or null", "track", cheap=True),
+    MethodSpec("tracks.album", p.AlbumParams, "[track objects]", "album_tracks", cheap=True),
+    MethodSpec("cache.get", p.CacheKeyParams, "a cache entry or null", "cache_get", cheap=True),
+    MethodSpec("cache.put", p.CachePutParams, "the stored cache entry", "cache_put", cheap=True),
+    MethodSpec("cache.invalidate", p.AlbumParams, "{removed}", "invalidate"),
+    MethodSpec("cache.clear", p.NoParams, "{removed}", "cache_clear"),
     MethodSpec(
         "subscribe",
-        SubscribeParams,
+        p.SubscribeParams,
         "{subscribed, types, last_seq, resync, reason}, then event notifications",
         "subscribe",
     ),
     MethodSpec(
         "changes.since",
-        ChangesSinceParams,
+        p.ChangesSinceParams,
         "{events, cursor, more, resync, reason, last_seq}",
         "changes_since",
         cheap=True,
     ),
     MethodSpec(
         "cursor.get",
-        CursorGetParams,
+        p.CursorGetParams,
         "{consumer, cursor, updated_at, behind}",
         "cursor_get",
         cheap=True,
     ),
     MethodSpec(
         "cursor.commit",
-        CursorCommitParams,
+        p.CursorCommitParams,
         "{consumer, committed, cursor, previous, reason}",
         "cursor_commit",
     ),
     MethodSpec(
-        "tracks.list", TracksListParams, "{tracks, next, cursor}", "tracks_list", cheap=True
+        "tracks.list", p.TracksListParams, "{tracks, next, cursor}", "tracks_list", cheap=True
     ),
     MethodSpec(
         "cache.get_many",
-        CacheGetManyParams,
+        p.CacheGetManyParams,
         "[cache entry or null], in the keys' order",
         "cache_get_many",
         cheap=True,
     ),
-    MethodSpec("cache.put_many", CachePutManyParams, "{stored}", "cache_put_many"),
-    MethodSpec("cache.cleanup", NoParams, "{removed}", "cache_cleanup"),
-    MethodSpec("shutdown", NoParams, "{stopping, pid}", "shutdown"),
+    MethodSpec("cache.put_many", p.CachePutManyParams, "{stored}", "cache_put_many"),
+    MethodSpec("cache.cleanup", p.NoParams, "{removed}", "cache_cleanup"),
+    MethodSpec("shutdown", p.NoParams, "{stopping, pid}", "shutdown"),
 )
 
 METHOD_PARAMS: Final[dict[str, type[Params]]] = {name: s.params for name, s in METHODS.items()}
