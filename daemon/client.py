@@ -20,13 +20,20 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from daemon import client_calls as calls
-from daemon.client_calls import awaiting, awaiting_pages, blocking, blocking_pages
+from daemon.client_calls import (
+    awaiting,
+    awaiting_events,
+    awaiting_pages,
+    blocking,
+    blocking_events,
+    blocking_pages,
+)
 from daemon.client_core import (
     DEFAULT_TIMEOUT,
     MAX_MESSAGE_BYTES,
@@ -207,33 +214,18 @@ class MusicdClient(_Client):
     cache_put_many = blocking(calls.cache_put_many)
     cache_cleanup = blocking(calls.cache_cleanup)
 
-    def subscribe(
-        self,
-        types: Iterable[str] | None = None,
-        *,
-        event_timeout: float | None = None,
-        since: str | None = None,
-    ) -> Iterator[Json]:
-        """Yield every event (or those of `types`) as it happens, in order, forever.
+    subscribe = blocking_events(calls.subscribe)
 
-        With `since` (a cursor), the events after it come first, then live ones, with no gap;
-        `self.subscription` holds the daemon's answer (`resync: true` when that position could
-        not be followed). Ends when the daemon closes the connection (it stopped); raises
-        SubscriptionDropped if the daemon cut this subscriber off for falling behind, and
-        ClientTimeout if `event_timeout` seconds pass without an event (None: wait forever).
-        """
-        request = calls.subscribe(types, since=since)
+    def _follow(self, subscription: calls.Subscription) -> Iterator[Json]:
+        request = subscription.call
         self.subscription = self.call(request.method, **request.params)
         while True:
-            event = self._conversation.next_event()
-            if event is not None:
+            while (event := self._conversation.next_event()) is not None:
                 yield event
-                continue
             try:
-                message = self._read_message(event_timeout)
+                self._conversation.note(self._read_message(subscription.event_timeout))
             except ConnectionClosed:
                 return
-            self._conversation.note(message)
 
     def wait_closed(self, timeout: float) -> None:
         """Wait until the daemon closes this connection (after `shutdown`); bounded."""
@@ -345,28 +337,16 @@ class AsyncMusicdClient(_Client):
     cache_put_many = awaiting(calls.cache_put_many)
     cache_cleanup = awaiting(calls.cache_cleanup)
 
-    async def subscribe(
-        self,
-        types: Iterable[str] | None = None,
-        *,
-        event_timeout: float | None = None,
-        since: str | None = None,
-    ) -> AsyncIterator[Json]:
-        """`async for event in client.subscribe():` every event as it happens, in order.
+    subscribe = awaiting_events(calls.subscribe)
 
-        `since` replays the events after a cursor first (see the blocking client). Ends when the
-        daemon closes the connection; raises SubscriptionDropped if the daemon cut this
-        subscriber off for falling behind, ClientTimeout after `event_timeout` s without one.
-        """
+    async def _follow(self, subscription: calls.Subscription) -> AsyncIterator[Json]:
         import anyio
 
-        request = calls.subscribe(types, since=since)
+        request, event_timeout = subscription.call, subscription.event_timeout
         self.subscription = await self.call(request.method, **request.params)
         while True:
-            event = self._conversation.next_event()
-            if event is not None:
+            while (event := self._conversation.next_event()) is not None:
                 yield event
-                continue
             try:
                 with anyio.fail_after(event_timeout):
                     message = await self._read_message()

@@ -35,6 +35,9 @@ Json = dict[str, Any]
 Key = tuple[str, str, str]
 P = ParamSpec("P")
 T = TypeVar("T")
+B = TypeVar("B")
+R = TypeVar("R")
+S = TypeVar("S")
 
 
 def _as_sent(result: Any) -> Any:
@@ -142,9 +145,30 @@ def shutdown() -> Call[Json]:
     return Call("shutdown", {})
 
 
-def subscribe(types: Iterable[str] | None = None, *, since: str | None = None) -> Call[Json]:
-    """The `subscribe` request; the clients' `subscribe` then reads the events."""
-    return Call("subscribe", _given({}, types=_listed(types), since=since))
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """The `subscribe` request, and how long to wait for each event (None: forever)."""
+
+    call: Call[Json]
+    event_timeout: float | None
+
+
+def subscribe(
+    types: Iterable[str] | None = None,
+    *,
+    event_timeout: float | None = None,
+    since: str | None = None,
+) -> Subscription:
+    """Every event (or those of `types`) as it happens, in order, forever.
+
+    With `since` (a cursor), the events after it come first, then live ones, with no gap;
+    `self.subscription` holds the daemon's answer (`resync: true` when that position could
+    not be followed). Ends when the daemon closes the connection (it stopped); raises
+    SubscriptionDropped if the daemon cut this subscriber off for falling behind, and
+    ClientTimeout if `event_timeout` seconds pass without an event (None: wait forever).
+    """
+    call: Call[Json] = Call("subscribe", _given({}, types=_listed(types), since=since))
+    return Subscription(call, event_timeout)
 
 
 def changes_since(
@@ -249,6 +273,14 @@ class AsyncCaller(Protocol):
     async def call(self, method: str, /, **params: Any) -> Any: ...
 
 
+class Subscriber(Caller, Protocol):
+    def _follow(self, subscription: Subscription) -> Iterator[Json]: ...
+
+
+class AsyncSubscriber(AsyncCaller, Protocol):
+    def _follow(self, subscription: Subscription) -> AsyncIterator[Json]: ...
+
+
 def _named(method: Callable[..., Any], build: Callable[..., Any], returns: str | None) -> None:
     # help() and inspect show the builder's name, text and params, with `self` in front, and
     # what the method returns (`returns`, or T of the builder's Call[T]).
@@ -263,51 +295,80 @@ def _named(method: Callable[..., Any], build: Callable[..., Any], returns: str |
     )
 
 
-def blocking(build: Callable[P, Call[T]]) -> Callable[Concatenate[Caller, P], T]:
-    def method(self: Caller, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        call = build(*args, **kwargs)
-        return call.convert(self.call(call.method, **call.params))
+def _bind(
+    build: Callable[P, B], run: Callable[[S, B], R], returns: str | None
+) -> Callable[Concatenate[S, P], R]:
+    def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return run(self, build(*args, **kwargs))
 
-    _named(method, build, None)
+    _named(method, build, returns)
     return method
+
+
+def _result(client: Caller, call: Call[T]) -> T:
+    return call.convert(client.call(call.method, **call.params))
+
+
+def _pages(client: Caller, pages: Pages) -> Iterator[Json]:
+    call: Call[Json] | None = pages.first
+    while call is not None:
+        page = _result(client, call)
+        yield page
+        call = pages.follow(page, call)
+
+
+async def _awaited(client: AsyncCaller, call: Call[T]) -> T:
+    return call.convert(await client.call(call.method, **call.params))
+
+
+async def _async_pages(client: AsyncCaller, pages: Pages) -> AsyncIterator[Json]:
+    call: Call[Json] | None = pages.first
+    while call is not None:
+        page = await _awaited(client, call)
+        yield page
+        call = pages.follow(page, call)
+
+
+def _events(client: Subscriber, subscription: Subscription) -> Iterator[Json]:
+    return client._follow(subscription)
+
+
+def _async_events(client: AsyncSubscriber, subscription: Subscription) -> AsyncIterator[Json]:
+    return client._follow(subscription)
+
+
+def blocking(build: Callable[P, Call[T]]) -> Callable[Concatenate[Caller, P], T]:
+    return _bind(build, _result, None)
 
 
 def awaiting(
     build: Callable[P, Call[T]],
 ) -> Callable[Concatenate[AsyncCaller, P], Coroutine[Any, Any, T]]:
+    # A coroutine function of its own, so that code asking inspect whether it is one hears yes.
     async def method(self: AsyncCaller, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        call = build(*args, **kwargs)
-        return call.convert(await self.call(call.method, **call.params))
+        return await _awaited(self, build(*args, **kwargs))
 
     _named(method, build, None)
     return method
 
 
 def blocking_pages(build: Callable[P, Pages]) -> Callable[Concatenate[Caller, P], Iterator[Json]]:
-    def method(self: Caller, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[Json]:
-        pages = build(*args, **kwargs)
-        call: Call[Json] | None = pages.first
-        while call is not None:
-            page = call.convert(self.call(call.method, **call.params))
-            yield page
-            call = pages.follow(page, call)
-
-    _named(method, build, "Iterator[Json]")
-    return method
+    return _bind(build, _pages, "Iterator[Json]")
 
 
 def awaiting_pages(
     build: Callable[P, Pages],
 ) -> Callable[Concatenate[AsyncCaller, P], AsyncIterator[Json]]:
-    async def method(
-        self: AsyncCaller, /, *args: P.args, **kwargs: P.kwargs
-    ) -> AsyncIterator[Json]:
-        pages = build(*args, **kwargs)
-        call: Call[Json] | None = pages.first
-        while call is not None:
-            page = call.convert(await self.call(call.method, **call.params))
-            yield page
-            call = pages.follow(page, call)
+    return _bind(build, _async_pages, "AsyncIterator[Json]")
 
-    _named(method, build, "AsyncIterator[Json]")
-    return method
+
+def blocking_events(
+    build: Callable[P, Subscription],
+) -> Callable[Concatenate[Subscriber, P], Iterator[Json]]:
+    return _bind(build, _events, "Iterator[Json]")
+
+
+def awaiting_events(
+    build: Callable[P, Subscription],
+) -> Callable[Concatenate[AsyncSubscriber, P], AsyncIterator[Json]]:
+    return _bind(build, _async_events, "AsyncIterator[Json]")
