@@ -31,7 +31,8 @@ from daemon.control.protocol import (
 class MethodSpec:
     name: str
     params: type[Params]
-    # What the result is, in a few words (for people and docs; the handler builds it).
+    # What the result is, in a few words (the handler builds it). Written as `{a, b}`, it names
+    # keys every answer has (tests/control/test_client.py holds the answers to that).
     result: str
     # The name of the typed method on MusicdClient and AsyncMusicdClient.
     client: str
@@ -69,7 +70,7 @@ METHODS: Final = _table(
     MethodSpec(
         "changes.since",
         p.ChangesSinceParams,
-        "{events, cursor, more, resync, reason, last_seq}",
+        "{events, cursor, more, resync, reason}, and last_seq unless resync",
         "changes_since",
         cheap=True,
     ),
