@@ -139,3 +139,11 @@ async def test_each_async_typed_method_sends_a_request_the_daemon_takes(name: st
     else:
         await method(*args, **kwargs)
     check_sent(client.sent, name)
+
+
+def test_async_calls_are_coroutine_functions_as_inspect_sees_them() -> None:
+    for name in typed_methods(AsyncMusicdClient):
+        method = getattr(AsyncMusicdClient, name)
+        if name == "subscribe" or name.startswith("iter_"):
+            continue  # these return an async iterator
+        assert inspect.iscoroutinefunction(method), name
