@@ -1,8 +1,10 @@
 """What each control method does with the daemon's state (all but `subscribe`, which belongs to
 a connection and lives in server.py).
 
-A method gets its validated params model and returns a Reply; it raises ProtocolError for an
-answer that is an error (flush failed, scan failed, a value the cache refuses).
+A handler is marked with the control method it answers (`@handles("cache.get")`); the server
+checks the handlers against daemon/control/spec.py when it is built. A handler gets its validated
+params model and returns a Reply; it raises ProtocolError for an answer that is an error (flush
+failed, scan failed, a value the cache refuses).
 """
 
 from __future__ import annotations
@@ -12,24 +14,21 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from daemon import __version__
 from daemon.control.api import DaemonApi
-from daemon.control.protocol import (
-    FLUSH_FAILED,
-    INVALID_PARAMS,
-    SCAN_FAILED,
+from daemon.control.params import (
     AlbumParams,
     CacheKeyParams,
     CachePutParams,
     NoParams,
-    ProtocolError,
     RescanParams,
     TrackParams,
 )
+from daemon.control.protocol import FLUSH_FAILED, INVALID_PARAMS, SCAN_FAILED, ProtocolError
 from daemon.errors import StateError
 
 log = structlog.get_logger(__name__)
@@ -43,43 +42,55 @@ class Reply:
 
 
 Method = Callable[[Any], Awaitable[Reply]]
+H = TypeVar("H", bound=Callable[..., Awaitable[Reply]])
+_HANDLES = "_control_method"
+
+
+def handles(method: str) -> Callable[[H], H]:
+    """Mark a handler as the one of control `method` (its class's `table` finds it)."""
+
+    def mark(handler: H) -> H:
+        setattr(handler, _HANDLES, method)
+        return handler
+
+    return mark
+
+
+class Handlers:
+    """A set of handlers marked with `handles`."""
+
+    def table(self) -> dict[str, Method]:
+        """Control method name: bound handler."""
+        found: dict[str, Method] = {}
+        for attr in dir(type(self)):
+            method = getattr(getattr(type(self), attr), _HANDLES, None)
+            if method is not None:
+                found[method] = getattr(self, attr)
+        return found
 
 
 def ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-class DaemonMethods:
+class DaemonMethods(Handlers):
     """The methods that read or change the stores; `control_stats` adds the server's counters."""
 
     def __init__(self, daemon: DaemonApi, control_stats: Callable[[], dict[str, Any]]) -> None:
         self.daemon = daemon
         self.control_stats = control_stats
 
-    def table(self) -> dict[str, Method]:
-        return {
-            "ping": self.ping,
-            "status": self.status,
-            "stats": self.stats,
-            "flush": self.flush,
-            "rescan": self.rescan,
-            "tracks.get": self.track,
-            "tracks.album": self.album,
-            "cache.get": self.cache_get,
-            "cache.put": self.cache_put,
-            "cache.invalidate": self.cache_invalidate,
-            "cache.clear": self.cache_clear,
-            "shutdown": self.shutdown,
-        }
-
+    @handles("ping")
     async def ping(self, params: NoParams) -> Reply:
         return Reply({"pong": True, "pid": os.getpid(), "version": __version__})
 
+    @handles("status")
     async def status(self, params: NoParams) -> Reply:
         status = self.daemon.status()
         status["connections"] = self.control_stats()["connections_open"]
         return Reply(status)
 
+    @handles("stats")
     async def stats(self, params: NoParams) -> Reply:
         hub = self.daemon.hub
         return Reply(
@@ -96,6 +107,7 @@ class DaemonMethods:
             }
         )
 
+    @handles("flush")
     async def flush(self, params: NoParams) -> Reply:
         try:
             result = await self.daemon.flush("requested")
@@ -107,6 +119,7 @@ class DaemonMethods:
             ) from None
         return Reply(result)
 
+    @handles("rescan")
     async def rescan(self, params: RescanParams) -> Reply:
         started = time.perf_counter()
         outcome = await self.daemon.rescan(accept_removals=params.accept_removals)
@@ -116,15 +129,19 @@ class DaemonMethods:
         result["duration_ms"] = ms_since(started)
         return Reply(result)
 
+    @handles("tracks.get")
     async def track(self, params: TrackParams) -> Reply:
         return Reply(self.daemon.track(params.persistent_id))
 
+    @handles("tracks.album")
     async def album(self, params: AlbumParams) -> Reply:
         return Reply(self.daemon.album(params.artist, params.album))
 
+    @handles("cache.get")
     async def cache_get(self, params: CacheKeyParams) -> Reply:
         return Reply(self.daemon.cache_get(params.artist, params.album, params.source))
 
+    @handles("cache.put")
     async def cache_put(self, params: CachePutParams) -> Reply:
         try:
             entry = await self.daemon.cache_put(
@@ -140,6 +157,7 @@ class DaemonMethods:
             raise ProtocolError(INVALID_PARAMS, f"cache.put: {err}") from None
         return Reply(entry)
 
+    @handles("cache.invalidate")
     async def cache_invalidate(self, params: AlbumParams) -> Reply:
         removed = await self.daemon.cache_invalidate(params.artist, params.album)
         log.info(
@@ -151,11 +169,13 @@ class DaemonMethods:
         )
         return Reply({"removed": removed})
 
+    @handles("cache.clear")
     async def cache_clear(self, params: NoParams) -> Reply:
         removed = await self.daemon.cache_clear()
         log.info("cache_cleared", entries=removed)
         return Reply({"removed": removed})
 
+    @handles("shutdown")
     async def shutdown(self, params: NoParams) -> Reply:
         # Answered first; the daemon starts stopping once the answer is written.
         return Reply(

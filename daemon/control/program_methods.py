@@ -12,9 +12,8 @@ import structlog
 from pydantic import ValidationError
 
 from daemon.control.api import DaemonApi
-from daemon.control.methods import Method, Reply
-from daemon.control.protocol import (
-    INVALID_PARAMS,
+from daemon.control.methods import Handlers, Reply, handles
+from daemon.control.params import (
     CacheGetManyParams,
     CachePutManyParams,
     CachePutParams,
@@ -22,11 +21,9 @@ from daemon.control.protocol import (
     CursorCommitParams,
     CursorGetParams,
     NoParams,
-    ProtocolError,
     TracksListParams,
-    describe_params_error,
-    json_type,
 )
+from daemon.control.protocol import INVALID_PARAMS, ProtocolError, describe_params_error, json_type
 from daemon.feed import CursorError
 from daemon.programs import EntryErrors
 
@@ -66,21 +63,11 @@ def _entries_refused(errors: list[dict[str, Any]]) -> ProtocolError:
     )
 
 
-class ProgramMethods:
+class ProgramMethods(Handlers):
     def __init__(self, daemon: DaemonApi) -> None:
         self.daemon = daemon
 
-    def table(self) -> dict[str, Method]:
-        return {
-            "changes.since": self.changes_since,
-            "cursor.get": self.cursor_get,
-            "cursor.commit": self.cursor_commit,
-            "tracks.list": self.tracks_list,
-            "cache.get_many": self.cache_get_many,
-            "cache.put_many": self.cache_put_many,
-            "cache.cleanup": self.cache_cleanup,
-        }
-
+    @handles("changes.since")
     async def changes_since(self, params: ChangesSinceParams) -> Reply:
         try:
             result = await self.daemon.programs.changes_since(
@@ -92,9 +79,11 @@ class ProgramMethods:
             log.info("changes_resync", consumer=params.consumer, reason=result["reason"])
         return Reply(result)
 
+    @handles("cursor.get")
     async def cursor_get(self, params: CursorGetParams) -> Reply:
         return Reply(self.daemon.programs.cursor_get(params.consumer))
 
+    @handles("cursor.commit")
     async def cursor_commit(self, params: CursorCommitParams) -> Reply:
         try:
             result = await self.daemon.programs.cursor_commit(
@@ -111,15 +100,18 @@ class ProgramMethods:
         )
         return Reply(result)
 
+    @handles("tracks.list")
     async def tracks_list(self, params: TracksListParams) -> Reply:
         return Reply(
             await self.daemon.programs.tracks_list(params.after, params.limit, params.fields)
         )
 
+    @handles("cache.get_many")
     async def cache_get_many(self, params: CacheGetManyParams) -> Reply:
         keys = [(k.artist, k.album, k.source) for k in params.keys]
         return Reply(self.daemon.programs.cache_get_many(keys))
 
+    @handles("cache.put_many")
     async def cache_put_many(self, params: CachePutManyParams) -> Reply:
         entries = check_entries(params.entries)
         try:
@@ -128,6 +120,7 @@ class ProgramMethods:
             raise _entries_refused(err.errors) from None
         return Reply(result)
 
+    @handles("cache.cleanup")
     async def cache_cleanup(self, params: NoParams) -> Reply:
         removed = await self.daemon.programs.cache_cleanup()
         log.info("cache_cleaned_up", entries=removed, reason="requested")

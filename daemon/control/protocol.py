@@ -31,12 +31,9 @@ Error codes (the connection stays usable unless noted):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from daemon.events import EventType
-from daemon.models import TRACK_FIELDS
+from pydantic import BaseModel, ValidationError
 
 JSONRPC: Final = "2.0"
 # One request line may be at most this long; longer input is refused and the connection closed.
@@ -64,173 +61,6 @@ class ProtocolError(Exception):
         self.code = code
         self.message = message
         self.data = data
-
-
-# -- params ---------------------------------------------------------------------------------
-
-
-class Params(BaseModel):
-    """Base of every method's params: unknown params and loose types are errors."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
-    return value
-
-
-def _normalise_id(value: str) -> str:
-    # Persistent ids are hex, upper case in the snapshot; fallback ids ("~" + hex) lower case.
-    value = value.strip()
-    return value.lower() if value.startswith("~") else value.upper()
-
-
-Name = Annotated[str, Field(max_length=4096)]
-# What a cache entry is stored under: an empty artist or album would be a key nothing finds.
-StoredName = Annotated[str, Field(max_length=4096), AfterValidator(_not_blank)]
-Source = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
-PersistentId = Annotated[
-    str,
-    Field(min_length=1, max_length=64),
-    AfterValidator(_not_blank),
-    AfterValidator(_normalise_id),
-]
-
-
-class NoParams(Params):
-    pass
-
-
-class RescanParams(Params):
-    accept_removals: bool = False
-
-
-class TrackParams(Params):
-    persistent_id: PersistentId
-
-
-class AlbumParams(Params):
-    artist: Name
-    album: Name
-
-
-class CacheKeyParams(AlbumParams):
-    source: Source
-
-
-# An answer may be given its own lifetime (a "no year found" that should be asked again).
-TtlSeconds = Annotated[float, Field(gt=0, le=100 * 365 * 86400.0)]
-
-
-class CachePutParams(CacheKeyParams):
-    artist: StoredName
-    album: StoredName
-    success: bool
-    data: Any = None
-    metadata: dict[str, Any] | None = None
-    ttl_seconds: TtlSeconds | None = None
-
-
-class SubscribeParams(Params):
-    # None: every event type. An empty list would subscribe to nothing, which is a mistake.
-    types: Annotated[list[EventType], Field(min_length=1)] | None = None
-    # Replay the journal after this position first, then go on live (see changes.since).
-    since: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-
-
-# -- for programs: changes since a position, named cursors, paging, batches -------------------
-
-
-def _consumer_name(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("must not contain control characters")
-    if value.casefold().startswith("musicd."):
-        raise ValueError("names starting with 'musicd.' are reserved for the daemon's own")
-    return value
-
-
-def _track_fields(value: list[str]) -> list[str]:
-    unknown = [name for name in value if name not in TRACK_FIELDS]
-    if unknown:
-        raise ValueError(f"unknown field {unknown[0]!r} (known: {', '.join(TRACK_FIELDS)})")
-    return value
-
-
-ConsumerName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_consumer_name)]
-Cursor = Annotated[str, Field(min_length=1, max_length=200)]
-PageLimit = Annotated[int, Field(ge=1, le=10000)]
-MAX_BATCH: Final = 1000
-
-
-class ChangesSinceParams(Params):
-    cursor: Cursor | None = None
-    consumer: ConsumerName | None = None
-    limit: PageLimit = 1000
-    types: Annotated[list[EventType], Field(min_length=1)] | None = None
-
-    @model_validator(mode="after")
-    def _one_position(self) -> ChangesSinceParams:
-        if self.cursor is not None and self.consumer is not None:
-            raise ValueError("give either cursor or consumer, not both")
-        return self
-
-
-class CursorGetParams(Params):
-    consumer: ConsumerName
-
-
-class CursorCommitParams(Params):
-    consumer: ConsumerName
-    cursor: Cursor
-    force: bool = False
-
-
-class TracksListParams(Params):
-    after: PersistentId | None = None
-    limit: PageLimit = 1000
-    fields: Annotated[list[str], Field(min_length=1), AfterValidator(_track_fields)] | None = None
-
-
-class CacheGetManyParams(Params):
-    keys: Annotated[list[CacheKeyParams], Field(max_length=MAX_BATCH)]
-
-
-class CachePutManyParams(Params):
-    # Each entry is checked on its own (CachePutParams), so the answer can name every bad one.
-    entries: Annotated[list[Any], Field(max_length=MAX_BATCH)]
-
-
-FEED_PARAMS: Final[dict[str, type[Params]]] = {
-    "changes.since": ChangesSinceParams,
-    "cursor.get": CursorGetParams,
-    "cursor.commit": CursorCommitParams,
-    "tracks.list": TracksListParams,
-    "cache.get_many": CacheGetManyParams,
-    "cache.put_many": CachePutManyParams,
-    "cache.cleanup": NoParams,
-}
-
-
-METHOD_PARAMS: Final[dict[str, type[Params]]] = {
-    "ping": NoParams,
-    "status": NoParams,
-    "stats": NoParams,
-    "flush": NoParams,
-    "rescan": RescanParams,
-    "tracks.get": TrackParams,
-    "tracks.album": AlbumParams,
-    "cache.get": CacheKeyParams,
-    "cache.put": CachePutParams,
-    "cache.invalidate": AlbumParams,
-    "cache.clear": NoParams,
-    "subscribe": SubscribeParams,
-    **FEED_PARAMS,
-    "shutdown": NoParams,
-}
 
 
 # -- requests -------------------------------------------------------------------------------
@@ -317,21 +147,7 @@ def parse_request(obj: Any) -> Request:
     return Request(obj["id"], method, params)
 
 
-def validate_params(method: str, params: dict[str, Any]) -> Params:
-    """The method's params model; ProtocolError for an unknown method or bad params."""
-    model = METHOD_PARAMS.get(method)
-    if model is None:
-        raise ProtocolError(
-            METHOD_NOT_FOUND,
-            f"unknown method {method!r}; known methods: {', '.join(METHOD_PARAMS)}",
-        )
-    try:
-        return model.model_validate(params)
-    except ValidationError as err:
-        raise ProtocolError(INVALID_PARAMS, describe_params_error(method, model, err)) from None
-
-
-def describe_params_error(method: str, model: type[Params], err: ValidationError) -> str:
+def describe_params_error(method: str, model: type[BaseModel], err: ValidationError) -> str:
     """'cache.put: param 'success' must be a boolean (got 'yes')' and the like, one line."""
     expected = ", ".join(model.model_fields) or "none"
     parts: list[str] = []

@@ -14,17 +14,23 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
-from typing import Any, Final
+from dataclasses import replace
+from typing import Any
 
 import anyio
 import anyio.to_thread
 import orjson
 import structlog
 from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from daemon.control.api import DaemonApi
+from daemon.control.connection import (
+    NOTICE_TIMEOUT_SECONDS,
+    Connection,
+    Disconnected,
+    Limits,
+    Outcome,
+)
 from daemon.control.endpoint import (
     fit_connection_limit,
     peer_refusal,
@@ -36,121 +42,27 @@ from daemon.control.endpoint import (
 from daemon.control.methods import DaemonMethods, Method, Reply, ms_since
 from daemon.control.program_methods import ProgramMethods
 from daemon.control.protocol import (
-    ALREADY_SUBSCRIBED,
     DAEMON_BUSY,
     INTERNAL_ERROR,
-    INVALID_PARAMS,
     INVALID_REQUEST,
-    MAX_LINE_BYTES,
     PARSE_ERROR,
     PEER_REFUSED,
     REQUEST_TOO_LARGE,
     TOO_MANY_CONNECTIONS,
     ProtocolError,
-    SubscribeParams,
     error_message,
-    notification,
     parse_request,
     request_id,
     result_message,
-    validate_params,
 )
-from daemon.control.replay import replay
+from daemon.control.spec import CHEAP_METHODS, check_handlers, validate_params
+from daemon.control.subscriptions import Subscriptions
 from daemon.errors import DaemonError, StateError, describe_os_error
-from daemon.feed import CursorError, wire_event
-from daemon.hub import Subscription
+
+# Limits is part of serve_control's signature.
+__all__ = ["ControlServer", "Limits", "serve_control"]
 
 log = structlog.get_logger(__name__)
-
-# Methods that only read, and cache.put (one answer at a time, thousands a minute from a busy
-# updater): their canonical log line is debug, so a busy client cannot flood the log (an info
-# line costs more than the put itself). Invalidations and clears stay at info.
-CHEAP_METHODS: Final = frozenset(
-    {
-        "ping",
-        "status",
-        "stats",
-        "cache.get",
-        "cache.get_many",
-        "cache.put",
-        "tracks.get",
-        "tracks.album",
-        "tracks.list",
-        "changes.since",
-        "cursor.get",
-    }
-)
-# A refusal or a last notice to a client that may not be reading gets this long.
-NOTICE_TIMEOUT_SECONDS: Final = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_connections: int = 1024
-    # A connection that is not subscribed and sends nothing for this long is closed.
-    idle_timeout_seconds: float = 300.0
-    # A response or notification the client does not take within this long ends the connection.
-    send_timeout_seconds: float = 10.0
-    max_line_bytes: int = MAX_LINE_BYTES
-
-
-# -- connections ----------------------------------------------------------------------------
-
-
-class Disconnected(Exception):
-    """The connection is gone or was given up on; its task ends."""
-
-
-@dataclass
-class Outcome:
-    message: dict[str, Any]
-    after: Callable[[], None] | None = None
-
-
-class Connection:
-    """One client: a line reader, a serialised writer, and maybe a subscription."""
-
-    def __init__(self, number: int, stream: SocketStream, limits: Limits) -> None:
-        self.number = number
-        self.stream = stream
-        self.reader = BufferedByteReceiveStream(stream)
-        self.limits = limits
-        self.log = log.bind(conn=number)
-        self.subscription: Subscription | None = None
-        self.requests = 0
-        self.close_reason: str | None = None
-        self.scope: anyio.CancelScope | None = None
-        self.task_group: TaskGroup | None = None
-        self._send_lock = anyio.Lock()
-
-    def close(self, reason: str) -> None:
-        if self.close_reason is None:
-            self.close_reason = reason
-        if self.scope is not None:
-            self.scope.cancel()
-
-    async def send(self, message: Any, *, within: float | None = None) -> None:
-        """Write one message line; raise Disconnected if the client is gone or not reading."""
-        try:
-            data = orjson.dumps(message, option=orjson.OPT_APPEND_NEWLINE)
-        except TypeError:
-            self.log.exception("response_unencodable")
-            req_id = message.get("id") if isinstance(message, dict) else None
-            data = orjson.dumps(
-                error_message(req_id, INTERNAL_ERROR, "internal error: the answer is not JSON"),
-                option=orjson.OPT_APPEND_NEWLINE,
-            )
-        try:
-            async with self._send_lock:
-                with anyio.fail_after(within or self.limits.send_timeout_seconds):
-                    await self.stream.send(data)
-        except TimeoutError:
-            self.close("send_timeout")
-            raise Disconnected from None
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            self.close("peer_gone")
-            raise Disconnected from None
-
 
 Handler = Callable[[Connection, Any], Awaitable[Reply]]
 
@@ -179,7 +91,9 @@ class ControlServer:
             **ProgramMethods(daemon).table(),
         }
         self.methods: dict[str, Handler] = {name: _without_conn(fn) for name, fn in table.items()}
-        self.methods["subscribe"] = self._subscribe
+        self.methods["subscribe"] = Subscriptions(daemon).subscribe
+        # A method without a handler, or a handler without a method, stops the daemon here.
+        check_handlers(self.methods)
 
     def control_stats(self) -> dict[str, Any]:
         return {
@@ -394,97 +308,6 @@ class ControlServer:
             duration_ms=ms_since(started),
         )
         return Outcome(error_message(req_id, err.code, err.message, err.data))
-
-    async def _subscribe(self, conn: Connection, params: SubscribeParams) -> Reply:
-        if conn.subscription is not None:
-            raise ProtocolError(
-                ALREADY_SUBSCRIBED,
-                "this connection is already subscribed; open another one for another filter",
-            )
-        start_seq: int | None = None
-        answer: dict[str, Any] = {"resync": False, "reason": None}
-        if params.since is not None:
-            try:
-                start_seq, refused = self.daemon.programs.start_position(params.since)
-            except CursorError as err:
-                raise ProtocolError(
-                    INVALID_PARAMS, f"subscribe: param 'since' is invalid: {err}"
-                ) from None
-            if refused is not None:
-                answer = {"resync": True, "reason": refused["reason"], "cursor": refused["cursor"]}
-        # Subscribed before the replay reads anything: see replay.py for why nothing is lost.
-        sub = self.daemon.hub.subscribe(params.types, label=f"conn-{conn.number}")
-        conn.subscription = sub
-        types = sorted(params.types) if params.types is not None else None
-
-        def start() -> None:
-            if conn.task_group is not None and conn.close_reason is None:
-                conn.task_group.start_soon(self._forward_events, conn, sub, start_seq)
-
-        return Reply(
-            {"subscribed": True, "types": types, "last_seq": self.daemon.last_seq, **answer},
-            after=start,
-        )
-
-    async def _forward_events(
-        self, conn: Connection, sub: Subscription, since: int | None = None
-    ) -> None:
-        """Send the subscription's events in order (after replaying the journal from `since`);
-        tell and drop a subscriber that fell behind."""
-        delivered = 0
-        last_seq: int | None = None
-        epoch = self.daemon.epoch
-
-        async def send_event(wire: dict[str, Any]) -> None:
-            await conn.send(notification("event", wire))
-
-        try:
-            skip_through = 0
-            if since is not None:
-                skip_through, refused = await replay(
-                    self.daemon.programs, sub, since, sub.types, send_event
-                )
-                if refused is not None:
-                    await conn.send(
-                        notification(
-                            "subscription_dropped",
-                            {"reason": f"resync: {refused['reason']}", "last_seq": skip_through},
-                        ),
-                        within=NOTICE_TIMEOUT_SECONDS,
-                    )
-                    conn.close("replay_resync")
-                    return
-            async for event in sub.receive:
-                if sub.overflowed:
-                    break
-                if event.seq <= skip_through:
-                    continue  # replayed from the journal already
-                await conn.send(notification("event", wire_event(event, epoch)))
-                delivered += 1
-                last_seq = event.seq
-            if sub.overflowed:
-                reason = (
-                    f"queue_full: more than {self.daemon.hub.max_queue} events were waiting for "
-                    "this subscriber; reconnect and resync (events after last_seq were missed)"
-                )
-                conn.log.warning(
-                    "subscriber_disconnected",
-                    reason="queue_full",
-                    delivered=delivered,
-                    last_seq=last_seq,
-                )
-                await conn.send(
-                    notification("subscription_dropped", {"reason": reason, "last_seq": last_seq}),
-                    within=NOTICE_TIMEOUT_SECONDS,
-                )
-                conn.close("subscriber_overflow")
-            else:
-                conn.close("event_stream_closed")
-        except Disconnected:
-            return
-        except Exception:
-            conn.log.exception("event_forwarding_failed")
-            conn.close("internal_error")
 
 
 async def serve_control(

@@ -13,6 +13,7 @@ import pytest
 
 from daemon.client import AsyncMusicdClient, ClientTimeout, MusicdClient
 from daemon.control.protocol import INVALID_PARAMS
+from daemon.control.spec import METHODS
 from daemon.errors import NotRunning, RemoteError
 from daemon.events import ObserverEvent
 from tests.control.local_server import LocalServer
@@ -100,3 +101,36 @@ async def test_async_client_round_trips_and_subscribes(local: LocalServer) -> No
         events = [ObserverEvent("scan_started", seq=1), ObserverEvent("flush_finished", seq=2)]
         await anyio.to_thread.run_sync(local.call, local.daemon.hub.deliver, events)
     assert [(e["type"], e["seq"]) for e in received] == [("flush_finished", 2)]
+
+
+def named_keys(result: str) -> set[str] | None:
+    """The keys a spec's result names when it is written as `{a, b, ...}`, else None."""
+    if not result.startswith("{"):
+        return None
+    return {key.strip() for key in result[1 : result.index("}")].split(",")}
+
+
+def test_results_have_the_keys_the_table_names(local: LocalServer) -> None:
+    consumer = "shape-check"
+    params: dict[str, dict[str, Any]] = {
+        "cache.invalidate": {"artist": "a", "album": "b"},
+        "changes.since": {"consumer": consumer},
+        "cursor.get": {"consumer": consumer},
+        "tracks.list": {"limit": 1},
+        "cache.put_many": {
+            "entries": [{"artist": "a", "album": "b", "source": "s", "success": True}]
+        },
+    }
+    skipped = {"rescan", "subscribe", "shutdown"}  # refused while starting, a stream, stops it
+    checked = []
+    with local.client() as client:
+        cursor = client.changes_since(consumer=consumer)["cursor"]
+        params["cursor.commit"] = {"consumer": consumer, "cursor": cursor}
+        for name, spec in METHODS.items():
+            keys = named_keys(spec.result)
+            if keys is None or name in skipped:
+                continue
+            result = client.call(name, **params.get(name, {}))
+            assert keys <= set(result), (name, sorted(result))
+            checked.append(name)
+    assert len(checked) >= 10

@@ -6,14 +6,20 @@ from typing import Any
 
 import pytest
 
+from daemon.control.params import CachePutParams, SubscribeParams
 from daemon.control.protocol import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
-    CachePutParams,
     ProtocolError,
-    SubscribeParams,
     parse_request,
+)
+from daemon.control.spec import (
+    CHEAP_METHODS,
+    METHOD_PARAMS,
+    METHODS,
+    HandlerMismatch,
+    check_handlers,
     validate_params,
 )
 
@@ -157,3 +163,33 @@ def test_cache_put_refuses_a_blank_artist_or_album(blank: str) -> None:
     assert f"param '{blank}' is invalid: must not be blank" in err.message
     # Reading with a blank name is harmless: it finds nothing.
     validate_params("cache.get", params)
+
+
+def test_the_cheap_methods_are_the_reads_and_cache_put() -> None:
+    assert CHEAP_METHODS == {
+        "ping",
+        "status",
+        "stats",
+        "cache.get",
+        "cache.get_many",
+        "cache.put",
+        "tracks.get",
+        "tracks.album",
+        "tracks.list",
+        "changes.since",
+        "cursor.get",
+    }
+
+
+def test_method_params_follow_the_table() -> None:
+    assert list(METHOD_PARAMS) == list(METHODS)
+    assert all(METHOD_PARAMS[name] is spec.params for name, spec in METHODS.items())
+    assert all(name == spec.name and spec.result and spec.client for name, spec in METHODS.items())
+
+
+def test_handlers_must_match_the_table_exactly() -> None:
+    check_handlers(list(METHODS))
+    with pytest.raises(HandlerMismatch, match=r"^no handler for ping$"):
+        check_handlers([name for name in METHODS if name != "ping"])
+    with pytest.raises(HandlerMismatch, match=r"^handlers without a spec: tracks.delete$"):
+        check_handlers([*METHODS, "tracks.delete"])

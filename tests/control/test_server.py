@@ -13,12 +13,16 @@ import sqlite3
 import stat
 import threading
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
 from structlog.testing import capture_logs
 
+from daemon.control.api import DaemonApi
+from daemon.control.connection import Connection
+from daemon.control.methods import Method, Reply
+from daemon.control.program_methods import ProgramMethods
 from daemon.control.protocol import (
     ALREADY_SUBSCRIBED,
     DAEMON_BUSY,
@@ -32,7 +36,8 @@ from daemon.control.protocol import (
     REQUEST_TOO_LARGE,
     TOO_MANY_CONNECTIONS,
 )
-from daemon.control.server import Connection, Limits, Reply
+from daemon.control.server import ControlServer, Limits
+from daemon.control.spec import HandlerMismatch
 from daemon.events import ObserverEvent, TrackModified
 from daemon.models import Track
 from tests.control.local_server import LocalServer, local_server
@@ -371,3 +376,22 @@ def test_unknown_track_is_null_and_album_tracks_come_in_order(local: LocalServer
         assert [t["track_number"] for t in tracks] == [1, 2, 3, 4, 5]
         first = client.track(tracks[0]["persistent_id"])
         assert first is not None and first["name"] == "So What"
+
+
+@pytest.mark.parametrize("change", ["drop", "add"])
+def test_server_refuses_to_start_when_its_handlers_and_the_table_disagree(
+    monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    table = ProgramMethods.table
+
+    def changed(self: ProgramMethods) -> dict[str, Method]:
+        methods = table(self)
+        if change == "drop":
+            del methods["cache.cleanup"]
+        else:
+            methods["cache.vacuum"] = methods["cache.cleanup"]
+        return methods
+
+    monkeypatch.setattr(ProgramMethods, "table", changed)
+    with pytest.raises(HandlerMismatch, match=r"cache\.(cleanup|vacuum)"):
+        ControlServer(cast(DaemonApi, object()), Limits())

@@ -1,0 +1,88 @@
+"""One control connection: a line reader, a serialised writer with a send timeout, and maybe a
+subscription. A client that stops reading is given up on (`Disconnected`), never waited for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import anyio
+import orjson
+import structlog
+from anyio.abc import SocketStream, TaskGroup
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from daemon.control.protocol import INTERNAL_ERROR, MAX_LINE_BYTES, error_message
+from daemon.hub import Subscription
+
+log = structlog.get_logger("daemon.control.server")
+
+# A refusal or a last notice to a client that may not be reading gets this long.
+NOTICE_TIMEOUT_SECONDS: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_connections: int = 1024
+    # A connection that is not subscribed and sends nothing for this long is closed.
+    idle_timeout_seconds: float = 300.0
+    # A response or notification the client does not take within this long ends the connection.
+    send_timeout_seconds: float = 10.0
+    max_line_bytes: int = MAX_LINE_BYTES
+
+
+class Disconnected(Exception):
+    """The connection is gone or was given up on; its task ends."""
+
+
+@dataclass
+class Outcome:
+    message: dict[str, Any]
+    after: Callable[[], None] | None = None
+
+
+class Connection:
+    """One client: a line reader, a serialised writer, and maybe a subscription."""
+
+    def __init__(self, number: int, stream: SocketStream, limits: Limits) -> None:
+        self.number = number
+        self.stream = stream
+        self.reader = BufferedByteReceiveStream(stream)
+        self.limits = limits
+        self.log = log.bind(conn=number)
+        self.subscription: Subscription | None = None
+        self.requests = 0
+        self.close_reason: str | None = None
+        self.scope: anyio.CancelScope | None = None
+        self.task_group: TaskGroup | None = None
+        self._send_lock = anyio.Lock()
+
+    def close(self, reason: str) -> None:
+        if self.close_reason is None:
+            self.close_reason = reason
+        if self.scope is not None:
+            self.scope.cancel()
+
+    async def send(self, message: Any, *, within: float | None = None) -> None:
+        """Write one message line; raise Disconnected if the client is gone or not reading."""
+        try:
+            data = orjson.dumps(message, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:
+            self.log.exception("response_unencodable")
+            req_id = message.get("id") if isinstance(message, dict) else None
+            data = orjson.dumps(
+                error_message(req_id, INTERNAL_ERROR, "internal error: the answer is not JSON"),
+                option=orjson.OPT_APPEND_NEWLINE,
+            )
+        try:
+            async with self._send_lock:
+                with anyio.fail_after(within or self.limits.send_timeout_seconds):
+                    await self.stream.send(data)
+        except TimeoutError:
+            self.close("send_timeout")
+            raise Disconnected from None
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            self.close("peer_gone")
+            raise Disconnected from None
