@@ -19,7 +19,6 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from daemon import hints
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, LibraryReadStalled
 from daemon.events import (
     ERROR,
@@ -38,6 +37,7 @@ from daemon.models import Track
 from daemon.progress import ScanProgress
 from daemon.read_job import ReadJob, run_abandonable
 from daemon.recorder import Recorder, ScanRecord
+from daemon.removal_guard import RemovalGuard
 from daemon.stores.writer import DatabaseUnavailable
 from daemon.watcher import Wakeup
 
@@ -158,13 +158,13 @@ class Scanner:
         self.verify_seconds = verify_seconds
         self.full_scan_interval_seconds = full_scan_interval_seconds
         self.last_full_scan = last_full_scan
-        self.mass_removal_ratio = mass_removal_ratio
-        self.mass_removal_confirm_seconds = mass_removal_confirm_seconds
+        self.removal_guard = RemovalGuard(
+            ratio=mass_removal_ratio, confirm_seconds=mass_removal_confirm_seconds
+        )
         self.status = ScanStatus()
         self.progress = ScanProgress()
         self._commit_failures = 0
         self._lock = anyio.Lock()
-        self._held: dict[str, Track] = {}
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -185,7 +185,7 @@ class Scanner:
                     # A scan whose events could not be committed is read and recorded again.
                     if (
                         await self._stat() != self.last_stat
-                        or self._held
+                        or self.removal_guard.held
                         or self.status.library_error is not None
                         or self._commit_failures
                     ):
@@ -360,7 +360,11 @@ class Scanner:
             held: dict[str, Track] = {}
         else:
             raw = await anyio.to_thread.run_sync(diff_tracks, self.baseline, read.tracks)
-            events, held = self._guard_removals(raw, accept_removals, now)
+            events, held = self.removal_guard.check(
+                raw, baseline_size=len(self.baseline), accept=accept_removals, now=now
+            )
+            self.status.held_removals = len(held)
+            self.status.held_since = self.removal_guard.since
             replace = None
         outcome = ScanOutcome(
             added=sum(isinstance(e, TrackAdded) for e in events),
@@ -481,49 +485,3 @@ class Scanner:
             error=os.strerror(number),
             hint=hint,
         )
-
-    def _guard_removals(
-        self, events: list[TrackEvent], accept: bool, now: float
-    ) -> tuple[list[TrackEvent], dict[str, Track]]:
-        """Hold a mass removal until a later scan confirms it (or the user accepts it).
-
-        A library that suddenly lost most of its tracks is more often a half-synced or
-        mis-exported file than a real deletion, and applying it would throw away cached
-        answers that took hours of rate-limited lookups to gather.
-        """
-        removed = [e for e in events if isinstance(e, TrackRemoved)]
-        total = len(self.baseline)
-        if accept or not removed or total == 0:
-            self._clear_hold()
-            return events, {}
-        share = len(removed) / total
-        # Losing every track at once is held whatever the configured share: a ratio of 1.0
-        # would otherwise let an empty (half-synced, mis-exported) library file through.
-        if share <= self.mass_removal_ratio and len(removed) < total:
-            self._clear_hold()
-            return events, {}
-        held_ids = {e.persistent_id for e in removed}
-        if self._held and held_ids <= set(self._held) and self.status.held_since is not None:
-            if now - self.status.held_since >= self.mass_removal_confirm_seconds:
-                log.warning("mass_removal_confirmed", removed=len(removed), tracks=total)
-                self._clear_hold()
-                return events, {}
-        else:
-            self.status.held_since = now
-        self._held = {e.persistent_id: e.track for e in removed}
-        self.status.held_removals = len(removed)
-        log.warning(
-            "mass_removal_held",
-            removed=len(removed),
-            tracks=total,
-            share=round(share, 3),
-            hint=f"run '{hints.command('rescan', '--accept-removals')}' if the tracks really were "
-            "deleted",
-        )
-        kept: list[TrackEvent] = [e for e in events if not isinstance(e, TrackRemoved)]
-        return kept, dict(self._held)
-
-    def _clear_hold(self) -> None:
-        self._held = {}
-        self.status.held_removals = 0
-        self.status.held_since = None
