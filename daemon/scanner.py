@@ -1,4 +1,4 @@
-"""The scanner task: wait for a change, let it settle, read the library once, diff, record.
+"""The scanner task: for each settled burst of changes, read the library once, diff, record.
 
 Its baseline is the library as the journal's head describes it (the tracks of the last recorded
 scan): a new diff never waits for, or races with, the consumers still applying the previous one.
@@ -19,6 +19,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
+from daemon.debounce import Debouncer
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, LibraryReadStalled
 from daemon.events import (
     ERROR,
@@ -39,7 +40,6 @@ from daemon.read_job import ReadJob, run_abandonable
 from daemon.recorder import Recorder, ScanRecord
 from daemon.removal_guard import RemovalGuard
 from daemon.stores.writer import DatabaseUnavailable
-from daemon.watcher import Wakeup
 
 log = structlog.get_logger(__name__)
 
@@ -133,9 +133,7 @@ class Scanner:
         baseline_stat: FileStat | None,
         initial_build: bool,
         recorder: Recorder,
-        wakeup: Wakeup,
-        settle_seconds: float,
-        settle_max_seconds: float,
+        changes: Debouncer,
         verify_seconds: float,
         full_scan_interval_seconds: float,
         last_full_scan: float | None,
@@ -152,9 +150,9 @@ class Scanner:
         self._stat_pending: _PendingStat | None = None
         self.initial_build = initial_build
         self.recorder = recorder
-        self.wakeup = wakeup
-        self.settle_seconds = settle_seconds
-        self.settle_max_seconds = settle_max_seconds
+        # Settled bursts of notifications; the scanner notifies its wakeup too (a late read).
+        self.changes = changes
+        self.wakeup = changes.wakeup
         self.verify_seconds = verify_seconds
         self.full_scan_interval_seconds = full_scan_interval_seconds
         self.last_full_scan = last_full_scan
@@ -172,34 +170,42 @@ class Scanner:
         """Reconcile once, then scan after every settled burst of changes until cancelled."""
         try:
             await self._scan_isolated("startup")
-            while True:
-                wait = self.verify_seconds
-                if self._commit_failures:
-                    wait = min(wait, COMMIT_RETRY_SECONDS * 2 ** min(self._commit_failures, 5))
-                with anyio.move_on_after(wait):
-                    await self.wakeup.wait()
-                if not self.wakeup.is_set:
-                    # The safety net: watchers can drop events (inotify overflow, FSEvents
-                    # rescan). A library that failed with an OS error is tried again each
-                    # time: fixing a permission (chmod, a privacy grant) changes no mtime.
-                    # A scan whose events could not be committed is read and recorded again.
-                    if (
-                        await self._stat() != self.last_stat
-                        or self.removal_guard.held
-                        or self.status.library_error is not None
-                        or self._commit_failures
-                    ):
+            async for burst in self.changes.settled(quiet_seconds=self._quiet_seconds):
+                if not burst.reasons:
+                    # Quiet for the whole timeout: the safety net (see _changed_unnoticed).
+                    if await self._changed_unnoticed():
                         log.info("library_changed_unnoticed", path=str(self.library_path))
                         self.wakeup.notify("verify", force=True)
-                    else:
-                        continue
-                reasons, forced = await self._settle()
-                if not forced and await self._stat() == self.last_stat:
-                    log.debug("scan_skipped", reasons=sorted(reasons), why="library unchanged")
                     continue
-                await self._scan_isolated(",".join(sorted(reasons)))
+                if not burst.forced and await self._stat() == self.last_stat:
+                    log.debug(
+                        "scan_skipped", reasons=sorted(burst.reasons), why="library unchanged"
+                    )
+                    continue
+                await self._scan_isolated(burst.reason)
         finally:
             self._abandon_read()
+
+    def _quiet_seconds(self) -> float:
+        if self._commit_failures:
+            retry: float = COMMIT_RETRY_SECONDS * 2 ** min(self._commit_failures, 5)
+            return min(self.verify_seconds, retry)
+        return self.verify_seconds
+
+    async def _changed_unnoticed(self) -> bool:
+        """Whether a quiet library needs a scan all the same.
+
+        Watchers can drop events (inotify overflow, FSEvents rescan). A library that failed
+        with an OS error is tried again each time: fixing a permission (chmod, a privacy
+        grant) changes no mtime. A scan whose events could not be committed is read and
+        recorded again, as is a held removal (to confirm it).
+        """
+        return bool(
+            await self._stat() != self.last_stat
+            or self.removal_guard.held
+            or self.status.library_error is not None
+            or self._commit_failures
+        )
 
     async def _stat(self) -> Stat:
         """The library's stat; an OS error other than "not there" is a value, never a crash.
@@ -241,23 +247,6 @@ class Scanner:
             log.exception("scan_failed", reason=reason)
             self.last_stat = None
 
-    async def _settle(self) -> tuple[set[str], bool]:
-        """Wait for `settle_seconds` of quiet, but no longer than `settle_max_seconds` in all."""
-        first = anyio.current_time()
-        reasons: set[str] = set()
-        forced = False
-        while True:
-            more, force = self.wakeup.take()
-            reasons |= more
-            forced = forced or force
-            remaining = self.settle_max_seconds - (anyio.current_time() - first)
-            if remaining <= 0 or self.settle_seconds <= 0:
-                return reasons, forced
-            with anyio.move_on_after(min(self.settle_seconds, remaining)):
-                await self.wakeup.wait()
-            if not self.wakeup.is_set:
-                return reasons, forced
-
     # -- one scan ------------------------------------------------------------------------
 
     async def _read(self) -> LibraryRead:
@@ -266,7 +255,7 @@ class Scanner:
                 read = await self._read_once()
             except LibraryChangedDuringRead:
                 log.info("library_changed_during_read", path=str(self.library_path))
-                await anyio.sleep(max(self.settle_seconds, 0.2))
+                await anyio.sleep(max(self.changes.settle_seconds, 0.2))
                 continue
             self.status.library_error = None
             return read

@@ -29,7 +29,6 @@ import os
 import sys
 import unicodedata
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -48,6 +47,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, EventEmitter
 
+from daemon.debounce import Wakeup
 from daemon.read_job import run_abandonable
 
 log = structlog.get_logger(__name__)
@@ -117,34 +117,6 @@ def _make_observer() -> BaseObserver:
         fsevents._emitter_class = _FSEventsEmitter
         return fsevents
     return Observer()
-
-
-@dataclass
-class Wakeup:
-    """A re-armable, coalescing signal with the reasons it was notified for since take()."""
-
-    _event: anyio.Event = field(default_factory=anyio.Event)
-    reasons: set[str] = field(default_factory=set)
-    forced: bool = False
-
-    def notify(self, reason: str, *, force: bool = False) -> None:
-        self.reasons.add(reason)
-        self.forced = self.forced or force
-        self._event.set()
-
-    @property
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-
-    def take(self) -> tuple[set[str], bool]:
-        """Return and clear what accumulated; the next notify() wakes wait() again."""
-        reasons, forced = self.reasons, self.forced
-        self.reasons, self.forced = set(), False
-        self._event = anyio.Event()
-        return reasons, forced
 
 
 def _nearest_existing_dir(path: Path) -> Path:

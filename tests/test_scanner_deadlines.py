@@ -17,10 +17,10 @@ import anyio.to_thread
 import pytest
 
 from daemon import scanner as scanner_mod
+from daemon.debounce import Debouncer, Wakeup
 from daemon.errors import LibraryReadStalled
 from daemon.library import FileStat, LibraryRead
 from daemon.scanner import Scanner, StatFailed
-from daemon.watcher import Wakeup
 from tests.support import wait_for
 
 
@@ -39,9 +39,7 @@ def make_scanner(path: Path, reader: Any, **kw: Any) -> Scanner:
         baseline_stat=None,
         initial_build=True,
         recorder=None,  # type: ignore[arg-type]  # these tests never record a scan
-        wakeup=Wakeup(),
-        settle_seconds=0.0,
-        settle_max_seconds=1.0,
+        changes=Debouncer(Wakeup(), settle_seconds=0.0, settle_max_seconds=1.0),
         verify_seconds=60.0,
         full_scan_interval_seconds=3600.0,
         last_full_scan=None,

@@ -22,10 +22,10 @@ import pytest
 from watchdog.events import DirCreatedEvent, DirMovedEvent, FileModifiedEvent, FileMovedEvent
 
 from daemon import watcher as watcher_mod
+from daemon.debounce import Wakeup
 from daemon.watcher import (
     EventsLostEvent,
     LibraryWatcher,
-    Wakeup,
     _Handler,
     _make_observer,
     _ParentHandler,

@@ -17,6 +17,7 @@ import anyio.to_thread
 import pytest
 
 from daemon.consumers.follow import JournalSignal
+from daemon.debounce import Debouncer, Wakeup
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError
 from daemon.events import SCAN_FINISHED
 from daemon.hub import EventHub
@@ -26,7 +27,6 @@ from daemon.recorder import Recorder
 from daemon.scanner import CHANGED_DURING_READ_RETRIES, Scanner
 from daemon.stores.database import open_database
 from daemon.stores.writer import Writer
-from daemon.watcher import Wakeup
 from tests.reliability.conftest import Report
 from tests.reliability.harness import SynthLibrary, write_library
 
@@ -41,9 +41,7 @@ def make_scanner(path: Path, reader: Callable[[], LibraryRead], recorder: Record
         baseline_stat=None,
         initial_build=True,
         recorder=recorder,
-        wakeup=Wakeup(),
-        settle_seconds=0.01,
-        settle_max_seconds=0.1,
+        changes=Debouncer(Wakeup(), settle_seconds=0.01, settle_max_seconds=0.1),
         verify_seconds=0.05,
         full_scan_interval_seconds=3600,
         last_full_scan=None,
