@@ -257,8 +257,8 @@ async def _scan(service: Service, wakeup: Wakeup) -> None:
     known, stat, meta = await anyio.to_thread.run_sync(_baseline, service.db)
     last_full = meta.get("last_full_scan")
     service.scanner = Scanner(
+        library=config.library,
         reader=make_reader(config, known),
-        library_path=config.library.path,
         baseline=known,
         baseline_stat=stat,
         initial_build=not known and last_full is None,
@@ -268,12 +268,7 @@ async def _scan(service: Service, wakeup: Wakeup) -> None:
             settle_seconds=config.library.settle_seconds,
             settle_max_seconds=config.library.settle_max_seconds,
         ),
-        verify_seconds=config.library.verify_seconds,
-        full_scan_interval_seconds=config.library.full_scan_interval_seconds,
         last_full_scan=last_full if isinstance(last_full, float | int) else None,
-        mass_removal_ratio=config.library.mass_removal_ratio,
-        mass_removal_confirm_seconds=config.library.mass_removal_confirm_seconds,
-        read_timeout_seconds=config.library.read_timeout_seconds,
     )
     del known
     await service.scanner.run()

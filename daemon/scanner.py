@@ -13,12 +13,12 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import anyio
 import anyio.to_thread
 import structlog
 
+from daemon.config import LibraryConfig
 from daemon.debounce import Debouncer
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, LibraryReadStalled
 from daemon.events import (
@@ -127,25 +127,19 @@ class Scanner:
     def __init__(
         self,
         *,
+        library: LibraryConfig,
         reader: Reader,
-        library_path: Path,
         baseline: dict[str, Track],
         baseline_stat: FileStat | None,
         initial_build: bool,
         recorder: Recorder,
         changes: Debouncer,
-        verify_seconds: float,
-        full_scan_interval_seconds: float,
         last_full_scan: float | None,
-        mass_removal_ratio: float,
-        mass_removal_confirm_seconds: float,
-        read_timeout_seconds: float = 600.0,
     ) -> None:
+        self.library = library
         self.reader = reader
-        self.library_path = library_path
         self.baseline = baseline
         self.last_stat: Stat = baseline_stat
-        self.read_timeout_seconds = read_timeout_seconds
         self._job: ReadJob | None = None
         self._stat_pending: _PendingStat | None = None
         self.initial_build = initial_build
@@ -153,11 +147,9 @@ class Scanner:
         # Settled bursts of notifications; the scanner notifies its wakeup too (a late read).
         self.changes = changes
         self.wakeup = changes.wakeup
-        self.verify_seconds = verify_seconds
-        self.full_scan_interval_seconds = full_scan_interval_seconds
         self.last_full_scan = last_full_scan
         self.removal_guard = RemovalGuard(
-            ratio=mass_removal_ratio, confirm_seconds=mass_removal_confirm_seconds
+            ratio=library.mass_removal_ratio, confirm_seconds=library.mass_removal_confirm_seconds
         )
         self.status = ScanStatus()
         self.progress = ScanProgress()
@@ -174,7 +166,7 @@ class Scanner:
                 if not burst.reasons:
                     # Quiet for the whole timeout: the safety net (see _changed_unnoticed).
                     if await self._changed_unnoticed():
-                        log.info("library_changed_unnoticed", path=str(self.library_path))
+                        log.info("library_changed_unnoticed", path=str(self.library.path))
                         self.wakeup.notify("verify", force=True)
                     continue
                 if not burst.forced and await self._stat() == self.last_stat:
@@ -189,8 +181,8 @@ class Scanner:
     def _quiet_seconds(self) -> float:
         if self._commit_failures:
             retry: float = COMMIT_RETRY_SECONDS * 2 ** min(self._commit_failures, 5)
-            return min(self.verify_seconds, retry)
-        return self.verify_seconds
+            return min(self.library.verify_seconds, retry)
+        return self.library.verify_seconds
 
     async def _changed_unnoticed(self) -> bool:
         """Whether a quiet library needs a scan all the same.
@@ -214,7 +206,7 @@ class Scanner:
         stopped answering must neither freeze the event loop (and with it SIGTERM) nor keep
         the process alive. While one hangs, no second one is started.
         """
-        deadline = min(self.read_timeout_seconds, STAT_TIMEOUT_SECONDS)
+        deadline = min(self.library.read_timeout_seconds, STAT_TIMEOUT_SECONDS)
         pending = self._stat_pending
         if pending is not None:
             # One is under way (a rescan beside the loop, or one that hangs): wait for it too.
@@ -225,7 +217,7 @@ class Scanner:
 
         def stat() -> FileStat | None:
             try:
-                return library_stat(self.library_path)
+                return library_stat(self.library.path)
             finally:
                 # On the thread: a stat that hung and ends at last lets the next one start.
                 self._stat_pending = None
@@ -254,13 +246,13 @@ class Scanner:
             try:
                 read = await self._read_once()
             except LibraryChangedDuringRead:
-                log.info("library_changed_during_read", path=str(self.library_path))
+                log.info("library_changed_during_read", path=str(self.library.path))
                 await anyio.sleep(max(self.changes.settle_seconds, 0.2))
                 continue
             self.status.library_error = None
             return read
         raise LibraryChangedDuringRead(
-            f"library file {self.library_path} kept changing while it was read; "
+            f"library file {self.library.path} kept changing while it was read; "
             "reading it again once it settles"
         )
 
@@ -280,7 +272,7 @@ class Scanner:
         job = self._job
         if job is None:
             job = self._job = ReadJob(self.reader, self._read_finished_late)
-        with anyio.move_on_after(self.read_timeout_seconds):
+        with anyio.move_on_after(self.library.read_timeout_seconds):
             await job.done.wait()
         if job.running:
             job.late = True
@@ -288,13 +280,13 @@ class Scanner:
             seconds = round(time.time() - job.started_at, 1)
             log.warning(
                 "library_read_stalled",
-                path=str(self.library_path),
+                path=str(self.library.path),
                 seconds=seconds,
                 hint="left running and used when it ends; on a Mac it may be waiting for a "
                 "privacy prompt, a network volume or a busy Music.app",
             )
             raise LibraryReadStalled(
-                f"reading {self.library_path} has not finished after {seconds:g} s "
+                f"reading {self.library.path} has not finished after {seconds:g} s "
                 "(library.read_timeout_seconds); it is used when it ends"
             )
         self._job = None
@@ -313,7 +305,7 @@ class Scanner:
             cancel = getattr(self.reader, "cancel", None)
             if callable(cancel):
                 cancel()
-            log.info("library_read_abandoned", path=str(self.library_path))
+            log.info("library_read_abandoned", path=str(self.library.path))
 
     async def scan(self, reason: str, *, accept_removals: bool = False) -> ScanOutcome:
         """Read the library once and publish what changed. Never raises for a bad library."""
@@ -326,7 +318,7 @@ class Scanner:
         now = time.time()
         full = (
             self.last_full_scan is None
-            or now - self.last_full_scan >= self.full_scan_interval_seconds
+            or now - self.last_full_scan >= self.library.full_scan_interval_seconds
         )
         await self._observe(SCAN_STARTED, reason=reason)
         before = await self._stat()
@@ -335,13 +327,13 @@ class Scanner:
         except LibraryReadError as err:
             return await self._failed(err, reason, before)
         if self.status.reader_error or self.status.library_missing:
-            log.info("library_readable_again", path=str(self.library_path))
+            log.info("library_readable_again", path=str(self.library.path))
         self.status.reader_error = None
         self.status.library_missing = False
         self.status.without_persistent_id = read.without_persistent_id
         self.status.duplicate_ids = read.duplicate_ids
         for warning in read.warnings:
-            log.warning("library_warning", path=str(self.library_path), warning=warning)
+            log.warning("library_warning", path=str(self.library.path), warning=warning)
 
         if self.initial_build:
             events: list[TrackEvent] = []
@@ -373,7 +365,7 @@ class Scanner:
             stat=read.stat,
             full=full,
             scanned_at=now,
-            library_path=str(self.library_path),
+            library_path=str(self.library.path),
             replace=replace,
         )
         finished = ObserverEvent(
@@ -429,7 +421,7 @@ class Scanner:
         if busy:
             log.warning(
                 "library_busy",
-                path=str(self.library_path),
+                path=str(self.library.path),
                 reason=message,
                 hint="nothing was changed; it is read again once it stops changing",
             )
@@ -437,14 +429,14 @@ class Scanner:
             if not self.status.library_missing:
                 log.warning(
                     "library_missing",
-                    path=str(self.library_path),
+                    path=str(self.library.path),
                     hint="waiting for it to appear; check library.path in the config",
                 )
             self.status.library_missing = True
         elif message != self.status.reader_error and not isinstance(err, LibraryReadStalled):
             log.error(
                 "library_unreadable",
-                path=str(self.library_path),
+                path=str(self.library.path),
                 reason=message,
                 hint="nothing was changed; the next change to the file is scanned again",
             )
@@ -463,13 +455,13 @@ class Scanner:
         previous = self.status.library_error
         if previous is not None and previous.errno == name and previous.message == message:
             return
-        hint = describe_library_error(number, self.library_path)
+        hint = describe_library_error(number, self.library.path)
         self.status.library_error = LibraryError(
             errno=name, message=message, hint=hint, since=time.time()
         )
         log.error(
             "library_access_failed",
-            path=str(self.library_path),
+            path=str(self.library.path),
             errno=name,
             error=os.strerror(number),
             hint=hint,

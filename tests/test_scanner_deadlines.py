@@ -17,6 +17,7 @@ import anyio.to_thread
 import pytest
 
 from daemon import scanner as scanner_mod
+from daemon.config import LibraryConfig
 from daemon.debounce import Debouncer, Wakeup
 from daemon.errors import LibraryReadStalled
 from daemon.library import FileStat, LibraryRead
@@ -32,20 +33,23 @@ def gate() -> Iterator[threading.Event]:
 
 
 def make_scanner(path: Path, reader: Any, **kw: Any) -> Scanner:
+    library = LibraryConfig(
+        path=path,
+        verify_seconds=60.0,
+        full_scan_interval_seconds=3600.0,
+        mass_removal_ratio=0.5,
+        mass_removal_confirm_seconds=0.0,
+        read_timeout_seconds=kw.pop("read_timeout_seconds", 0.2),
+    )
     return Scanner(
+        library=library,
         reader=reader,
-        library_path=path,
         baseline={},
         baseline_stat=None,
         initial_build=True,
         recorder=None,  # type: ignore[arg-type]  # these tests never record a scan
         changes=Debouncer(Wakeup(), settle_seconds=0.0, settle_max_seconds=1.0),
-        verify_seconds=60.0,
-        full_scan_interval_seconds=3600.0,
         last_full_scan=None,
-        mass_removal_ratio=0.5,
-        mass_removal_confirm_seconds=0.0,
-        read_timeout_seconds=kw.pop("read_timeout_seconds", 0.2),
     )
 
 

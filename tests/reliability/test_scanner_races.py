@@ -16,6 +16,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from daemon.config import LibraryConfig
 from daemon.consumers.follow import JournalSignal
 from daemon.debounce import Debouncer, Wakeup
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError
@@ -34,19 +35,22 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def make_scanner(path: Path, reader: Callable[[], LibraryRead], recorder: Recorder) -> Scanner:
+    library = LibraryConfig(
+        path=path,
+        verify_seconds=0.05,
+        full_scan_interval_seconds=3600,
+        mass_removal_ratio=0.5,
+        mass_removal_confirm_seconds=300,
+    )
     return Scanner(
+        library=library,
         reader=reader,
-        library_path=path,
         baseline={},
         baseline_stat=None,
         initial_build=True,
         recorder=recorder,
         changes=Debouncer(Wakeup(), settle_seconds=0.01, settle_max_seconds=0.1),
-        verify_seconds=0.05,
-        full_scan_interval_seconds=3600,
         last_full_scan=None,
-        mass_removal_ratio=0.5,
-        mass_removal_confirm_seconds=300,
     )
 
 
