@@ -268,7 +268,6 @@ async def _scan(service: Service, wakeup: Wakeup) -> None:
             settle_seconds=config.library.settle_seconds,
             settle_max_seconds=config.library.settle_max_seconds,
         ),
-        last_full_scan=last_full if isinstance(last_full, float | int) else None,
     )
     del known
     await service.scanner.run()

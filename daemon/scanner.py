@@ -134,7 +134,6 @@ class Scanner:
         initial_build: bool,
         recorder: Recorder,
         changes: Debouncer,
-        last_full_scan: float | None,
     ) -> None:
         self.library = library
         self.reader = reader
@@ -147,7 +146,6 @@ class Scanner:
         # Settled bursts of notifications; the scanner notifies its wakeup too (a late read).
         self.changes = changes
         self.wakeup = changes.wakeup
-        self.last_full_scan = last_full_scan
         self.removal_guard = RemovalGuard(
             ratio=library.mass_removal_ratio, confirm_seconds=library.mass_removal_confirm_seconds
         )
@@ -316,10 +314,6 @@ class Scanner:
     async def _scan_locked(self, reason: str, accept_removals: bool) -> ScanOutcome:
         started = time.monotonic()
         now = time.time()
-        full = (
-            self.last_full_scan is None
-            or now - self.last_full_scan >= self.library.full_scan_interval_seconds
-        )
         await self._observe(SCAN_STARTED, reason=reason)
         before = await self._stat()
         try:
@@ -363,7 +357,7 @@ class Scanner:
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         record = ScanRecord(
             stat=read.stat,
-            full=full,
+            full=read.full,
             scanned_at=now,
             library_path=str(self.library.path),
             replace=replace,
@@ -388,8 +382,6 @@ class Scanner:
             new_baseline = {**read.tracks, **held}
         self.baseline = new_baseline
         self.last_stat = read.stat
-        if full:
-            self.last_full_scan = now
         self.status.last_scan_at = now
         self.status.last_scan_duration_ms = duration_ms
         self.status.last_scan_reason = reason

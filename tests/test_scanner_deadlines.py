@@ -36,7 +36,6 @@ def make_scanner(path: Path, reader: Any, **kw: Any) -> Scanner:
     library = LibraryConfig(
         path=path,
         verify_seconds=60.0,
-        full_scan_interval_seconds=3600.0,
         mass_removal_ratio=0.5,
         mass_removal_confirm_seconds=0.0,
         read_timeout_seconds=kw.pop("read_timeout_seconds", 0.2),
@@ -49,7 +48,6 @@ def make_scanner(path: Path, reader: Any, **kw: Any) -> Scanner:
         initial_build=True,
         recorder=None,  # type: ignore[arg-type]  # these tests never record a scan
         changes=Debouncer(Wakeup(), settle_seconds=0.0, settle_max_seconds=1.0),
-        last_full_scan=None,
     )
 
 
