@@ -230,7 +230,9 @@ class Scanner:
         return StatFailed(errno.ETIMEDOUT)
 
     async def _scan_isolated(self, reason: str) -> None:
-        # A bug in one scan must not stop the daemon from watching: log it and wait for the next.
+        # A bug in one scan (an unexpected exception from the reader or the differ) must not
+        # stop the daemon from watching: log it, forget the stat, and scan the next change
+        # (tests/reliability/test_scanner_races.py::test_a_scan_bug_cannot_stop_watching).
         try:
             await self.scan(reason)
         except Exception:

@@ -3,7 +3,8 @@
 The reader is the one pluggable boundary of the scanner: these tests give it readers that
 fail the way a real one does when the file is rewritten under it, with the file really
 rewritten at that moment, and check that the last version is still read. No watcher runs, as
-when inotify is unavailable: only the stat safety net can notice the new version.
+when inotify is unavailable: only the stat safety net can notice the new version, except where
+a test notifies the scanner as the watcher would, with the safety net an hour away.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
 import pytest
 
+from daemon import scanner as scanner_mod
 from daemon.config import LibraryConfig
 from daemon.consumers.follow import JournalSignal
 from daemon.debounce import Debouncer, Wakeup
@@ -148,6 +151,54 @@ async def test_a_version_written_while_a_read_fails_is_read_later(
     tally.tried += 1
     await run_until_read(path, tmp_path / "state", reader, "Final")
     tally.survived += 1
+
+
+class BugOnce:
+    """`work`, except that its first call fails the way a bug does (no LibraryReadError)."""
+
+    def __init__(self, work: Callable[..., Any]) -> None:
+        self.work = work
+        self.fired = False
+
+    def __call__(self, *args: Any) -> Any:
+        if not self.fired:
+            self.fired = True
+            raise RuntimeError("a bug")
+        return self.work(*args)
+
+
+@pytest.mark.parametrize("where", ["reader", "differ"])
+async def test_a_scan_bug_cannot_stop_watching(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    # An unexpected exception fails that one scan: the next change is still scanned. The
+    # safety net is an hour away, so only the change's notification can start that scan.
+    path, final, final_bytes = versions(tmp_path)
+    reader: Callable[[], LibraryRead] = partial(read_library_xml, path)
+    bug = BugOnce(reader if where == "reader" else scanner_mod.diff_tracks)
+    if where == "reader":
+        reader = bug
+    else:
+        monkeypatch.setattr(scanner_mod, "diff_tracks", bug)
+    async with scanner_running(path, tmp_path / "state", reader, verify_seconds=3600) as (
+        scanner,
+        _,
+        scans,
+    ):
+        with anyio.fail_after(5):
+            if where == "differ":
+                # The first scan builds the snapshot without a diff; a change needs one.
+                await scans.receive.receive()
+                changed = final.copy()
+                next(iter(changed.tracks.values()))["Genre"] = "Changed"
+                write_library(path, changed.render())
+                scanner.wakeup.notify("modified")
+            await anyio.to_thread.run_sync(
+                wait_for, lambda: bug.fired and not scanner._lock.locked()
+            )
+        write_library(path, final_bytes)
+        scanner.wakeup.notify("modified")
+        await until_scanned(scanner, "Final")
 
 
 async def test_last_full_scan_records_whether_the_read_was_full(tmp_path: Path) -> None:
