@@ -44,7 +44,7 @@ class Wakeup:
         return reasons, forced
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Burst:
     """The notifications of one settled burst; empty when the wait timed out quietly."""
 
@@ -87,8 +87,8 @@ class Debouncer:
             forced = forced or force
             remaining = self.settle_max_seconds - (anyio.current_time() - first)
             if remaining <= 0 or self.settle_seconds <= 0:
-                return Burst(frozenset(reasons), forced)
+                return Burst(reasons=frozenset(reasons), forced=forced)
             with anyio.move_on_after(min(self.settle_seconds, remaining)):
                 await self.wakeup.wait()
             if not self.wakeup.is_set:
-                return Burst(frozenset(reasons), forced)
+                return Burst(reasons=frozenset(reasons), forced=forced)

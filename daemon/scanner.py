@@ -311,9 +311,9 @@ class Scanner:
         """Read the library once and publish what changed. Never raises for a bad library."""
         async with self._lock:
             with self.progress.scanning(reason, expected_tracks=len(self.baseline)):
-                return await self._scan_locked(reason, accept_removals)
+                return await self._scan_locked(reason, accept_removals=accept_removals)
 
-    async def _scan_locked(self, reason: str, accept_removals: bool) -> ScanOutcome:
+    async def _scan_locked(self, reason: str, *, accept_removals: bool) -> ScanOutcome:
         started = time.monotonic()
         now = time.time()
         await self._observe(SCAN_STARTED, reason=reason)

@@ -17,7 +17,7 @@ async def test_notifications_settle_into_one_burst() -> None:
     changes.wakeup.notify("events_lost", force=True)
     with anyio.fail_after(2):
         burst = await anext(bursts)
-    assert burst == Burst(frozenset({"modified", "created", "events_lost"}), forced=True)
+    assert burst == Burst(reasons=frozenset({"modified", "created", "events_lost"}), forced=True)
     assert burst.reason == "created,events_lost,modified"
 
 
@@ -46,4 +46,4 @@ async def test_quiet_yields_an_empty_burst_after_quiet_seconds() -> None:
     with anyio.fail_after(2):
         assert await anext(bursts) == Burst()
         changes.wakeup.notify("verify", force=True)
-        assert await anext(bursts) == Burst(frozenset({"verify"}), forced=True)
+        assert await anext(bursts) == Burst(reasons=frozenset({"verify"}), forced=True)
