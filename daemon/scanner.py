@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,13 +31,13 @@ from daemon.events import (
     TrackRemoved,
 )
 from daemon.library import FileStat, LibraryRead, library_stat
-from daemon.library.access import LibraryError, describe_library_error, errno_name
 from daemon.library.differ import diff_tracks
 from daemon.models import Track
 from daemon.progress import ScanProgress
 from daemon.read_job import ReadJob, run_abandonable
 from daemon.recorder import Recorder, ScanRecord
 from daemon.removal_guard import RemovalGuard
+from daemon.scan_status import ScanStatus
 from daemon.stores.writer import DatabaseUnavailable
 
 log = structlog.get_logger(__name__)
@@ -48,8 +47,6 @@ CHANGED_DURING_READ_RETRIES = 5
 # A scan whose events could not be committed (disk full, database locked) is tried again after
 # this long, then less often, but at least every verify_seconds.
 COMMIT_RETRY_SECONDS = 2.0
-# Errors that mean "the library is not there (yet)", not "something is wrong with it".
-_MISSING_ERRNOS = frozenset({errno.ENOENT})
 # A stat takes milliseconds; one this slow is a volume that stopped answering (at most the read
 # deadline, so a short library.read_timeout_seconds shortens it too).
 STAT_TIMEOUT_SECONDS = 10.0
@@ -72,40 +69,6 @@ class _PendingStat:
 
     result: Stat = None
     done: anyio.Event = field(default_factory=anyio.Event)
-
-
-@dataclass
-class ScanStatus:
-    """What `status` reports about scanning."""
-
-    last_scan_at: float | None = None
-    last_scan_duration_ms: float | None = None
-    last_scan_reason: str | None = None
-    last_counts: dict[str, int] = field(default_factory=dict)
-    scans: int = 0
-    reader_error: str | None = None
-    reader_error_at: float | None = None
-    # The last scan's events could not be committed; it is read and recorded again.
-    database_error: str | None = None
-    library_missing: bool = False
-    held_removals: int = 0
-    held_since: float | None = None
-    without_persistent_id: int = 0
-    duplicate_ids: int = 0
-    # An OS error on the library (stat, open, read): its errno, message and what fixes it.
-    library_error: LibraryError | None = None
-    # When the read that is still running past library.read_timeout_seconds started.
-    read_stalled_since: float | None = None
-
-    def library_error_dict(self) -> dict[str, object] | None:
-        return self.library_error.as_dict() if self.library_error else None
-
-    def read_stalled(self) -> dict[str, float] | None:
-        """How long the current read has been running, once it is past its deadline."""
-        if self.read_stalled_since is None:
-            return None
-        seconds = round(time.time() - self.read_stalled_since, 1)
-        return {"since": self.read_stalled_since, "seconds": seconds}
 
 
 @dataclass
@@ -322,14 +285,7 @@ class Scanner:
             read = await self._read()
         except LibraryReadError as err:
             return await self._failed(err, reason, before)
-        if self.status.reader_error or self.status.library_missing:
-            log.info("library_readable_again", path=str(self.library.path))
-        self.status.reader_error = None
-        self.status.library_missing = False
-        self.status.without_persistent_id = read.without_persistent_id
-        self.status.duplicate_ids = read.duplicate_ids
-        for warning in read.warnings:
-            log.warning("library_warning", path=str(self.library.path), warning=warning)
+        self.status.read_succeeded(read, self.library.path)
 
         if self.initial_build:
             events: list[TrackEvent] = []
@@ -384,11 +340,7 @@ class Scanner:
             new_baseline = {**read.tracks, **held}
         self.baseline = new_baseline
         self.last_stat = read.stat
-        self.status.last_scan_at = now
-        self.status.last_scan_duration_ms = duration_ms
-        self.status.last_scan_reason = reason
-        self.status.scans += 1
-        self.status.last_counts = counts
+        self.status.scan_recorded(reason, at=now, duration_ms=duration_ms, counts=counts)
         if self.initial_build:
             log.info(
                 "snapshot_built",
@@ -401,62 +353,17 @@ class Scanner:
         return outcome
 
     async def _failed(self, err: LibraryReadError, reason: str, before: Stat) -> ScanOutcome:
-        message = str(err)
         busy = isinstance(err, LibraryChangedDuringRead)
         now_stat = await self._stat()
         missing = now_stat is None
         number = err.os_errno
         if number is None and isinstance(now_stat, StatFailed):
             number = now_stat.errno
-        if missing or number in _MISSING_ERRNOS:
-            self.status.library_error = None
-        elif number is not None:
-            self._note_library_error(number, message)
-        if busy:
-            log.warning(
-                "library_busy",
-                path=str(self.library.path),
-                reason=message,
-                hint="nothing was changed; it is read again once it stops changing",
-            )
-        elif missing:
-            if not self.status.library_missing:
-                log.warning(
-                    "library_missing",
-                    path=str(self.library.path),
-                    hint="waiting for it to appear; check library.path in the config",
-                )
-            self.status.library_missing = True
-        elif message != self.status.reader_error and not isinstance(err, LibraryReadStalled):
-            log.error(
-                "library_unreadable",
-                path=str(self.library.path),
-                reason=message,
-                hint="nothing was changed; the next change to the file is scanned again",
-            )
-        self.status.reader_error = message
-        self.status.reader_error_at = time.time()
+        self.status.read_failed(err, self.library.path, errno=number, missing=missing)
         # Remember the broken version's stat, taken *before* the read: the safety net does not
         # re-read the same broken file every minute, yet a version written while this read was
         # failing differs from it, so it is read even if its event was lost (no watcher,
         # queue overflow). A file that kept changing was read at no stat at all.
         self.last_stat = None if busy else before
-        await self._observe(ERROR, reason=reason, message=message)
-        return ScanOutcome(ok=False, error=message)
-
-    def _note_library_error(self, number: int, message: str) -> None:
-        name = errno_name(number)
-        previous = self.status.library_error
-        if previous is not None and previous.errno == name and previous.message == message:
-            return
-        hint = describe_library_error(number, self.library.path)
-        self.status.library_error = LibraryError(
-            errno=name, message=message, hint=hint, since=time.time()
-        )
-        log.error(
-            "library_access_failed",
-            path=str(self.library.path),
-            errno=name,
-            error=os.strerror(number),
-            hint=hint,
-        )
+        await self._observe(ERROR, reason=reason, message=str(err))
+        return ScanOutcome(ok=False, error=str(err))
