@@ -17,11 +17,10 @@ import anyio.to_thread
 import pytest
 
 from daemon import scanner as scanner_mod
-from daemon.config import LibraryConfig
-from daemon.debounce import Debouncer, Wakeup
 from daemon.errors import LibraryReadStalled
 from daemon.library import FileStat, LibraryRead
 from daemon.scanner import Scanner, StatFailed
+from tests.scanner_support import fresh_scanner
 from tests.support import wait_for
 
 
@@ -32,23 +31,9 @@ def gate() -> Iterator[threading.Event]:
     event.set()  # never leave a test's thread blocked
 
 
-def make_scanner(path: Path, reader: Any, **kw: Any) -> Scanner:
-    library = LibraryConfig(
-        path=path,
-        verify_seconds=60.0,
-        mass_removal_ratio=0.5,
-        mass_removal_confirm_seconds=0.0,
-        read_timeout_seconds=kw.pop("read_timeout_seconds", 0.2),
-    )
-    return Scanner(
-        library=library,
-        reader=reader,
-        baseline={},
-        baseline_stat=None,
-        initial_build=True,
-        recorder=None,  # type: ignore[arg-type]  # these tests never record a scan
-        changes=Debouncer(Wakeup(), settle_seconds=0.0, settle_max_seconds=1.0),
-    )
+def make_scanner(path: Path, reader: Any) -> Scanner:
+    # These tests never record a scan; a read is stalled after 0.2 s.
+    return fresh_scanner(path, reader, None, read_timeout_seconds=0.2)
 
 
 async def test_a_read_past_its_deadline_is_stalled_then_used_when_it_ends(

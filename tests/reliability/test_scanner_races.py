@@ -22,9 +22,7 @@ import anyio.to_thread
 import pytest
 
 from daemon import scanner as scanner_mod
-from daemon.config import LibraryConfig
 from daemon.consumers.follow import JournalSignal
-from daemon.debounce import Debouncer, Wakeup
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError
 from daemon.events import SCAN_FINISHED
 from daemon.hub import EventHub, Subscription
@@ -37,29 +35,10 @@ from daemon.stores.database import Database, open_database
 from daemon.stores.writer import Writer
 from tests.reliability.conftest import Report
 from tests.reliability.harness import SynthLibrary, write_library
+from tests.scanner_support import fresh_scanner
 from tests.support import wait_for
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def make_scanner(
-    path: Path, reader: Callable[[], LibraryRead], recorder: Recorder, *, verify_seconds: float
-) -> Scanner:
-    library = LibraryConfig(
-        path=path,
-        verify_seconds=verify_seconds,
-        mass_removal_ratio=0.5,
-        mass_removal_confirm_seconds=300,
-    )
-    return Scanner(
-        library=library,
-        reader=reader,
-        baseline={},
-        baseline_stat=None,
-        initial_build=True,
-        recorder=recorder,
-        changes=Debouncer(Wakeup(), settle_seconds=0.01, settle_max_seconds=0.1),
-    )
 
 
 def genre_recorded(conn: sqlite3.Connection, want: str) -> bool:
@@ -83,7 +62,7 @@ async def scanner_running(
         hub = EventHub()
         scans = hub.subscribe([SCAN_FINISHED])
         recorder = Recorder(writer, hub, JournalSignal(), last_seq=0)
-        scanner = make_scanner(path, reader, recorder, verify_seconds=verify_seconds)
+        scanner = fresh_scanner(path, reader, recorder, verify_seconds=verify_seconds)
         async with anyio.create_task_group() as tg:
             tg.start_soon(writer.run)
             tg.start_soon(scanner.run)
