@@ -1,7 +1,8 @@
 """What `status` reports about scanning, and the log line that goes with each change of it.
 
-A read that fails the same way again changes nothing and logs nothing: a library that stays
-broken must not write an error line every minute.
+An unreadable, missing or inaccessible library is logged when it starts (or its error
+changes), not at every failed read: a library that stays broken must not write an error line
+every minute. A library that kept changing during the read is logged each time.
 """
 
 from __future__ import annotations

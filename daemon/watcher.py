@@ -2,9 +2,10 @@
 
 watchdog calls our handler on its observer thread. The handler never queues events: it sets a
 flag on the event loop through `anyio.from_thread.run_sync(..., token=token)`, so a burst of
-thousands of events costs one wake-up. Stopping the observer joins its thread, which must not
-happen on the loop thread (watchdog holds a lock while our handler waits for the loop), so it
-runs in a worker thread under a shield.
+thousands of events coalesces into one pending "look again" (a set of reasons), never a queue
+(tests/reliability/test_event_storm.py). Stopping the observer joins its thread, which must
+not happen on the loop thread (watchdog holds a lock while our handler waits for the loop), so
+it runs in a worker thread under a shield.
 
 The library's *parent directory* is watched, because apps save by writing a temp file and
 renaming it over the old one. When that directory does not exist yet, the nearest existing

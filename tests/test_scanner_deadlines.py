@@ -7,6 +7,8 @@ waiting on a macOS privacy prompt, a stat on a network volume that stopped answe
 from __future__ import annotations
 
 import errno
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,3 +98,20 @@ async def test_stat_errors_are_values(tmp_path: Path) -> None:
     scanner = make_scanner(loop / "Library.xml", lambda: None)
     assert await scanner._stat() == StatFailed(errno.ELOOP)
     assert await make_scanner(tmp_path / "none.xml", lambda: None)._stat() is None
+
+
+def test_a_read_left_running_does_not_keep_the_process_alive() -> None:
+    # anyio's worker threads would hold the interpreter at exit; the read's thread must not.
+    code = (
+        "import threading, anyio\n"
+        "from daemon.read_job import ReadJob, run_abandonable\n"
+        "async def main():\n"
+        "    ReadJob(threading.Event().wait, lambda job: None)\n"
+        "    with anyio.move_on_after(0.1):\n"
+        "        await run_abandonable(threading.Event().wait)\n"
+        "anyio.run(main)\n"
+        "print('returned')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=20)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b"returned\n"
