@@ -85,7 +85,7 @@ class ScanOutcome:
 
 
 class Scanner:
-    """Owns the baseline; turns wake-ups into scans and scans into batches."""
+    """Owns the baseline; turns settled bursts of changes into scans and scans into batches."""
 
     def __init__(
         self,
