@@ -26,6 +26,7 @@ from daemon import __version__, hints
 from daemon.config import Config
 from daemon.consumers import invalidator, merger
 from daemon.consumers.follow import catch_up, follow_journal
+from daemon.debounce import Debouncer, Wakeup
 from daemon.errors import AlreadyRunning
 from daemon.library import FileStat
 from daemon.library.fast_xml import FastXmlReader
@@ -39,7 +40,7 @@ from daemon.stores._atomic import ensure_private_dir
 from daemon.stores.database import Database, checkpoint, open_database
 from daemon.stores.legacy import import_legacy_state
 from daemon.stores.schema import connect
-from daemon.watcher import LibraryWatcher, Wakeup
+from daemon.watcher import LibraryWatcher
 
 log = structlog.get_logger(__name__)
 
@@ -258,21 +259,17 @@ async def _scan(service: Service, wakeup: Wakeup) -> None:
     known, stat, meta = await anyio.to_thread.run_sync(_baseline, service.db)
     last_full = meta.get("last_full_scan")
     service.scanner = Scanner(
+        library=config.library,
         reader=make_reader(config, known),
-        library_path=config.library.path,
         baseline=known,
         baseline_stat=stat,
         initial_build=not known and last_full is None,
         recorder=service.recorder,
-        wakeup=wakeup,
-        settle_seconds=config.library.settle_seconds,
-        settle_max_seconds=config.library.settle_max_seconds,
-        verify_seconds=config.library.verify_seconds,
-        full_scan_interval_seconds=config.library.full_scan_interval_seconds,
-        last_full_scan=last_full if isinstance(last_full, float | int) else None,
-        mass_removal_ratio=config.library.mass_removal_ratio,
-        mass_removal_confirm_seconds=config.library.mass_removal_confirm_seconds,
-        read_timeout_seconds=config.library.read_timeout_seconds,
+        changes=Debouncer(
+            wakeup,
+            settle_seconds=config.library.settle_seconds,
+            settle_max_seconds=config.library.settle_max_seconds,
+        ),
     )
     del known
     await service.scanner.run()

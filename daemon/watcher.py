@@ -2,9 +2,10 @@
 
 watchdog calls our handler on its observer thread. The handler never queues events: it sets a
 flag on the event loop through `anyio.from_thread.run_sync(..., token=token)`, so a burst of
-thousands of events costs one wake-up. Stopping the observer joins its thread, which must not
-happen on the loop thread (watchdog holds a lock while our handler waits for the loop), so it
-runs in a worker thread under a shield.
+thousands of events coalesces into one pending "look again" (a set of reasons), never a queue
+(tests/reliability/test_event_storm.py). Stopping the observer joins its thread, which must
+not happen on the loop thread (watchdog holds a lock while our handler waits for the loop), so
+it runs in a worker thread under a shield.
 
 The library's *parent directory* is watched, because apps save by writing a temp file and
 renaming it over the old one. When that directory does not exist yet, the nearest existing
@@ -28,10 +29,10 @@ from __future__ import annotations
 import os
 import sys
 import unicodedata
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 import anyio.from_thread
@@ -48,6 +49,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, EventEmitter
 
+from daemon.debounce import Wakeup
 from daemon.read_job import run_abandonable
 
 log = structlog.get_logger(__name__)
@@ -119,34 +121,6 @@ def _make_observer() -> BaseObserver:
     return Observer()
 
 
-@dataclass
-class Wakeup:
-    """A re-armable, coalescing signal with the reasons it was notified for since take()."""
-
-    _event: anyio.Event = field(default_factory=anyio.Event)
-    reasons: set[str] = field(default_factory=set)
-    forced: bool = False
-
-    def notify(self, reason: str, *, force: bool = False) -> None:
-        self.reasons.add(reason)
-        self.forced = self.forced or force
-        self._event.set()
-
-    @property
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-
-    def take(self) -> tuple[set[str], bool]:
-        """Return and clear what accumulated; the next notify() wakes wait() again."""
-        reasons, forced = self.reasons, self.forced
-        self.reasons, self.forced = set(), False
-        self._event = anyio.Event()
-        return reasons, forced
-
-
 def _nearest_existing_dir(path: Path) -> Path:
     for candidate in (path, *path.parents):
         if candidate.is_dir():
@@ -167,6 +141,12 @@ def resolve(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+class Poke(Protocol):
+    """Tells the loop what an event means: whether to scan, whether to watch afresh."""
+
+    def __call__(self, reason: str, *, scan: bool, rewatch: bool) -> None: ...
+
+
 class _LossAware(FileSystemEventHandler):
     def on_events_lost(self, event: FileSystemEvent) -> None:
         """Handled in on_any_event; here so that dispatch() finds a method."""
@@ -179,7 +159,7 @@ class _Handler(_LossAware):
         self,
         target: Path,
         watched: Path,
-        poke: Callable[[str, bool, bool], None],
+        poke: Poke,
         *,
         target_is_dir: bool,
         configured: Path | None = None,
@@ -212,26 +192,26 @@ class _Handler(_LossAware):
         if event.event_type in ("opened", "closed_no_write"):
             return
         if isinstance(event, EventsLostEvent):
-            self._poke("events_lost", True, False)
+            self._poke("events_lost", scan=True, rewatch=False)
             return
         paths = [_norm(event.src_path)]
         if event.dest_path:
             paths.append(_norm(event.dest_path))
         # The watched directory itself went away or moved: the watch is dead, re-establish it.
         if isinstance(event, DirDeletedEvent | DirMovedEvent) and self._watched in paths:
-            self._poke("watch_lost", True, True)
+            self._poke("watch_lost", scan=True, rewatch=True)
             return
         if any(self._hits_target(p) for p in paths):
-            self._poke(event.event_type, True, False)
+            self._poke(event.event_type, scan=True, rewatch=False)
         elif self._wants_parent and any(self._on_the_way(p) for p in paths):
             # Watching an ancestor while the real directory is missing: a directory (or link)
             # on the way to it appeared or moved. Anything else there (a log file written in
             # that ancestor, say) must not restart the watch: each restart is logged, and the
             # log line would be the next event.
-            self._poke("ancestor_changed", False, True)
+            self._poke("ancestor_changed", scan=False, rewatch=True)
         elif paths[0] == self._watched:
             # A change to the directory itself (FSEvents coalesces into these): stat to see.
-            self._poke("directory_changed", False, False)
+            self._poke("directory_changed", scan=False, rewatch=False)
 
 
 class _ParentHandler(_LossAware):
@@ -243,14 +223,14 @@ class _ParentHandler(_LossAware):
     its parent, the move, removal or (re)appearance of the directory is an ordinary event.
     """
 
-    def __init__(self, watched: Path, poke: Callable[[str, bool, bool], None]) -> None:
+    def __init__(self, watched: Path, poke: Poke) -> None:
         self._watched = _norm(str(watched))
         self._poke = poke
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if isinstance(event, EventsLostEvent):
             # The directory itself may have been replaced unseen: watch it afresh.
-            self._poke("events_lost", True, True)
+            self._poke("events_lost", scan=True, rewatch=True)
             return
         if not event.is_directory:
             return
@@ -258,7 +238,7 @@ class _ParentHandler(_LossAware):
         if event.dest_path:
             paths.append(_norm(event.dest_path))
         if self._watched in paths and event.event_type in ("moved", "deleted", "created"):
-            self._poke("watch_lost", True, True)
+            self._poke("watch_lost", scan=True, rewatch=True)
 
 
 class LibraryWatcher:
@@ -272,10 +252,10 @@ class LibraryWatcher:
         self._rewatch = anyio.Event()
         self._generation = 0
 
-    def _on_loop(self, reason: str, scan: bool, rewatch: bool, generation: int = -1) -> None:
+    def _on_loop(self, reason: str, *, scan: bool, rewatch: bool, generation: int) -> None:
         # A rewatch asked for by an observer that was already replaced is stale: honouring it
         # would restart the new watch for nothing.
-        if rewatch and generation in (-1, self._generation):
+        if rewatch and generation == self._generation:
             self._rewatch.set()
         if reason == "events_lost":
             log.warning("file_events_lost", path=str(self.target), action="rescanning")
@@ -288,9 +268,7 @@ class LibraryWatcher:
     def _watch_dir(self, resolved: Path) -> Path:
         return resolve(_nearest_existing_dir(self._wanted_dir(resolved)))
 
-    def _start_observer(
-        self, resolved: Path, watched: Path, poke: Callable[[str, bool, bool], None]
-    ) -> BaseObserver:
+    def _start_observer(self, resolved: Path, watched: Path, poke: Poke) -> BaseObserver:
         observer = _make_observer()
         handler = _Handler(
             resolved, watched, poke, target_is_dir=self.target_is_dir, configured=self.target
@@ -308,11 +286,12 @@ class LibraryWatcher:
         """Watch until cancelled. Reports started once the first watch is in place."""
         token = anyio.lowlevel.current_token()
 
-        def poke(reason: str, scan: bool, rewatch: bool, generation: int = -1) -> None:
+        def poke(reason: str, *, scan: bool, rewatch: bool, generation: int) -> None:
+            on_loop = partial(
+                self._on_loop, reason, scan=scan, rewatch=rewatch, generation=generation
+            )
             try:
-                anyio.from_thread.run_sync(
-                    self._on_loop, reason, scan, rewatch, generation, token=token
-                )
+                anyio.from_thread.run_sync(on_loop, token=token)
             except (anyio.RunFinishedError, RuntimeError):
                 pass  # the loop is shutting down: nothing is listening any more
 
@@ -324,7 +303,7 @@ class LibraryWatcher:
                 watched = await run_abandonable(partial(self._watch_dir, resolved))
                 self._rewatch = anyio.Event()
                 self._generation += 1
-                poke_this = partial(_poke_for, poke, self._generation)
+                poke_this = partial(poke, generation=self._generation)
                 try:
                     observer = await anyio.to_thread.run_sync(
                         self._start_observer, resolved, watched, poke_this
@@ -373,16 +352,6 @@ class LibraryWatcher:
             if now != resolved:
                 log.info("library_path_repointed", path=str(self.target), now=str(now))
                 return
-
-
-def _poke_for(
-    poke: Callable[[str, bool, bool, int], None],
-    generation: int,
-    reason: str,
-    scan: bool,
-    rewatch: bool,
-) -> None:
-    poke(reason, scan, rewatch, generation)
 
 
 def _stop_observer(observer: BaseObserver) -> None:

@@ -7,6 +7,8 @@ waiting on a macOS privacy prompt, a stat on a network volume that stopped answe
 from __future__ import annotations
 
 import errno
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from daemon import scanner as scanner_mod
 from daemon.errors import LibraryReadStalled
 from daemon.library import FileStat, LibraryRead
 from daemon.scanner import Scanner, StatFailed
-from daemon.watcher import Wakeup
+from tests.scanner_support import fresh_scanner
 from tests.support import wait_for
 
 
@@ -31,24 +33,9 @@ def gate() -> Iterator[threading.Event]:
     event.set()  # never leave a test's thread blocked
 
 
-def make_scanner(path: Path, reader: Any, **kw: Any) -> Scanner:
-    return Scanner(
-        reader=reader,
-        library_path=path,
-        baseline={},
-        baseline_stat=None,
-        initial_build=True,
-        recorder=None,  # type: ignore[arg-type]  # these tests never record a scan
-        wakeup=Wakeup(),
-        settle_seconds=0.0,
-        settle_max_seconds=1.0,
-        verify_seconds=60.0,
-        full_scan_interval_seconds=3600.0,
-        last_full_scan=None,
-        mass_removal_ratio=0.5,
-        mass_removal_confirm_seconds=0.0,
-        read_timeout_seconds=kw.pop("read_timeout_seconds", 0.2),
-    )
+def make_scanner(path: Path, reader: Any) -> Scanner:
+    # These tests never record a scan; a read is stalled after 0.2 s.
+    return fresh_scanner(path, reader, None, read_timeout_seconds=0.2)
 
 
 async def test_a_read_past_its_deadline_is_stalled_then_used_when_it_ends(
@@ -111,3 +98,20 @@ async def test_stat_errors_are_values(tmp_path: Path) -> None:
     scanner = make_scanner(loop / "Library.xml", lambda: None)
     assert await scanner._stat() == StatFailed(errno.ELOOP)
     assert await make_scanner(tmp_path / "none.xml", lambda: None)._stat() is None
+
+
+def test_a_read_left_running_does_not_keep_the_process_alive() -> None:
+    # anyio's worker threads would hold the interpreter at exit; the read's thread must not.
+    code = (
+        "import threading, anyio\n"
+        "from daemon.read_job import ReadJob, run_abandonable\n"
+        "async def main():\n"
+        "    ReadJob(threading.Event().wait, lambda job: None)\n"
+        "    with anyio.move_on_after(0.1):\n"
+        "        await run_abandonable(threading.Event().wait)\n"
+        "anyio.run(main)\n"
+        "print('returned')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=20)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b"returned\n"

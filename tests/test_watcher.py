@@ -14,7 +14,6 @@ import threading
 import unicodedata
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -22,10 +21,11 @@ import pytest
 from watchdog.events import DirCreatedEvent, DirMovedEvent, FileModifiedEvent, FileMovedEvent
 
 from daemon import watcher as watcher_mod
+from daemon.debounce import Wakeup
 from daemon.watcher import (
     EventsLostEvent,
     LibraryWatcher,
-    Wakeup,
+    Poke,
     _Handler,
     _make_observer,
     _ParentHandler,
@@ -34,6 +34,13 @@ from daemon.watcher import (
 )
 
 Pokes = list[tuple[str, bool, bool]]
+
+
+def poke_into(pokes: Pokes) -> Poke:
+    def poke(reason: str, *, scan: bool, rewatch: bool) -> None:
+        pokes.append((reason, scan, rewatch))
+
+    return poke
 
 
 def linked_library(tmp_path: Path) -> tuple[Path, Path]:
@@ -51,7 +58,7 @@ def handler_for(configured: Path, pokes: Pokes) -> _Handler:
     return _Handler(
         resolved,
         resolved.parent,
-        lambda *a: pokes.append(a),
+        poke_into(pokes),
         target_is_dir=False,
         configured=configured,
     )
@@ -63,7 +70,7 @@ def test_a_file_written_in_the_watched_ancestor_does_not_restart_the_watch(tmp_p
     # write: the watch restarted every few ms and the scan waited for the settle ceiling.
     library = tmp_path / "lib" / "Library.xml"
     pokes: Pokes = []
-    handler = _Handler(library, tmp_path, lambda *a: pokes.append(a), target_is_dir=False)
+    handler = _Handler(library, tmp_path, poke_into(pokes), target_is_dir=False)
     handler.on_any_event(FileModifiedEvent(str(tmp_path / "musicd.log")))
     handler.on_any_event(DirCreatedEvent(str(tmp_path / "lib.away")))
     assert pokes == []
@@ -111,7 +118,7 @@ def test_lost_events_force_a_rescan_and_a_new_watch_of_the_directory(tmp_path: P
     configured, real = linked_library(tmp_path)
     pokes: Pokes = []
     handler_for(configured, pokes).dispatch(EventsLostEvent(str(real.parent)))
-    _ParentHandler(real.parent, lambda *a: pokes.append(a)).dispatch(EventsLostEvent(str(tmp_path)))
+    _ParentHandler(real.parent, poke_into(pokes)).dispatch(EventsLostEvent(str(tmp_path)))
     assert pokes == [("events_lost", True, False), ("events_lost", True, True)]
 
 
@@ -187,8 +194,8 @@ def test_an_inotify_overflow_reaches_the_handler_whatever_the_log_level(tmp_path
     pokes: Pokes = []
     got = threading.Event()
 
-    def poke(*args: Any) -> None:
-        pokes.append(args)
+    def poke(reason: str, *, scan: bool, rewatch: bool) -> None:
+        pokes.append((reason, scan, rewatch))
         got.set()
 
     observer = _make_observer()

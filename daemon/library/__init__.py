@@ -45,6 +45,8 @@ class LibraryRead:
     # Later tracks that repeated an already seen Persistent ID (the first one wins).
     duplicate_ids: int = 0
     warnings: list[str] = field(default_factory=list)
+    # Whether this read looked at the whole library (False: an incremental read reused earlier work).
+    full: bool = True
 
 
 # The database inside Music.app's library bundle: Music.app rewrites it in place, which moves

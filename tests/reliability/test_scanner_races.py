@@ -3,53 +3,42 @@
 The reader is the one pluggable boundary of the scanner: these tests give it readers that
 fail the way a real one does when the file is rewritten under it, with the file really
 rewritten at that moment, and check that the last version is still read. No watcher runs, as
-when inotify is unavailable: only the stat safety net can notice the new version.
+when inotify is unavailable: only the stat safety net can notice the new version, except where
+a test notifies the scanner as the watcher would, with the safety net an hour away.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
 import pytest
 
+from daemon import scanner as scanner_mod
 from daemon.consumers.follow import JournalSignal
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError
 from daemon.events import SCAN_FINISHED
-from daemon.hub import EventHub
+from daemon.hub import EventHub, Subscription
 from daemon.library import LibraryRead
 from daemon.library.xml_reader import read_library_xml
 from daemon.recorder import Recorder
 from daemon.scanner import CHANGED_DURING_READ_RETRIES, Scanner
-from daemon.stores.database import open_database
+from daemon.stores import journal
+from daemon.stores.database import Database, open_database
 from daemon.stores.writer import Writer
-from daemon.watcher import Wakeup
 from tests.reliability.conftest import Report
 from tests.reliability.harness import SynthLibrary, write_library
+from tests.scanner_support import fresh_scanner
+from tests.support import wait_for
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def make_scanner(path: Path, reader: Callable[[], LibraryRead], recorder: Recorder) -> Scanner:
-    return Scanner(
-        reader=reader,
-        library_path=path,
-        baseline={},
-        baseline_stat=None,
-        initial_build=True,
-        recorder=recorder,
-        wakeup=Wakeup(),
-        settle_seconds=0.01,
-        settle_max_seconds=0.1,
-        verify_seconds=0.05,
-        full_scan_interval_seconds=3600,
-        last_full_scan=None,
-        mass_removal_ratio=0.5,
-        mass_removal_confirm_seconds=300,
-    )
 
 
 def genre_recorded(conn: sqlite3.Connection, want: str) -> bool:
@@ -57,11 +46,15 @@ def genre_recorded(conn: sqlite3.Connection, want: str) -> bool:
     return row is not None
 
 
-async def run_until_read(
-    path: Path, state_dir: Path, reader: Callable[[], LibraryRead], want: str
-) -> None:
-    """Run the scanner on a real database until a track of genre `want` is committed; fail
-    after 5 s."""
+@asynccontextmanager
+async def scanner_running(
+    path: Path,
+    state_dir: Path,
+    reader: Callable[[], LibraryRead],
+    *,
+    verify_seconds: float = 0.05,
+) -> AsyncIterator[tuple[Scanner, Database, Subscription]]:
+    """The scanner running on a real database, with a subscription to its recorded scans."""
     await anyio.Path(state_dir).mkdir(mode=0o700)
     db = await anyio.to_thread.run_sync(open_database, state_dir)
     try:
@@ -69,20 +62,38 @@ async def run_until_read(
         hub = EventHub()
         scans = hub.subscribe([SCAN_FINISHED])
         recorder = Recorder(writer, hub, JournalSignal(), last_seq=0)
-        scanner = make_scanner(path, reader, recorder)
+        scanner = fresh_scanner(path, reader, recorder, verify_seconds=verify_seconds)
         async with anyio.create_task_group() as tg:
             tg.start_soon(writer.run)
             tg.start_soon(scanner.run)
-            with anyio.fail_after(5):
-                # Each recorded scan is published after its commit: look at the table then.
-                async for _ in scans.receive:
-                    if genre_recorded(db.reader, want):
-                        break
+            yield scanner, db, scans
             tg.cancel_scope.cancel()
         hub.close()
         scans.receive.close()
     finally:
         db.close()
+
+
+async def until_scanned(scanner: Scanner, genre: str) -> None:
+    """Until a recorded scan saw a track of `genre` (the baseline moves after the commit)."""
+
+    def seen() -> bool:
+        return any(track.genre == genre for track in scanner.baseline.values())
+
+    await anyio.to_thread.run_sync(partial(wait_for, seen, timeout=5, what=genre))
+
+
+async def run_until_read(
+    path: Path, state_dir: Path, reader: Callable[[], LibraryRead], want: str
+) -> None:
+    """Run the scanner on a real database until a track of genre `want` is committed; fail
+    after 5 s."""
+    async with scanner_running(path, state_dir, reader) as (_, db, scans):
+        with anyio.fail_after(5):
+            # Each recorded scan is published after its commit: look at the table then.
+            async for _ in scans.receive:
+                if genre_recorded(db.reader, want):
+                    break
 
 
 def versions(tmp_path: Path) -> tuple[Path, SynthLibrary, bytes]:
@@ -119,3 +130,85 @@ async def test_a_version_written_while_a_read_fails_is_read_later(
     tally.tried += 1
     await run_until_read(path, tmp_path / "state", reader, "Final")
     tally.survived += 1
+
+
+class BugOnce:
+    """`work`, except that its first call fails the way a bug does (no LibraryReadError)."""
+
+    def __init__(self, work: Callable[..., Any]) -> None:
+        self.work = work
+        self.fired = False
+
+    def __call__(self, *args: Any) -> Any:
+        if not self.fired:
+            self.fired = True
+            raise RuntimeError("a bug")
+        return self.work(*args)
+
+
+@pytest.mark.parametrize("where", ["reader", "differ"])
+async def test_a_scan_bug_cannot_stop_watching(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    # An unexpected exception fails that one scan: the next change is still scanned. The
+    # safety net is an hour away, so only the change's notification can start that scan.
+    path, final, final_bytes = versions(tmp_path)
+    reader: Callable[[], LibraryRead] = partial(read_library_xml, path)
+    bug = BugOnce(reader if where == "reader" else scanner_mod.diff_tracks)
+    if where == "reader":
+        reader = bug
+    else:
+        monkeypatch.setattr(scanner_mod, "diff_tracks", bug)
+    async with scanner_running(path, tmp_path / "state", reader, verify_seconds=3600) as (
+        scanner,
+        _,
+        scans,
+    ):
+        with anyio.fail_after(5):
+            if where == "differ":
+                # The first scan builds the snapshot without a diff; a change needs one.
+                await scans.receive.receive()
+                changed = final.copy()
+                next(iter(changed.tracks.values()))["Genre"] = "Changed"
+                write_library(path, changed.render())
+                scanner.wakeup.notify("modified")
+            await anyio.to_thread.run_sync(
+                wait_for, lambda: bug.fired and not scanner._lock.locked()
+            )
+        write_library(path, final_bytes)
+        scanner.wakeup.notify("modified")
+        await until_scanned(scanner, "Final")
+
+
+async def test_last_full_scan_records_whether_the_read_was_full(tmp_path: Path) -> None:
+    # The reader says which reads were full (the fast readers read incrementally in between);
+    # the scanner keeps no timer of its own.
+    path, final, _ = versions(tmp_path)
+    full = [True, False, True]
+
+    def reader() -> LibraryRead:
+        return dataclasses.replace(read_library_xml(path), full=full.pop(0))
+
+    async with scanner_running(path, tmp_path / "state", reader, verify_seconds=3600) as (
+        scanner,
+        db,
+        _,
+    ):
+        metas = []
+        for genre in ("Startup", "Second", "Third"):
+            if metas:
+                next(iter(final.tracks.values()))["Genre"] = genre
+                write_library(path, final.render())
+                scanner.wakeup.notify("modified")
+
+            # The baseline (and with it status) moves once the scan is committed.
+            def recorded(want: int = len(metas) + 1) -> bool:
+                return scanner.status.scans == want
+
+            await anyio.to_thread.run_sync(wait_for, recorded)
+            metas.append(journal.meta(db.reader))
+    first, incremental, third = metas
+    assert first["last_full_scan"] == first["last_scan"] is not None
+    assert incremental["last_scan"] > first["last_scan"]
+    assert incremental["last_full_scan"] == first["last_full_scan"]
+    assert third["last_full_scan"] == third["last_scan"] > incremental["last_scan"]

@@ -1,0 +1,36 @@
+"""A scanner on a library it has never read, as the scanner's own tests build one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from daemon.config import LibraryConfig
+from daemon.debounce import Debouncer, Wakeup
+from daemon.library import LibraryRead
+from daemon.recorder import Recorder
+from daemon.scanner import Scanner
+
+
+def fresh_scanner(
+    path: Path,
+    reader: Callable[[], LibraryRead],
+    recorder: Recorder | None,
+    *,
+    settle_seconds: float = 0.01,
+    settle_max_seconds: float = 0.1,
+    **library: Any,
+) -> Scanner:
+    """No snapshot yet: its first scan builds one. `library` are LibraryConfig's fields."""
+    return Scanner(
+        library=LibraryConfig(path=path, **library),
+        reader=reader,
+        baseline={},
+        baseline_stat=None,
+        initial_build=True,
+        recorder=recorder,  # type: ignore[arg-type]  # None: the test never records a scan
+        changes=Debouncer(
+            Wakeup(), settle_seconds=settle_seconds, settle_max_seconds=settle_max_seconds
+        ),
+    )
