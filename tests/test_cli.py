@@ -137,7 +137,7 @@ def test_hints_name_the_executable_that_ran_and_the_options_in_use(
     hints.remember(config=None, socket="/tmp/d.sock")
     assert hints.command("status") == "musicd status --socket /tmp/d.sock"
     assert hints.command("run", socket=False) == "musicd run"
-    sys.argv[0] = str(Path(cli.__file__).with_name("__main__.py"))
+    sys.argv[0] = str(Path(cli.__file__).parent.with_name("__main__.py"))
     assert hints.program() == f"{sys.executable} -m daemon"
 
 

@@ -133,7 +133,7 @@ def _check_library(report: Report, path: Path, source: str) -> None:
     if not os.access(path, os.R_OK):
         report.errors.append(f"{key} is not readable by this user")
         return
-    from daemon.cli_format import size
+    from daemon.cli.format import size
     from daemon.errors import LibraryReadError
     from daemon.library.xml_reader import read_library_xml
 

@@ -172,12 +172,12 @@ def _command_words(args: argparse.Namespace) -> str:
 def _extra_commands() -> list[Callable[..., None]]:
     registers: list[Callable[..., None]] = []
     for module in (
-        "daemon.cli_control",
-        "daemon.cli_changes",
-        "daemon.cli_launchd",
-        "daemon.cli_logs",
-        "daemon.cli_state",
-        "daemon.cli_doctor",
+        "daemon.cli.control",
+        "daemon.cli.changes",
+        "daemon.cli.launchd",
+        "daemon.cli.logs",
+        "daemon.cli.state",
+        "daemon.cli.doctor",
     ):
         try:
             mod = __import__(module, fromlist=["register"])
@@ -190,14 +190,14 @@ def _extra_commands() -> list[Callable[..., None]]:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    from daemon.cli_completion import completion_script
+    from daemon.cli.completion import completion_script
 
     sys.stdout.write(completion_script(build_parser(), args.shell))
     return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from daemon.cli_check import check_config
+    from daemon.cli.check import check_config
 
     return check_config(args.config, as_json=bool(args.json))
 
@@ -327,7 +327,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = None
     if sys.stderr.isatty():
         # A live progress line during long scans, on the terminal only (never in the log file).
-        from daemon.cli_progress import ProgressConsole
+        from daemon.cli.progress import ProgressConsole
 
         console = ProgressConsole(sys.stderr)
     configure_logging(
@@ -345,7 +345,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             if console is None:
                 return anyio.run(run, cfg)
-            from daemon.cli_progress import local_scans
+            from daemon.cli.progress import local_scans
 
             with local_scans(console):
                 return anyio.run(run, cfg)

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from daemon import cli_format as fmt
 from daemon import hints
+from daemon.cli import format as fmt
 from daemon.client import ClientTimeout, MusicdClient
 from daemon.errors import EX_USAGE, DaemonError
 from daemon.events import EVENT_TYPES
@@ -330,7 +330,7 @@ def describe_flush(result: dict[str, Any]) -> str:
 
 def cmd_rescan(args: argparse.Namespace) -> int:
     if sys.stderr.isatty():
-        from daemon.cli_progress import remote_scan
+        from daemon.cli.progress import remote_scan
 
         with remote_scan(_socket_path(args), sys.stderr, MusicdClient):
             result = _call(args, "rescan", accept_removals=args.accept_removals)

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from daemon.cli_control import UsageError, add_client_command, describe_event
+from daemon.cli.control import UsageError, add_client_command, describe_event
 from daemon.client import MusicdClient
 from daemon.events import EVENT_TYPES
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from daemon import cli_format
+from daemon.cli import format as cli_format
 
 _CLEAR = "\r\x1b[K"
 # A scan shorter than this never shows a line: a flash of text helps nobody.
