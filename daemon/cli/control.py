@@ -1,4 +1,4 @@
-"""`musicd status|stats|flush|rescan|stop|ping|invalidate|cache …|tracks …|subscribe`.
+"""`musicd status|stats|ping|flush|rescan|stop`: the daemon itself, through its socket.
 
 Every command talks to the daemon's socket through the synchronous client; nothing here imports
 anyio or the server, so these commands start fast. Output is for people by default and JSON
@@ -8,27 +8,16 @@ with --json. A daemon that is not running is one line and exit status 3.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import orjson
-
+import daemon.cli.format as fmt
 from daemon import hints
-from daemon.cli import format as fmt
+from daemon.cli.command import Output, Subcommands, add_client_command, connect, socket_path
 from daemon.client import ClientTimeout, MusicdClient
-from daemon.errors import EX_USAGE, DaemonError
-from daemon.events import EVENT_TYPES
-from daemon.models import DEFAULT_SOURCES
-
-_ARTIST_HELP = "the album's artist (as the library has it; case and accents are ignored)"
-_ALBUM_HELP = "the album's name"
-_SOURCE_HELP = (
-    f"the API the answer came from: {', '.join(DEFAULT_SOURCES)}, or one added with "
-    "cache.sources in the config"
-)
+from daemon.errors import DaemonError
 
 # `stop` waits this long for the daemon to drain, flush and exit (it needs about 5 s at most).
 STOP_WAIT_SECONDS = 30.0
@@ -36,172 +25,37 @@ STOP_WAIT_SECONDS = 30.0
 SLOW_TIMEOUT_SECONDS = 600.0
 
 
-class UsageError(DaemonError):
-    code = "usage_error"
-    exit_status = EX_USAGE
-
-
-class NotFound(DaemonError):
-    """A lookup found nothing: exit status 1, like grep, so scripts can test for it."""
-
-    code = "not_found"
-    exit_status = 1
-
-
-def add_client_command(
-    parent: argparse._SubParsersAction[argparse.ArgumentParser],
-    name: str,
-    help_text: str,
-    handler: Callable[[argparse.Namespace], int],
-    *,
-    add_config_arg: Callable[[argparse.ArgumentParser], None],
-    timeout: float = 30.0,
-    json_help: str = "print JSON for scripts",
-) -> argparse.ArgumentParser:
-    """A subcommand that talks to the daemon: --config, --socket, --json and --timeout."""
-    parser = parent.add_parser(name, help=help_text, description=help_text)
-    add_config_arg(parser)
-    parser.add_argument(
-        "--socket", metavar="PATH", help="the daemon's socket (overrides the config)"
+def register(sub: Subcommands) -> None:
+    """Add the commands about the daemon itself to the `musicd` parser."""
+    add_client_command(sub, "status", "show what the daemon is doing", cmd_status)
+    add_client_command(
+        sub, "stats", "API cache and event counts since the daemon started", cmd_stats
     )
-    parser.add_argument("--json", action="store_true", help=json_help)
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=timeout,
-        metavar="SECONDS",
-        help=f"how long to wait for an answer (default {timeout:g} s)",
-    )
-    parser.set_defaults(handler=handler)
-    return parser
-
-
-def register(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    add_config_arg: Callable[[argparse.ArgumentParser], None],
-) -> None:
-    """Add the control commands to the `musicd` parser."""
-
-    def command(
-        parent: argparse._SubParsersAction[argparse.ArgumentParser],
-        name: str,
-        help_text: str,
-        handler: Callable[[argparse.Namespace], int],
-        timeout: float = 30.0,
-    ) -> argparse.ArgumentParser:
-        return add_client_command(
-            parent, name, help_text, handler, add_config_arg=add_config_arg, timeout=timeout
-        )
-
-    command(sub, "status", "show what the daemon is doing", cmd_status)
-    command(sub, "stats", "API cache and event counts since the daemon started", cmd_stats)
-    command(sub, "ping", "check that the daemon answers", cmd_ping)
-    command(
+    add_client_command(sub, "ping", "check that the daemon answers", cmd_ping)
+    add_client_command(
         sub,
         "flush",
         "make every acknowledged write durable against a power cut now (a checkpoint)",
         cmd_flush,
-        SLOW_TIMEOUT_SECONDS,
+        timeout=SLOW_TIMEOUT_SECONDS,
     )
-    rescan = command(sub, "rescan", "read the whole library now", cmd_rescan, SLOW_TIMEOUT_SECONDS)
+    rescan = add_client_command(
+        sub, "rescan", "read the whole library now", cmd_rescan, timeout=SLOW_TIMEOUT_SECONDS
+    )
     rescan.add_argument(
         "--accept-removals",
         action="store_true",
         help="apply a mass removal that is held for confirmation",
     )
-    command(sub, "stop", "stop the daemon and wait until it is gone", cmd_stop)
-    inval = command(sub, "invalidate", "drop the cached answers of an album", cmd_invalidate)
-    inval.add_argument("artist", help=_ARTIST_HELP)
-    inval.add_argument("album", help=_ALBUM_HELP)
-
-    cache = sub.add_parser("cache", help="read and write the API response cache")
-    cache_sub = cache.add_subparsers(
-        dest="cache_command", metavar="ACTION", required=True, help="get, put or clear"
-    )
-    get = command(
-        cache_sub,
-        "get",
-        "show the cached answer of an album from a source (exit status 1 when there is none)",
-        cmd_cache_get,
-    )
-    put = command(cache_sub, "put", "store an answer for an album from a source", cmd_cache_put)
-    for parser in (get, put):
-        parser.add_argument("artist", help=_ARTIST_HELP)
-        parser.add_argument("album", help=_ALBUM_HELP)
-        parser.add_argument("source", help=_SOURCE_HELP)
-    put.add_argument(
-        "--failed", action="store_true", help="a failed lookup (kept for the retry TTL only)"
-    )
-    put.add_argument("--data", metavar="JSON", help="the answer, as JSON (default null)")
-    put.add_argument("--metadata", metavar="JSON", help="a JSON object stored with it")
-    command(cache_sub, "clear", "drop every cached answer", cmd_cache_clear)
-
-    tracks = sub.add_parser("tracks", help="look up tracks in the library snapshot")
-    tracks_sub = tracks.add_subparsers(
-        dest="tracks_command", metavar="ACTION", required=True, help="get or album"
-    )
-    track = command(tracks_sub, "get", "show one track by persistent id", cmd_track)
-    track.add_argument(
-        "persistent_id", metavar="ID", help="the track's Persistent ID (hex; any case)"
-    )
-    album = command(tracks_sub, "album", "list the tracks of an album", cmd_album)
-    album.add_argument("artist", help=_ARTIST_HELP)
-    album.add_argument("album", help=_ALBUM_HELP)
-
-    subscribe = command(
-        sub, "subscribe", "print events as they happen, one per line (Ctrl-C stops)", cmd_subscribe
-    )
-    subscribe.add_argument(
-        "--type",
-        dest="types",
-        action="append",
-        choices=EVENT_TYPES,
-        metavar="TYPE",
-        help=f"only these event types (repeatable): {', '.join(EVENT_TYPES)}",
-    )
+    add_client_command(sub, "stop", "stop the daemon and wait until it is gone", cmd_stop)
 
 
-# -- plumbing -------------------------------------------------------------------------------
+def cmd_status(args: argparse.Namespace) -> Output:
+    with connect(args) as client:
+        return Output(client.status(), show_status)
 
 
-def _socket_path(args: argparse.Namespace) -> Path:
-    if args.socket:
-        return Path(args.socket).expanduser()
-    from daemon.config import load_config
-
-    return load_config(args.config).control.socket
-
-
-def _client(args: argparse.Namespace) -> MusicdClient:
-    return MusicdClient(_socket_path(args), timeout=args.timeout)
-
-
-def _call(args: argparse.Namespace, method: str, **params: Any) -> Any:
-    with _client(args) as client:
-        return client.call(method, **params)
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
-def _parse_json(option: str, text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as err:
-        raise UsageError(f"{option} is not valid JSON: {err}") from None
-
-
-# -- commands -------------------------------------------------------------------------------
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    s = _call(args, "status")
-    if args.json:
-        _print_json(s)
-        return 0
+def show_status(s: dict[str, Any]) -> None:
     lib = s["library"]
     up = fmt.duration(s["uptime_seconds"])
     print(f"musicd {s['version']} is running (pid {s['pid']}, up {up})")
@@ -259,14 +113,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     if s.get("shutting_down"):
         print("  stopping")
-    return 0
 
 
-def cmd_stats(args: argparse.Namespace) -> int:
-    s = _call(args, "stats")
-    if args.json:
-        _print_json(s)
-        return 0
+def cmd_stats(args: argparse.Namespace) -> Output:
+    with connect(args) as client:
+        return Output(client.stats(), show_stats)
+
+
+def show_stats(s: dict[str, Any]) -> None:
     c = s["cache"]
     print(
         f"API cache: {fmt.plural(c['total_entries'], 'entry', 'entries')} ({c['successful']} "
@@ -294,28 +148,27 @@ def cmd_stats(args: argparse.Namespace) -> int:
         f"{ctl['connections_total']} since start, {fmt.plural(ctl['requests'], 'request')}, "
         f"{fmt.plural(ctl['errors'], 'error')}"
     )
-    return 0
 
 
-def cmd_ping(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+def cmd_ping(args: argparse.Namespace) -> Output:
+    with connect(args) as client:
         started = time.perf_counter()
         result = client.ping()
     took = time.perf_counter() - started
-    if args.json:
-        _print_json({**result, "round_trip_ms": round(took * 1000, 3)})
-    else:
+
+    def show(_: Any) -> None:
         print(f"pong from musicd {result['version']} (pid {result['pid']}) in {fmt.duration(took)}")
-    return 0
+
+    return Output({**result, "round_trip_ms": round(took * 1000, 3)}, show)
 
 
-def cmd_flush(args: argparse.Namespace) -> int:
-    result = _call(args, "flush")
-    if args.json:
-        _print_json(result)
-    else:
-        print(f"{describe_flush(result)} ({fmt.ms(result.get('duration_ms'))})")
-    return 0
+def cmd_flush(args: argparse.Namespace) -> Output:
+    with connect(args) as client:
+        return Output(client.flush(), show_flush)
+
+
+def show_flush(result: dict[str, Any]) -> None:
+    print(f"{describe_flush(result)} ({fmt.ms(result.get('duration_ms'))})")
 
 
 def describe_flush(result: dict[str, Any]) -> str:
@@ -328,17 +181,20 @@ def describe_flush(result: dict[str, Any]) -> str:
     return "flushed: the state is on disk"
 
 
-def cmd_rescan(args: argparse.Namespace) -> int:
-    if sys.stderr.isatty():
-        from daemon.cli.progress import remote_scan
+def cmd_rescan(args: argparse.Namespace) -> Output:
+    with connect(args) as client:
+        if sys.stderr.isatty():
+            # A thread that draws the progress line: only on a terminal.
+            from daemon.cli.progress import remote_scan
 
-        with remote_scan(_socket_path(args), sys.stderr, MusicdClient):
-            result = _call(args, "rescan", accept_removals=args.accept_removals)
-    else:
-        result = _call(args, "rescan", accept_removals=args.accept_removals)
-    if args.json:
-        _print_json(result)
-        return 0
+            with remote_scan(socket_path(args), sys.stderr, MusicdClient):
+                result = client.rescan(accept_removals=args.accept_removals)
+        else:
+            result = client.rescan(accept_removals=args.accept_removals)
+    return Output(result, show_rescan)
+
+
+def show_rescan(result: dict[str, Any]) -> None:
     print(
         f"rescanned in {fmt.ms(result['duration_ms'])}: {result['added']} added, "
         f"{result['modified']} modified, {result['removed']} removed"
@@ -348,12 +204,11 @@ def cmd_rescan(args: argparse.Namespace) -> int:
             f"{fmt.plural(result['held_removals'], 'removal')} held for confirmation; "
             f"'{hints.command('rescan', '--accept-removals')}' applies them"
         )
-    return 0
 
 
-def cmd_stop(args: argparse.Namespace) -> int:
+def cmd_stop(args: argparse.Namespace) -> Output:
     started = time.monotonic()
-    with _client(args) as client:
+    with connect(args) as client:
         pid = int(client.shutdown()["pid"])
         still_running = DaemonError(
             f"asked musicd (pid {pid}) to stop, but it is still running after "
@@ -369,17 +224,15 @@ def cmd_stop(args: argparse.Namespace) -> int:
             raise still_running
         time.sleep(0.05)
     took = time.monotonic() - started
-    if args.json:
-        _print_json({"stopped": True, "pid": pid, "seconds": round(took, 3)})
-    else:
+
+    def show(_: Any) -> None:
         print(f"musicd stopped (pid {pid}, {fmt.duration(took)})")
-    return 0
+
+    return Output({"stopped": True, "pid": pid, "seconds": round(took, 3)}, show)
 
 
 def _pid_alive(pid: int) -> bool:
     """Whether `pid` still runs; an exited child its parent has not reaped yet does not count."""
-    import os
-
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -392,128 +245,3 @@ def _pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True
     return state not in (b"Z", b"X")
-
-
-def cmd_invalidate(args: argparse.Namespace) -> int:
-    result = _call(args, "cache.invalidate", artist=args.artist, album=args.album)
-    if args.json:
-        _print_json(result)
-    else:
-        answers = fmt.plural(result["removed"], "cached answer")
-        print(f"dropped {answers} of {args.artist} - {args.album}")
-    return 0
-
-
-def cmd_cache_get(args: argparse.Namespace) -> int:
-    entry = _call(args, "cache.get", artist=args.artist, album=args.album, source=args.source)
-    if args.json:
-        _print_json(entry)
-    if entry is None:
-        raise NotFound(f"no cached answer for {args.artist} - {args.album} from {args.source}")
-    if not args.json:
-        outcome = "answer" if entry["success"] else "failed lookup"
-        expires = f", expires {fmt.when(entry['expires_at'])}" if entry["expires_at"] else ""
-        print(
-            f"{entry['source']} {outcome} for {entry['artist']} - {entry['album']}, stored "
-            f"{fmt.when(entry['created_at'])}{expires}"
-        )
-        print(f"  data      {orjson.dumps(entry['data']).decode()}")
-        if entry["metadata"]:
-            print(f"  metadata  {orjson.dumps(entry['metadata']).decode()}")
-    return 0
-
-
-def cmd_cache_put(args: argparse.Namespace) -> int:
-    data = _parse_json("--data", args.data)
-    metadata = _parse_json("--metadata", args.metadata)
-    if metadata is not None and not isinstance(metadata, dict):
-        raise UsageError("--metadata must be a JSON object")
-    with _client(args) as client:
-        entry = client.cache_put(
-            args.artist,
-            args.album,
-            args.source,
-            success=not args.failed,
-            data=data,
-            metadata=metadata,
-        )
-    if args.json:
-        _print_json(entry)
-    else:
-        outcome = "answer" if entry["success"] else "failed lookup"
-        print(f"stored {entry['source']} {outcome} for {entry['artist']} - {entry['album']}")
-    return 0
-
-
-def cmd_cache_clear(args: argparse.Namespace) -> int:
-    result = _call(args, "cache.clear")
-    if args.json:
-        _print_json(result)
-    else:
-        print(f"dropped {fmt.plural(result['removed'], 'cached answer')}")
-    return 0
-
-
-def cmd_track(args: argparse.Namespace) -> int:
-    track = _call(args, "tracks.get", persistent_id=args.persistent_id)
-    if args.json:
-        _print_json(track)
-    if track is None:
-        raise NotFound(f"no track with persistent id {args.persistent_id} in the snapshot")
-    if not args.json:
-        width = max(len(k) for k in track)
-        for key, value in track.items():
-            if value is not None:
-                print(f"{key:<{width}}  {value}")
-    return 0
-
-
-def cmd_album(args: argparse.Namespace) -> int:
-    tracks = _call(args, "tracks.album", artist=args.artist, album=args.album)
-    if args.json:
-        _print_json(tracks)
-    if not tracks:
-        raise NotFound(f"no tracks of {args.artist} - {args.album} in the snapshot")
-    if not args.json:
-        for t in tracks:
-            number = f"{t['disc_number'] or 1}-{t['track_number'] or 0:02d}"
-            print(f"{number}  {t['name']}  ({t['artist']})  {t['persistent_id']}")
-    return 0
-
-
-def cmd_subscribe(args: argparse.Namespace) -> int:
-    client = MusicdClient(_socket_path(args), timeout=args.timeout)
-    try:
-        with client:
-            for event in client.subscribe(args.types):
-                line = orjson.dumps(event).decode() if args.json else describe_event(event)
-                print(line, flush=True)
-    except KeyboardInterrupt:
-        return 0
-    print("musicd: the daemon closed the connection (it stopped)", file=sys.stderr)
-    return 1
-
-
-def describe_event(event: dict[str, Any]) -> str:
-    """One readable line for an event."""
-    kind = event.get("type", "?")
-    head = f"{time.strftime('%H:%M:%S')} #{event.get('seq')} {kind}"
-    if kind == "track_modified":
-        track = event.get("track", {})
-        name = f"{track.get('artist') or '?'} - {track.get('name') or '?'}"
-        changes = "; ".join(
-            f"{field}: {event['old'].get(field)!r} -> {event['new'].get(field)!r}"
-            for field in event.get("changed", [])
-        )
-        return f"{head} {event.get('persistent_id')} {name}: {changes}"
-    if kind == "track_added":
-        t = event.get("track", {})
-        pid, artist, album = t.get("persistent_id"), t.get("artist"), t.get("album")
-        return f"{head} {pid} {artist} - {t.get('name')} ({album})"
-    if kind == "track_removed":
-        return (
-            f"{head} {event.get('persistent_id')} {event.get('artist')} - {event.get('name')} "
-            f"({event.get('album')})"
-        )
-    rest = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "seq", "at"))
-    return f"{head} {rest}".rstrip()

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from daemon.cli.command import LOG_LEVELS, Subcommands, add_command, add_json_arg
 from daemon.errors import EX_NOINPUT, ConfigError, DaemonError
 
 BLOCK = 64 * 1024
@@ -42,12 +43,11 @@ class LogFileMissing(DaemonError):
     exit_status = EX_NOINPUT
 
 
-def register(sub: Any, add_config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+def register(sub: Subcommands) -> None:
     """Add `musicd logs` to the CLI."""
-    parser: argparse.ArgumentParser = sub.add_parser(
-        "logs", help="show the daemon's log: the last entries, or follow it with -f"
+    parser = add_command(
+        sub, "logs", "show the daemon's log: the last entries, or follow it with -f", cmd_logs
     )
-    add_config_arg(parser)
     parser.add_argument(
         "-f",
         "--follow",
@@ -64,11 +64,10 @@ def register(sub: Any, add_config_arg: Callable[[argparse.ArgumentParser], None]
     )
     parser.add_argument(
         "--level",
-        choices=["debug", "info", "warning", "error"],
+        choices=LOG_LEVELS,
         help="only entries at this level and above",
     )
-    parser.add_argument("--json", action="store_true", help="print the raw JSON lines")
-    parser.set_defaults(handler=cmd_logs)
+    add_json_arg(parser, "print the raw JSON lines")
 
 
 def _count(text: str) -> int:
