@@ -176,3 +176,21 @@ def test_client_commands_do_not_import_the_server_or_completion() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_without_a_config_file_the_socket_is_the_default_one_found_without_pydantic(
+    tmp_path: Path,
+) -> None:
+    code = (
+        "import argparse, sys; from daemon.cli.command import socket_path; "
+        "fast = socket_path(argparse.Namespace(socket=None, config=None)); "
+        "print('pydantic' in sys.modules); "
+        "from daemon.config import load_config; print(fast == load_config(None).control.socket)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MUSICD_CONFIG"}
+    env |= {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "none")}
+    env |= {"XDG_RUNTIME_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert out.stdout.split() == ["False", "True"], out.stderr

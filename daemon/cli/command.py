@@ -22,7 +22,7 @@ import orjson
 
 from daemon.client import MusicdClient
 from daemon.errors import EX_USAGE, DaemonError
-from daemon.paths import default_config_path
+from daemon.paths import default_config_path, default_socket_path
 
 # A string: the class is generic for the type checker only (not subscriptable at run time).
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -174,10 +174,18 @@ def add_client_command(
 
 
 def socket_path(args: argparse.Namespace) -> Path:
-    """--socket, else the config's control.socket (the config is read only then)."""
+    """--socket, else the config's control.socket.
+
+    Without a config file (none named, none at the default path) that is the default socket:
+    known without importing the config model (pydantic), the slowest part of a client's start.
+    """
     if args.socket:
         return Path(args.socket).expanduser()
-    from daemon.config import load_config  # pydantic: only when the socket is not given
+    # load_config's rule: --config, else $MUSICD_CONFIG, else the default path if it exists.
+    if not args.config and not os.environ.get("MUSICD_CONFIG"):
+        if not default_config_path().exists():
+            return default_socket_path()
+    from daemon.config import load_config
 
     return load_config(args.config).control.socket
 

@@ -11,9 +11,7 @@ import os
 import shlex
 import shutil
 import sys
-import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -48,6 +46,10 @@ def register(sub: Subcommands) -> None:
 
 def _prepare_demo() -> Path:
     """Copy the sample library into a fresh temp dir with a config pointing at it."""
+    # Here, not at the top: every command builds the parser, only the demo needs these.
+    import tempfile
+    from importlib import resources
+
     # Canonical (on macOS the temp dir is under the /var -> /private/var symlink, and FSEvents
     # reports canonical paths): the watched path then matches the paths of its file events.
     root = Path(os.path.realpath(tempfile.mkdtemp(prefix="musicd-demo-")))
