@@ -38,7 +38,9 @@ def register(sub: Subcommands) -> None:
     )
     _add_type_arg(subscribe)
 
-    def command(parent: Subcommands, name: str, help_text: str, handler: Handler) -> Any:
+    def command(
+        parent: Subcommands, name: str, help_text: str, handler: Handler
+    ) -> argparse.ArgumentParser:
         return add_client_command(
             parent, name, help_text, handler, timeout=60.0, json_help="print JSON lines for scripts"
         )
