@@ -2,7 +2,7 @@
 
 Records go through a queue to a listener thread, so a slow or full disk never blocks the event
 loop, and a failing handler never raises into the daemon. watchdog's stdlib records take the
-same path through ProcessorFormatter. `musicd logs` (cli_logs.py) is the reading side.
+same path through ProcessorFormatter. `musicd logs` (daemon/cli/logs.py) is the reading side.
 """
 
 from __future__ import annotations

@@ -9,10 +9,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from daemon import cli, hints
 from daemon.cli import build_parser, parse_args
+from daemon.cli.command import NotFound, Output, finish
 from daemon.events import EVENT_TYPES
 from daemon.models import DEFAULT_SOURCES
 from daemon.paths import default_config_path
@@ -137,7 +139,7 @@ def test_hints_name_the_executable_that_ran_and_the_options_in_use(
     hints.remember(config=None, socket="/tmp/d.sock")
     assert hints.command("status") == "musicd status --socket /tmp/d.sock"
     assert hints.command("run", socket=False) == "musicd run"
-    sys.argv[0] = str(Path(cli.__file__).with_name("__main__.py"))
+    sys.argv[0] = str(Path(cli.__file__).parent.with_name("__main__.py"))
     assert hints.program() == f"{sys.executable} -m daemon"
 
 
@@ -176,3 +178,50 @@ def test_client_commands_do_not_import_the_server_or_completion() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_without_a_config_file_the_socket_is_the_default_one_found_without_pydantic(
+    tmp_path: Path,
+) -> None:
+    code = (
+        "import argparse, sys; from daemon.cli.command import socket_path; "
+        "fast = socket_path(argparse.Namespace(socket=None, config=None)); "
+        "print('pydantic' in sys.modules); "
+        "from daemon.config import load_config; print(fast == load_config(None).control.socket)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MUSICD_CONFIG"}
+    env |= {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "none")}
+    env |= {"XDG_RUNTIME_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert out.stdout.split() == ["False", "True"], out.stderr
+
+
+def test_a_lookup_that_finds_nothing_prints_null_with_json_then_exits_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    shown: list[object] = []
+    missing = Output(None, shown.append, not_found="no cached answer for a - b from c")
+    with pytest.raises(NotFound, match="no cached answer") as raised:
+        finish(missing, as_json=True)
+    assert raised.value.exit_status == 1
+    assert capsys.readouterr().out == "null\n"
+    with pytest.raises(NotFound):
+        finish(missing, as_json=False)
+    assert capsys.readouterr().out == "" and shown == []
+
+
+def test_an_output_is_shown_to_people_or_printed_as_json_with_its_exit_status(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    result = {"committed": False, "cursor": "1:2"}
+    shown: list[object] = []
+    output = Output(result, shown.append, status=1)
+    assert finish(output, as_json=False) == 1
+    assert shown == [result] and capsys.readouterr().out == ""
+    assert finish(output, as_json=True) == 1
+    assert orjson.loads(capsys.readouterr().out) == result
+    line = Output(result, None, json_line=True)
+    assert finish(line, as_json=True) == 0
+    assert capsys.readouterr().out == '{"committed":false,"cursor":"1:2"}\n'

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon import cli_format as fmt
+from daemon.cli import format as fmt
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from daemon.cli import main
-from daemon.cli_logs import BLOCK, last_lines
+from daemon.cli.logs import BLOCK, last_lines
 
 TIMEOUT = 15.0
 

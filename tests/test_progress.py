@@ -11,7 +11,7 @@ import anyio.to_thread
 import pytest
 
 from daemon import progress
-from daemon.cli_progress import ProgressConsole, render
+from daemon.cli.progress import ProgressConsole, render
 from daemon.library.xml_reader import CHUNK_SIZE, read_library_xml
 from daemon.progress import ScanProgress
 from tests.benchmarks.generate import generate_library

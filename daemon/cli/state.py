@@ -11,18 +11,18 @@ import contextlib
 import os
 import sqlite3
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
+from daemon.cli.command import Output, Subcommands, add_config_arg, add_group, add_json_arg
 from daemon.errors import InputError, MissingInput, StateError
 
 
-def register(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    add_config_arg: Callable[[argparse.ArgumentParser], None],
-) -> None:
+def register(sub: Subcommands) -> None:
+    """Add `musicd import-cache` and `musicd export snapshot` to the CLI."""
     imp = sub.add_parser(
         "import-cache",
         help="import an API cache file written by ApiCacheService (its cache.json)",
@@ -32,18 +32,19 @@ def register(
         "counted; the import never stops on one.",
     )
     imp.add_argument("path", metavar="PATH", help="the cache.json file to import")
-    imp.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_json_arg(imp, "print the report as JSON")
     add_config_arg(imp)
     imp.set_defaults(handler=cmd_import_cache)
 
-    export = sub.add_parser(
+    what = add_group(
+        sub,
         "export",
-        help="write the library snapshot as JSON",
+        "write the library snapshot as JSON",
+        actions_help="what to write (snapshot)",
         description="Write the snapshot (every track) as one JSON document: "
         '{"version", "fields", "tracks": [[...], ...], "epoch", "seq"}, streamed.',
-    )
-    what = export.add_subparsers(
-        dest="what", metavar="WHAT", required=True, help="what to write (snapshot)"
+        dest="what",
+        metavar="WHAT",
     )
     snap = what.add_parser(
         "snapshot",
@@ -92,9 +93,7 @@ def _state_db(config_arg: str | None, *, create: bool) -> tuple[Path, sqlite3.Co
     return path, conn
 
 
-def cmd_import_cache(args: argparse.Namespace) -> int:
-    import orjson
-
+def cmd_import_cache(args: argparse.Namespace) -> Output:
     from daemon.config import load_config
     from daemon.stores.legacy import import_original_cache
 
@@ -122,14 +121,13 @@ def cmd_import_cache(args: argparse.Namespace) -> int:
         raise StateError(f"cannot write {path}: {err}; nothing was imported") from None
     finally:
         conn.close()
-    result = {"file": str(source), "database": str(path), **report.as_dict()}
-    if args.json:
-        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-        return 0
-    print(f"imported {report.imported} entries from {source} into {path}")
+    return Output({"file": str(source), "database": str(path), **report.as_dict()}, show_import)
+
+
+def show_import(result: dict[str, Any]) -> None:
+    print(f"imported {result['imported']} entries from {result['file']} into {result['database']}")
     for reason, count in result["skipped_by_reason"].items():
         print(f"  skipped {count}: {reason}")
-    return 0
 
 
 @contextlib.contextmanager
@@ -139,6 +137,8 @@ def _output(path: str | None) -> Iterator[IO[bytes]]:
         yield sys.stdout.buffer
         sys.stdout.flush()
         return
+    import tempfile  # only when writing a file: every command imports this module
+
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
@@ -154,8 +154,6 @@ def _output(path: str | None) -> Iterator[IO[bytes]]:
 
 
 def cmd_export_snapshot(args: argparse.Namespace) -> int:
-    import orjson
-
     from daemon.models import TRACK_FIELDS
     from daemon.stores import journal, tracks
 

@@ -13,9 +13,12 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from daemon import cli_format
+import daemon.cli.format as cli_format
+
+if TYPE_CHECKING:
+    from daemon.client import MusicdClient
 
 _CLEAR = "\r\x1b[K"
 # A scan shorter than this never shows a line: a flash of text helps nobody.
@@ -95,19 +98,13 @@ def local_scans(console: ProgressConsole) -> Iterator[None]:
             progress.wait_for_change(REDRAW_SECONDS)
         console.clear()
 
-    thread = threading.Thread(target=draw, name="musicd-progress", daemon=True)
-    thread.start()
-    try:
+    with _drawing(draw, stopped, wake=progress.wake_waiters, join_seconds=1.0):
         yield
-    finally:
-        stopped.set()
-        progress.wake_waiters()
-        thread.join(timeout=1.0)
 
 
 @contextmanager
 def remote_scan(
-    socket: Path, stream: TextIO, client_factory: Callable[[Path], Any]
+    socket: Path, stream: TextIO, client_factory: Callable[[Path], MusicdClient]
 ) -> Iterator[None]:
     """While the block runs (a `rescan` request waits), show the daemon's scan on `stream`.
 
@@ -120,7 +117,7 @@ def remote_scan(
         try:
             with client_factory(socket) as client:
                 while not stopped.wait(REDRAW_SECONDS):
-                    snapshot = client.call("status").get("scan_in_progress")
+                    snapshot = client.status().get("scan_in_progress")
                     if snapshot and snapshot["elapsed_seconds"] >= SHOW_AFTER_SECONDS:
                         console.show(render(snapshot, _width()))
         except Exception:
@@ -129,10 +126,26 @@ def remote_scan(
         finally:
             console.clear()
 
+    with _drawing(draw, stopped, join_seconds=2.0):
+        yield
+
+
+@contextmanager
+def _drawing(
+    draw: Callable[[], None],
+    stopped: threading.Event,
+    *,
+    wake: Callable[[], None] | None = None,
+    join_seconds: float,
+) -> Iterator[None]:
+    """Run `draw` on a thread of its own while the block runs; then set `stopped`, `wake` it
+    and wait for it a bounded time (it is a daemon thread: it never holds up the exit)."""
     thread = threading.Thread(target=draw, name="musicd-progress", daemon=True)
     thread.start()
     try:
         yield
     finally:
         stopped.set()
-        thread.join(timeout=2.0)
+        if wake is not None:
+            wake()
+        thread.join(timeout=join_seconds)

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from daemon.cli.command import LOG_LEVELS, Subcommands, add_command, add_json_arg
 from daemon.errors import EX_NOINPUT, ConfigError, DaemonError
 
 BLOCK = 64 * 1024
@@ -42,12 +43,11 @@ class LogFileMissing(DaemonError):
     exit_status = EX_NOINPUT
 
 
-def register(sub: Any, add_config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+def register(sub: Subcommands) -> None:
     """Add `musicd logs` to the CLI."""
-    parser: argparse.ArgumentParser = sub.add_parser(
-        "logs", help="show the daemon's log: the last entries, or follow it with -f"
+    parser = add_command(
+        sub, "logs", "show the daemon's log: the last entries, or follow it with -f", cmd_logs
     )
-    add_config_arg(parser)
     parser.add_argument(
         "-f",
         "--follow",
@@ -64,11 +64,10 @@ def register(sub: Any, add_config_arg: Callable[[argparse.ArgumentParser], None]
     )
     parser.add_argument(
         "--level",
-        choices=["debug", "info", "warning", "error"],
+        choices=LOG_LEVELS,
         help="only entries at this level and above",
     )
-    parser.add_argument("--json", action="store_true", help="print the raw JSON lines")
-    parser.set_defaults(handler=cmd_logs)
+    add_json_arg(parser, "print the raw JSON lines")
 
 
 def _count(text: str) -> int:
@@ -83,7 +82,7 @@ def _count(text: str) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     path = log_file_for(args.config)
-    show = Shower(
+    printer = LogPrinter(
         min_level=LEVEL_RANKS[args.level] if args.level else 0,
         raw=args.json,
         colors=sys.stdout.isatty(),
@@ -104,13 +103,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
     offset = 0
     if fh is not None:
         end = os.fstat(fh.fileno()).st_size
-        lines, partial = last_lines(path, fh, end, args.lines, show.wanted)
+        lines, partial = last_lines(path, fh, end, args.lines, printer.wanted)
         # A line still being written is finished by the follower, not cut in half here.
         if args.follow:
             offset = end - len(partial)
-        elif partial.strip() and show.wanted(partial) and args.lines:
+        elif partial.strip() and printer.wanted(partial) and args.lines:
             lines = [*lines[1:], partial] if len(lines) >= args.lines else [*lines, partial]
-        show.lines(lines)
+        printer.lines(lines)
     if not args.follow:
         if fh is not None:
             fh.close()
@@ -119,7 +118,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     while True:
         batch = follower.read_available()
         if batch:
-            show.lines(batch)
+            printer.lines(batch)
         else:
             time.sleep(POLL_SECONDS)
 
@@ -250,8 +249,8 @@ class Follower:
         return True
 
 
-class Shower:
-    """Filters entries by level and prints them pretty (or raw with --json)."""
+class LogPrinter:
+    """Prints log entries at or above a level: pretty for people, as they are with --json."""
 
     def __init__(self, *, min_level: int, raw: bool, colors: bool) -> None:
         self.min_level = min_level

@@ -5,39 +5,35 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from daemon import hints
+from daemon.cli.command import Subcommands, add_command, add_group
 from daemon.errors import EX_CONFIG, EXIT_NOT_RUNNING
 
 
-def register(sub: Any, add_config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+def register(sub: Subcommands) -> None:
     """Add `musicd launchd …` to the CLI."""
-    launchd: argparse.ArgumentParser = sub.add_parser(
+    actions = add_group(
+        sub,
         "launchd",
-        help="run musicd as a per-user launchd agent (macOS)",
+        "run musicd as a per-user launchd agent (macOS)",
+        actions_help="install, uninstall, status or restart",
         description="Install musicd as a launchd agent that starts at login and is restarted "
         "after a crash (not after 'musicd stop').",
     )
-    actions = launchd.add_subparsers(
-        dest="launchd_command",
-        metavar="ACTION",
-        required=True,
-        help="install, uninstall, status or restart",
-    )
 
-    install = actions.add_parser(
+    install = add_command(
+        actions,
         "install",
-        help="write ~/Library/LaunchAgents/io.musicd.agent.plist and load it",
+        "write ~/Library/LaunchAgents/io.musicd.agent.plist and load it",
+        cmd_install,
     )
-    add_config_arg(install)
     install.add_argument(
         "--dry-run",
         action="store_true",
         help="print the plist (stdout) and the commands (stderr); change nothing",
     )
-    install.set_defaults(handler=cmd_install)
 
     uninstall = actions.add_parser(
         "uninstall",

@@ -8,6 +8,7 @@ library that does not exist yet) do not.
 
 from __future__ import annotations
 
+import argparse
 import os
 import stat as stat_mod
 import sys
@@ -15,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from daemon.errors import EX_CONFIG, ConfigError
+from daemon.cli.command import Output, Subcommands, add_command
+from daemon.cli.format import size
+from daemon.errors import EX_CONFIG, ConfigError, LibraryReadError
 
 SECTIONS = ("library", "state", "cache", "control", "log")
 BIG_LIBRARY_BYTES = 20_000_000
@@ -42,10 +43,24 @@ class Report:
         }
 
 
-def check_config(config_arg: str | None, *, as_json: bool) -> int:
-    """Check the config and the library; print the report. Returns the exit status."""
-    from daemon.config import load_config, resolve_config_path
+def register(sub: Subcommands) -> None:
+    """Add `musicd check-config` to the CLI."""
+    add_command(
+        sub,
+        "check-config",
+        "validate the config file and the library it names, and show the result",
+        cmd_check_config,
+        description="Validate the config file, check that the library it names can be read, "
+        "and show every value in use. Lists every problem at once; exit status 78 if any.",
+        json_help="print JSON for scripts",
+    )
 
+
+def cmd_check_config(args: argparse.Namespace) -> Output:
+    """Check the config and the library: the report, exit status 78 when it found an error."""
+    from daemon.config import load_config, resolve_config_path  # pydantic: only here
+
+    config_arg: str | None = args.config
     report = Report()
     path, explicit = resolve_config_path(config_arg)
     report.config = str(path) if explicit or path.exists() else None
@@ -60,31 +75,25 @@ def check_config(config_arg: str | None, *, as_json: bool) -> int:
         _check_library(report, cfg.library.path, source)
         _check_writable_dir(report, "state.dir", cfg.state.dir)
         _check_writable_dir(report, "log.file's directory", cfg.log.file.parent)
-    if as_json:
-        sys.stdout.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
-        sys.stdout.write("\n")
-    else:
-        _print(report)
-    return EX_CONFIG if report.errors else 0
+    return Output(report.as_dict(), _print, status=EX_CONFIG if report.errors else 0)
 
 
-def _print(report: Report) -> None:
-    where = report.config or "built-in defaults (no config file found)"
-    if report.errors:
-        count = len(report.errors)
+def _print(report: dict[str, Any]) -> None:
+    """The report of `Report.as_dict`, for people."""
+    where = report["config"] or "built-in defaults (no config file found)"
+    if report["errors"]:
+        count = len(report["errors"])
         print(f"config NOT OK: {where}: {count} problem{'s' if count != 1 else ''}")
     else:
         print(f"config OK: {where}")
-    for message in report.errors:
+    for message in report["errors"]:
         print(f"  error: {message}")
-    for message in report.warnings:
+    for message in report["warnings"]:
         print(f"  warning: {message}")
-    if "tracks" in report.library:
-        print(
-            f"  library: {report.library['tracks']} tracks in {report.library['path']} "
-            f"({report.library['source']})"
-        )
-    for section, values in report.values.items():
+    library = report["library"]
+    if "tracks" in library:
+        print(f"  library: {library['tracks']} tracks in {library['path']} ({library['source']})")
+    for section, values in report["values"].items():
         for key, value in values.items():
             print(f"  {section}.{key} = {value}")
 
@@ -133,8 +142,6 @@ def _check_library(report: Report, path: Path, source: str) -> None:
     if not os.access(path, os.R_OK):
         report.errors.append(f"{key} is not readable by this user")
         return
-    from daemon.cli_format import size
-    from daemon.errors import LibraryReadError
     from daemon.library.xml_reader import read_library_xml
 
     if sys.stderr.isatty() and st.st_size > BIG_LIBRARY_BYTES:
