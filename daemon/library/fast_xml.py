@@ -149,7 +149,8 @@ class FastXmlReader:
 
     Same contract as `read_library_xml(path)`: the same tracks (same order, same fields), counts
     and warnings, the stat taken before the read, `LibraryReadError` for a bad file (from the
-    full reader) and `LibraryChangedDuringRead` for a file that changed during the read.
+    full reader) and `LibraryChangedDuringRead` for a file that changed during the read. Only
+    `full` differs: it is False for a read that took the fast path.
     Thread-safe: calls are serialised (the scanner may abandon a cancelled read's thread).
     """
 
@@ -225,6 +226,7 @@ class FastXmlReader:
         if due:
             return self._full(data, before, "periodic full read", started, expected=result)
         result.stat = before
+        result.full = False
         self._known = commit
         self._note("fast", "", started, len(result.tracks))
         return result

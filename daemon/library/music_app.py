@@ -221,7 +221,7 @@ class MusicAppReader:
                 )
             warnings.extend(w for w in answer.warnings if w not in warnings)
         tracks = {pid: fresh[pid] if pid in fresh else previous[pid] for pid in ids}
-        read = LibraryRead(tracks=tracks, stat=None, source=_SOURCE, warnings=warnings)
+        read = LibraryRead(tracks=tracks, stat=None, source=_SOURCE, warnings=warnings, full=False)
         return read, "incremental", len(stale)
 
     def _run(self, args: Sequence[str]) -> bytes:

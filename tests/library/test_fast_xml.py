@@ -182,6 +182,8 @@ class Checker:
                 self.previous_full.tracks, expected.tracks
             )
         self.previous_fast, self.previous_full = read, expected
+        # Only the fast path reuses earlier work: every other read is a full one.
+        assert read.full is (self.reader.last_mode == "full")
         if expect_fast is not None:
             assert (self.reader.last_mode == "fast") is expect_fast, self.reader.last_reason
         self.fast_reads += self.reader.last_mode == "fast"
@@ -461,6 +463,18 @@ def test_periodic_full_read(workdir: Path) -> None:
     checker.check(expect_fast=False)
     assert checker.reader.last_reason == "periodic full read"
     checker.check(expect_fast=True)
+
+
+def test_a_read_is_full_unless_it_took_the_fast_path(workdir: Path) -> None:
+    now = [0.0]
+    checker = checker_for(
+        workdir, base_library(4).render(), full_interval_seconds=10.0, clock=lambda: now[0]
+    )
+    reads = [checker.check()]
+    reads.append(checker.check(expect_fast=True))
+    now[0] = 11.0
+    reads.append(checker.check(expect_fast=False))
+    assert [read.full for read in reads if read is not None] == [True, False, True]
 
 
 def test_a_bad_version_keeps_the_fingerprints(workdir: Path) -> None:

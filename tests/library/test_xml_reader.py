@@ -228,6 +228,13 @@ def test_plistlib_written_library() -> None:
     assert read.stat is None
 
 
+def test_every_xml_read_is_full(tmp_path: Path) -> None:
+    path = tmp_path / "Library.xml"
+    path.write_bytes(library_bytes([make_track(i) for i in range(3)]))
+    assert read_library_xml(path).full is True
+    assert parse_library(io.BytesIO(path.read_bytes())).full is True
+
+
 def test_crlf_line_endings_do_not_leak_carriage_returns() -> None:
     data = library_bytes([make_track(1, Comments="two\nlines", Name="a\nb")])
     data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
