@@ -352,7 +352,7 @@ class Scanner:
         self.status.without_persistent_id = read.without_persistent_id
         self.status.duplicate_ids = read.duplicate_ids
         for warning in read.warnings:
-            log.warning("library_warning", path=str(self.library_path), warning=warning)
+            log.warning("library_warning", path=str(self.library_path), warning=warning.text)
 
         if self.initial_build:
             events: list[TrackEvent] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import stat as stat_mod
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from daemon.models import Track
@@ -36,6 +37,33 @@ class FileStat:
         return cls(st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+class WarningCode(StrEnum):
+    """What a read's warning is about: stable, so code compares codes and never the wording."""
+
+    WITHOUT_PERSISTENT_ID = "without_persistent_id"
+    DUPLICATE_IDS = "duplicate_ids"
+    # A warning Music.app's script wrote in its own words.
+    MUSIC_APP = "music_app"
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryWarning:
+    """A problem a read found: `text` is for people and may be reworded; the rest is data."""
+
+    code: WarningCode
+    text: str
+    # How many tracks it concerns, and the persistent ids it names (at most a few).
+    count: int = 0
+    ids: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return self.text
+
+    def facts(self) -> tuple[WarningCode, int, tuple[str, ...]]:
+        """Everything but the wording: two warnings with equal facts say the same thing."""
+        return (self.code, self.count, self.ids)
+
+
 @dataclass(slots=True)
 class LibraryRead:
     """The result of reading a library once."""
@@ -47,7 +75,7 @@ class LibraryRead:
     without_persistent_id: int = 0
     # Later tracks that repeated an already seen Persistent ID (the first one wins).
     duplicate_ids: int = 0
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[LibraryWarning] = field(default_factory=list)
     # Whether this read looked at the whole library (False: an incremental read reused earlier work).
     full: bool = True
 

@@ -53,6 +53,7 @@ import structlog
 
 from daemon.errors import LibraryReadError
 from daemon.library import FileStat, LibraryRead
+from daemon.library.identity import TrackKeys
 from daemon.library.xml_reader import check_unchanged, parse_library, read_library_xml
 from daemon.models import Track
 
@@ -66,7 +67,6 @@ RUN_ENTRIES: Final = 256
 # Above this share of new entries a full parse costs about as much, and verifies everything.
 _MAX_NEW_SHARE: Final = 0.5
 _MIN_NEW_FOR_FULL: Final = 64
-_MAX_LISTED_IDS: Final = 5  # as in xml_reader's warning
 
 _END: Final = b"</dict>"
 _END_LEN: Final = len(_END)
@@ -498,42 +498,21 @@ def _assemble(entries: list[int], known: dict[int, Track], without_id: set[int])
         tracks = {t.persistent_id: t for t in found}
         if len(tracks) == len(found):
             return LibraryRead(tracks=tracks, stat=None, source="xml")
-    tracks = {}
-    without = 0
-    duplicates: list[str] = []
+    keys = TrackKeys()
     for fingerprint, track in zip(entries, found, strict=True):
-        pid = track.persistent_id
-        if fingerprint in without_id:
-            without += 1
-            n = 1
-            while pid in tracks:
-                n += 1
-                pid = f"{track.persistent_id}-{n}"
-            tracks[pid] = track if n == 1 else replace(track, persistent_id=pid)
-        elif pid in tracks:
-            duplicates.append(pid)
-        else:
-            tracks[pid] = track
-    result = LibraryRead(tracks=tracks, stat=None, source="xml")
-    if without:
-        result.without_persistent_id = without
-        result.warnings.append(
-            f"{without} track(s) have no Persistent ID and were given fallback ids"
-        )
-    if duplicates:
-        result.duplicate_ids = len(duplicates)
-        listed = ", ".join(dict.fromkeys(duplicates[:_MAX_LISTED_IDS]))
-        result.warnings.append(
-            f"{len(duplicates)} track(s) repeat an earlier Persistent ID and were dropped "
-            f"(the first one is kept): {listed}"
-        )
-    return result
+        pid = keys.claim(track.persistent_id, fallback=fingerprint in without_id)
+        if pid is not None:
+            # A fallback id is parsed without its suffix: add the one it got here.
+            same = pid == track.persistent_id
+            keys.tracks[pid] = track if same else replace(track, persistent_id=pid)
+    return keys.read("xml")
 
 
 def _same_read(a: LibraryRead, b: LibraryRead) -> bool:
+    """The same tracks in the same order, counts and warnings (by their facts, not wording)."""
     return (
         _items(a.tracks.items()) == _items(b.tracks.items())
-        and a.warnings == b.warnings
+        and [w.facts() for w in a.warnings] == [w.facts() for w in b.warnings]
         and a.without_persistent_id == b.without_persistent_id
         and a.duplicate_ids == b.duplicate_ids
     )

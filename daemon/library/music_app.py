@@ -53,8 +53,8 @@ import structlog
 from daemon import hints
 from daemon.config import Config
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, describe_os_error
-from daemon.library import FileStat, LibraryRead, library_stat
-from daemon.library.xml_reader import fallback_id
+from daemon.library import FileStat, LibraryRead, LibraryWarning, WarningCode, library_stat
+from daemon.library.identity import TrackKeys, row_fallback_id
 from daemon.models import TRACK_FIELDS, Track
 
 __all__ = [
@@ -221,7 +221,13 @@ class MusicAppReader:
                 )
             warnings.extend(w for w in answer.warnings if w not in warnings)
         tracks = {pid: fresh[pid] if pid in fresh else previous[pid] for pid in ids}
-        read = LibraryRead(tracks=tracks, stat=None, source=_SOURCE, warnings=warnings, full=False)
+        read = LibraryRead(
+            tracks=tracks,
+            stat=None,
+            source=_SOURCE,
+            warnings=_script_warnings(warnings),
+            full=False,
+        )
         return read, "incremental", len(stale)
 
     def _run(self, args: Sequence[str]) -> bytes:
@@ -485,44 +491,20 @@ def _check_rows(rows: list[Any], fields: Sequence[str]) -> None:
             raise _bad(f"track {n} has {field} = {str(value)[:40]!r}")
 
 
+def _script_warnings(texts: list[str]) -> list[LibraryWarning]:
+    return [LibraryWarning(WarningCode.MUSIC_APP, text) for text in texts]
+
+
 def _build(rows: list[list[Any]], warnings: list[str]) -> LibraryRead:
-    """Tracks in library order: the first of a repeated id wins, a missing id gets a fallback."""
-    tracks: dict[str, Track] = {}
-    without_id = 0
-    duplicates: list[str] = []
+    """Tracks in library order by the identity rules (the script upper-cased the ids)."""
+    keys = TrackKeys()
+    claim, tracks = keys.claim, keys.tracks
     for row in rows:
         pid = row[0]
         if pid is None:
-            without_id += 1
-            base = pid = fallback_id(
-                location=None,
-                name=row[1],
-                artist=row[2],
-                album=row[4],
-                total_time=None,
-                track_number=row[9],
-                disc_number=row[8],
-            )
-            n = 1
-            while pid in tracks:
-                n += 1
-                pid = f"{base}-{n}"
+            pid = claim(row_fallback_id(row), fallback=True)
             row = [pid, *row[1:]]
-        elif pid in tracks:
-            duplicates.append(pid)
+        elif claim(pid, fallback=False) is None:
             continue
         tracks[pid] = Track(*row)
-    result = LibraryRead(tracks=tracks, stat=None, source=_SOURCE, warnings=list(warnings))
-    if without_id:
-        result.without_persistent_id = without_id
-        result.warnings.append(
-            f"{without_id} track(s) have no Persistent ID and were given fallback ids"
-        )
-    if duplicates:
-        result.duplicate_ids = len(duplicates)
-        listed = ", ".join(dict.fromkeys(duplicates[:5]))
-        result.warnings.append(
-            f"{len(duplicates)} track(s) repeat an earlier Persistent ID and were dropped "
-            f"(the first one is kept): {listed}"
-        )
-    return result
+    return keys.read(_SOURCE, warnings=_script_warnings(warnings))

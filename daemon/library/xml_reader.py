@@ -12,20 +12,8 @@ Added" a `<date>`, ...); a value of another type is treated as absent. Values of
 not converted at all, only checked for structure. Dates are kept as the text written
 ("2020-05-16T11:33:56Z"), without reinterpretation.
 
-Identity: a track is keyed by its "Persistent ID", upper-cased (16 hex digits in every file
-seen). The "Track ID" is never used: iTunes renumbers it between exports. A track without a
-Persistent ID (iTunes 5 and older, a few modern stubs) gets the fallback identity
-`fallback_id()`: "~" followed by the first 15 hex digits of the BLAKE2b hash (8-byte digest) of
-its UTF-8 description, which is
-
-- `"location\\0" + Location` when the track has a non-empty "Location", else
-- `"tags\\0"` + Name, Artist, Album, Total Time, Track Number and Disc Number joined with NUL
-  ("\\0"; XML cannot contain it), an absent value written as the empty string and a number in
-  decimal.
-
-The "~" keeps fallbacks apart from real Persistent IDs. When a fallback is already taken, the
-later track gets "-2", "-3", ... appended (in file order) so no track is lost. A repeated
-Persistent ID keeps the first track and drops the later ones (counted in `duplicate_ids`).
+Identity: a track is keyed by its "Persistent ID" by the rules of `daemon.library.identity`
+(which also gives tracks without one a fallback identity from their "Location" or tags).
 
 Security: the file comes from another application, so entity declarations (billion laughs) and
 external or undefined entities are refused; the DTD named by the usual `<!DOCTYPE plist PUBLIC
@@ -35,7 +23,6 @@ external or undefined entities are refused; the DTD named by the usual `<!DOCTYP
 from __future__ import annotations
 
 import codecs
-import hashlib
 import os
 import stat as stat_mod
 from collections.abc import Mapping
@@ -45,10 +32,11 @@ from xml.parsers import expat
 
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, describe_os_error
 from daemon.library import FileStat, LibraryRead
+from daemon.library.identity import TrackKeys, normalize_persistent_id, row_fallback_id
 from daemon.models import TRACK_FIELDS, Track
 from daemon.progress import current as current_progress
 
-__all__ = ["CHUNK_SIZE", "check_unchanged", "fallback_id", "parse_library", "read_library_xml"]
+__all__ = ["CHUNK_SIZE", "check_unchanged", "parse_library", "read_library_xml"]
 
 CHUNK_SIZE: Final = 1 << 20
 
@@ -94,8 +82,6 @@ _SHARED: Final = frozenset(
         "track_type",
     )
 )
-_NAME, _ARTIST, _ALBUM = _F("name"), _F("artist"), _F("album")
-_TRACK_NUMBER, _DISC_NUMBER = _F("track_number"), _F("disc_number")
 _ROW_TEMPLATE: Final[list[Any]] = [None] * (_NFIELDS + 2)
 _ROW_TEMPLATE[_F("compilation")] = False
 _ROW_TEMPLATE[_F("disabled")] = False
@@ -115,7 +101,6 @@ _TRUNCATED: Final = frozenset(
     )
 )
 _INVALID_TOKEN: Final = expat.errors.codes[expat.errors.XML_ERROR_INVALID_TOKEN]
-_MAX_LISTED_IDS: Final = 5
 
 
 def parse_library(stream: BinaryIO, *, source: str = "xml") -> LibraryRead:
@@ -188,26 +173,6 @@ def check_unchanged(path: Path, before: FileStat) -> None:
         )
 
 
-def fallback_id(
-    *,
-    location: str | None,
-    name: str | None,
-    artist: str | None,
-    album: str | None,
-    total_time: int | None,
-    track_number: int | None,
-    disc_number: int | None,
-) -> str:
-    """The identity of a track that has no Persistent ID (see the module docstring)."""
-    if location:
-        description = "location\0" + location
-    else:
-        parts = (name, artist, album, total_time, track_number, disc_number)
-        description = "tags\0" + "\0".join("" if p is None else str(p) for p in parts)
-    digest = hashlib.blake2b(description.encode("utf-8"), digest_size=8).hexdigest()
-    return "~" + digest[:15]
-
-
 def _parse(
     stream: BinaryIO, source: str, what: str, reuse: Mapping[str, Track] | None = None
 ) -> LibraryRead:
@@ -232,7 +197,9 @@ def _parse(
     ignored = _IGNORED
     scalars = _SCALARS
 
-    tracks: dict[str, Track] = {}
+    keys = TrackKeys()
+    claim = keys.claim
+    tracks = keys.tracks
     row: list[Any] = template
     want: tuple[int, str] | None = None  # the kept slot of the pending track key
     track_key_pending = False
@@ -242,8 +209,6 @@ def _parse(
     skip_depth = 0
     resume_start: Any = None
     resume_end: Any = None
-    without_id = 0
-    duplicates: list[str] = []
 
     def fail(problem: str) -> NoReturn:
         line, column = parser.CurrentLineNumber, parser.CurrentColumnNumber + 1
@@ -396,28 +361,16 @@ def _parse(
             fail(f"has an unknown element <{name}>")
 
     def add_track(values: list[Any]) -> None:
-        nonlocal without_id
         pid = values[0]
         if pid:
-            pid = pid.upper()
+            pid = claim(normalize_persistent_id(pid), fallback=False)
+            if pid is None:
+                return
         else:
-            without_id += 1
-            base = pid = fallback_id(
-                location=values[_LOCATION],
-                name=values[_NAME],
-                artist=values[_ARTIST],
-                album=values[_ALBUM],
-                total_time=values[_TOTAL_TIME],
-                track_number=values[_TRACK_NUMBER],
-                disc_number=values[_DISC_NUMBER],
+            base = row_fallback_id(
+                values, location=values[_LOCATION], total_time=values[_TOTAL_TIME]
             )
-            n = 1
-            while pid in tracks:
-                n += 1
-                pid = f"{base}-{n}"
-        if pid in tracks:
-            duplicates.append(pid)
-            return
+            pid = claim(base, fallback=True)
         values[0] = pid
         track = Track(*values[:_NFIELDS])
         if reuse is not None:
@@ -484,20 +437,7 @@ def _parse(
     if doc_state < 2:
         raise LibraryReadError(f"{what} is not a library: its plist holds no dict")
 
-    result = LibraryRead(tracks=tracks, stat=None, source=source)
-    if without_id:
-        result.without_persistent_id = without_id
-        result.warnings.append(
-            f"{without_id} track(s) have no Persistent ID and were given fallback ids"
-        )
-    if duplicates:
-        result.duplicate_ids = len(duplicates)
-        listed = ", ".join(dict.fromkeys(duplicates[:_MAX_LISTED_IDS]))
-        result.warnings.append(
-            f"{len(duplicates)} track(s) repeat an earlier Persistent ID and were dropped "
-            f"(the first one is kept): {listed}"
-        )
-    return result
+    return keys.read(source)
 
 
 def _describe_expat_error(what: str, err: expat.ExpatError, rest: bytes) -> str:

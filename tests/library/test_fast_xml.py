@@ -8,13 +8,15 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from daemon.errors import LibraryReadError
-from daemon.library import LibraryRead
+from daemon.library import LibraryRead, LibraryWarning, WarningCode, fast_xml
 from daemon.library.differ import diff_tracks
 from daemon.library.fast_xml import RUN_ENTRIES, FastXmlReader, _keyed_fingerprint
 from daemon.library.xml_reader import read_library_xml
@@ -475,6 +477,44 @@ def test_a_read_is_full_unless_it_took_the_fast_path(workdir: Path) -> None:
     now[0] = 11.0
     reads.append(checker.check(expect_fast=False))
     assert [read.full for read in reads if read is not None] == [True, False, True]
+
+
+@pytest.mark.parametrize(("change", "mismatch"), [("reworded", False), ("miscounted", True)])
+def test_rewording_a_warning_causes_no_fast_read_mismatch(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, change: str, mismatch: bool
+) -> None:
+    lib = base_library(6)
+    set_value(lib.tracks[1][1], "Persistent ID", None)
+    set_value(lib.tracks[3][1], "Persistent ID", dict(lib.tracks[2][1])["Persistent ID"])
+    now = [0.0]
+    checker = checker_for(workdir, lib.render(), full_interval_seconds=10.0, clock=lambda: now[0])
+    first = checker.check(expect_fast=False)
+    assert first is not None
+    assert [w.code for w in first.warnings] == [
+        WarningCode.WITHOUT_PERSISTENT_ID,
+        WarningCode.DUPLICATE_IDS,
+    ]
+
+    def altered(warning: LibraryWarning) -> LibraryWarning:
+        if change == "reworded":
+            return replace(warning, text=f"in other words: {warning.text}")
+        return replace(warning, count=warning.count + 1)
+
+    assemble = fast_xml._assemble
+
+    def assemble_altered(*args: Any) -> LibraryRead:
+        read = assemble(*args)
+        read.warnings = [altered(w) for w in read.warnings]
+        return read
+
+    # The fast path words (or counts) its warnings unlike the full reader from now on.
+    monkeypatch.setattr(fast_xml, "_assemble", assemble_altered)
+    now[0] = 11.0
+    with capture_logs() as logs:
+        read = checker.reader()
+    assert checker.reader.last_reason == "periodic full read"
+    assert read.warnings == first.warnings
+    assert any(e["event"] == "fast_read_mismatch" for e in logs) is mismatch
 
 
 def test_a_bad_version_keeps_the_fingerprints(workdir: Path) -> None:

@@ -21,12 +21,8 @@ import pytest
 
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError
 from daemon.library import FileStat, LibraryRead
-from daemon.library.xml_reader import (
-    check_unchanged,
-    fallback_id,
-    parse_library,
-    read_library_xml,
-)
+from daemon.library.identity import fallback_id
+from daemon.library.xml_reader import check_unchanged, parse_library, read_library_xml
 from daemon.models import Track
 
 REAL_LIBRARIES = (
@@ -379,7 +375,7 @@ def test_fallback_ids_follow_the_documented_rule() -> None:
         disc_number=None,
     )
     assert read.without_persistent_id == 2
-    assert any("no Persistent ID" in w for w in read.warnings)
+    assert any("no Persistent ID" in w.text for w in read.warnings)
 
 
 def test_fallback_ids_are_stable_across_reads_and_track_id_renumbering() -> None:
@@ -412,7 +408,7 @@ def test_duplicate_persistent_ids_keep_the_first() -> None:
     assert [t.name for t in read.tracks.values()] == ["first", "Song 3"]
     assert read.duplicate_ids == 1
     assert len(read.warnings) == 1
-    assert make_track(1)["Persistent ID"] in read.warnings[0]
+    assert make_track(1)["Persistent ID"] in read.warnings[0].text
 
 
 # -- hostile files
