@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, get_type_hints
 
 import orjson
 import structlog
@@ -90,27 +90,18 @@ _REAP_SECONDS: Final = 5.0
 _SOURCE: Final = "music-app"
 
 _NONE: Final[type] = type(None)
-_STR: Final = frozenset[type]({str, _NONE})
-_INT: Final = frozenset[type]({int, _NONE})
-_BOOL: Final = frozenset[type]({bool})
-_TYPES: Final[dict[str, frozenset[type]]] = {
-    "persistent_id": _STR,
-    "name": _STR,
-    "artist": _STR,
-    "album_artist": _STR,
-    "album": _STR,
-    "genre": _STR,
-    "year": _INT,
-    "compilation": _BOOL,
-    "disc_number": _INT,
-    "track_number": _INT,
-    "date_added": _STR,
-    "date_modified": _STR,
-    "kind": _STR,
-    "track_type": _STR,
-    "disabled": _BOOL,
+# What JSON may hold for a field of each annotated type.
+_JSON_TYPES: Final[dict[object, frozenset[type]]] = {
+    str | None: frozenset({str, _NONE}),
+    int | None: frozenset({int, _NONE}),
+    bool: frozenset({bool}),
 }
-assert tuple(_TYPES) == TRACK_FIELDS
+# field -> the types its value may have, from Track's annotations. A track without a
+# persistent id comes as null: it gets a fallback id.
+_TYPES: Final[dict[str, frozenset[type]]] = {
+    name: _JSON_TYPES[str | None if name == "persistent_id" else hint]
+    for name, hint in get_type_hints(Track).items()
+}
 _PROBE_INDEX: Final = tuple(TRACK_FIELDS.index(f) for f in PROBE_FIELDS)
 
 
