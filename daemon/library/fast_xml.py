@@ -44,7 +44,7 @@ import secrets
 import stat as stat_mod
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
@@ -134,8 +134,11 @@ class _Layout:
 
 
 @dataclass(slots=True)
-class _Known:
-    """What the previous reads established; replaced as a whole, never half-updated."""
+class _Fingerprints:
+    """The fingerprints of the last version read, and the tracks they stand for.
+
+    Replaced as a whole, never half-updated.
+    """
 
     tracks: dict[int, Track]  # entry fingerprint -> Track (a fallback id without suffix)
     without_id: set[int]  # fingerprints of entries without a Persistent ID
@@ -167,7 +170,7 @@ class FastXmlReader:
         self._clock = clock
         self._fp: Fingerprint = fingerprint or _default_fingerprint()
         self._lock = threading.Lock()
-        self._known: _Known | None = None
+        self._fingerprints: _Fingerprints | None = None
         self._adopted: Mapping[str, Track] | None = None
         self._last_full: float | None = None
         # What the last call did, for logs and benchmarks: "fast" or "full", and why.
@@ -182,7 +185,7 @@ class FastXmlReader:
     def forget(self) -> None:
         """Drop what earlier reads established: the next read is a full one."""
         with self._lock:
-            self._known = None
+            self._fingerprints = None
 
     def adopt(self, tracks: Mapping[str, Track]) -> None:
         """Return these Track objects, not new equal ones, from the next full read.
@@ -213,21 +216,21 @@ class FastXmlReader:
             return self._full(None, None, "file not readable", started)
         check_unchanged(self.path, before)
 
-        known = self._known
-        if known is None:
+        fingerprints = self._fingerprints
+        if fingerprints is None:
             return self._full(data, before, "first read", started)
         due = (
             self._last_full is None or self._clock() - self._last_full >= self.full_interval_seconds
         )
         try:
-            result, commit = self._fast(data, known)
+            result, commit = self._fast(data, fingerprints)
         except _Fallback as why:
             return self._full(data, before, str(why), started)
         if due:
             return self._full(data, before, "periodic full read", started, expected=result)
         result.stat = before
         result.full = False
-        self._known = commit
+        self._fingerprints = commit
         self._note("fast", "", started, len(result.tracks))
         return result
 
@@ -242,20 +245,20 @@ class FastXmlReader:
     ) -> LibraryRead:
         self.last_mode, self.last_reason, self.last_new_entries = "full", reason, 0
         # Equal tracks keep the objects the rest of the daemon already holds.
-        previous = self._known
+        previous = self._fingerprints
         reuse = self._adopted
         if previous is not None:
             reuse = {t.persistent_id: t for t in previous.tracks.values()}
         # A bad version leaves what is known as it was: fingerprints name bytes, not versions.
         result = read_library_xml(self.path, reuse=reuse)
         del reuse
-        self._known = self._adopted = None
+        self._fingerprints = self._adopted = None
         self._last_full = self._clock()
         if expected is not None and not _same_read(expected, result):
             log.warning("fast_read_mismatch", path=str(self.path), tracks=len(result.tracks))
         if data is not None and result.stat == before:
             try:
-                self._known = self._rebuild(data, result)
+                self._fingerprints = self._rebuild(data, result)
             except _Fallback as why:
                 log.info("fast_read_unavailable", path=str(self.path), reason=str(why))
         self._note("full", reason, started, len(result.tracks))
@@ -274,7 +277,7 @@ class FastXmlReader:
 
     # -- the fast path -------------------------------------------------------------------
 
-    def _fast(self, data: bytes, known: _Known) -> tuple[LibraryRead, _Known]:
+    def _fast(self, data: bytes, known: _Fingerprints) -> tuple[LibraryRead, _Fingerprints]:
         view = memoryview(data)
         layout = self._layout(data, view, known.tracks, known.runs)
         self.last_new_entries = len(layout.new)
@@ -298,7 +301,7 @@ class FastXmlReader:
             tracks = {f: t for f, t in tracks.items() if f in live}
             without_id = without_id & live
         result = _assemble(layout.entries, tracks, without_id)
-        commit = _Known(
+        commit = _Fingerprints(
             tracks=tracks,
             without_id=without_id,
             runs={run.head: run for run in layout.runs},
@@ -307,7 +310,7 @@ class FastXmlReader:
         )
         return result, commit
 
-    def _rebuild(self, data: bytes, result: LibraryRead) -> _Known:
+    def _rebuild(self, data: bytes, result: LibraryRead) -> _Fingerprints:
         """Fingerprints for the version of the file `result` was fully parsed from."""
         view = memoryview(data)
         layout = self._layout(data, view, {}, {})
@@ -341,7 +344,7 @@ class FastXmlReader:
                 same = result.tracks.get(track.persistent_id)
                 if same is not None and same == track:
                     tracks[fingerprint] = same
-        return _Known(
+        return _Fingerprints(
             tracks=tracks,
             without_id=without_id,
             runs={run.head: run for run in layout.runs},
@@ -511,12 +514,13 @@ def _assemble(entries: list[int], known: dict[int, Track], without_id: set[int])
 def _same_read(a: LibraryRead, b: LibraryRead) -> bool:
     """The same tracks in the same order, counts and warnings (by their facts, not wording)."""
     return (
-        _items(a.tracks.items()) == _items(b.tracks.items())
+        _tracks_in_order(a) == _tracks_in_order(b)
         and [w.facts() for w in a.warnings] == [w.facts() for w in b.warnings]
         and a.without_persistent_id == b.without_persistent_id
         and a.duplicate_ids == b.duplicate_ids
     )
 
 
-def _items(items: Iterable[tuple[str, Track]]) -> list[tuple[str, Track]]:
-    return list(items)
+def _tracks_in_order(read: LibraryRead) -> list[tuple[str, Track]]:
+    """(persistent id, track) in library order: two reads must agree on the order too."""
+    return list(read.tracks.items())
