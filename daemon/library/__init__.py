@@ -86,8 +86,9 @@ MUSIC_DB = "Library.musicdb"
 
 
 def library_stat(path: Path) -> FileStat | None:
-    """The library's stat, or None when it does not exist.
+    """The library's stat, or None when nothing is at `path` (it or a parent is missing).
 
+    Whatever is there has a stat, a regular file or not: the readers decide what they accept.
     For a directory (Music.app's bundle), the newer of its mtime and `Library.musicdb`'s, and
     that file's size: the bundle's own mtime moves only when an entry is added or removed.
 
