@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-from daemon.library import music_app, xml_reader
+from daemon.library import music_app, plist_tracks
 from daemon.models import TRACK_FIELDS
 
 
@@ -20,7 +20,7 @@ def _js_block(pattern: str) -> str:
 
 
 def test_every_track_field_has_a_key_in_the_xml_reader() -> None:
-    slots = {slot for slot, _ in xml_reader._TRACK_KEYS.values()}
+    slots = {slot for slot, _ in plist_tracks.TRACK_KEYS.values()}
     missing = [name for i, name in enumerate(TRACK_FIELDS) if i not in slots]
     assert missing == []
 
