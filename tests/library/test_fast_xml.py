@@ -18,7 +18,8 @@ from structlog.testing import capture_logs
 from daemon.errors import LibraryReadError
 from daemon.library import LibraryRead, LibraryWarning, WarningCode, fast_xml
 from daemon.library.differ import diff_tracks
-from daemon.library.fast_xml import RUN_ENTRIES, FastXmlReader, _keyed_fingerprint
+from daemon.library.fast_xml import RUN_ENTRIES, FastXmlReader
+from daemon.library.xml_entries import keyed_fingerprint
 from daemon.library.xml_reader import read_library_xml
 
 REAL_LIBRARIES = (
@@ -560,9 +561,9 @@ def test_a_periodic_full_read_keeps_the_track_objects(workdir: Path) -> None:
     assert all(again.tracks[pid] is track for pid, track in first.tracks.items())
 
 
-def test_keyed_fingerprints_give_the_same_reads(workdir: Path) -> None:
+def testkeyed_fingerprints_give_the_same_reads(workdir: Path) -> None:
     lib = base_library(30)
-    checker = checker_for(workdir, lib.render(), fingerprint=_keyed_fingerprint())
+    checker = checker_for(workdir, lib.render(), fingerprint=keyed_fingerprint())
     checker.check()
     set_value(lib.tracks[3][1], "Album", ("string", "Other"))
     checker.write(lib.render())
