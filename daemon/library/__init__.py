@@ -1,7 +1,8 @@
 """Library readers and the differ: pure, synchronous code, easy to test.
 
-Every reader returns a `LibraryRead`: the tracks keyed by persistent id in library order, plus
-the stat of the file taken *before* the read (so a change during the read is never missed).
+Every reader returns a `LibraryRead`: the tracks keyed by persistent id in library order (by
+the rules of `daemon.library.identity`), plus the stat of the file taken *before* the read (so
+a change during the read is never missed) and warnings that carry a stable code.
 """
 
 # LibraryRead.full's comment runs one character past the line length; it reads best whole.
@@ -42,7 +43,7 @@ class WarningCode(StrEnum):
 
     WITHOUT_PERSISTENT_ID = "without_persistent_id"
     DUPLICATE_IDS = "duplicate_ids"
-    # A warning Music.app's script wrote in its own words.
+    # A warning Music.app's script wrote in its own words: its text is all it says.
     MUSIC_APP = "music_app"
 
 

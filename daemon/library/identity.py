@@ -29,7 +29,15 @@ from typing import Any, Final
 from daemon.library import LibraryRead, LibraryWarning, WarningCode
 from daemon.models import TRACK_FIELDS, Track
 
-__all__ = ["TrackKeys", "fallback_id", "normalize_persistent_id", "row_fallback_id"]
+__all__ = [
+    "MAX_LISTED_IDS",
+    "TrackKeys",
+    "duplicate_ids_warning",
+    "fallback_id",
+    "normalize_persistent_id",
+    "row_fallback_id",
+    "without_persistent_id_warning",
+]
 
 # How many repeated ids a warning names.
 MAX_LISTED_IDS: Final = 5
