@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from daemon.library import LibraryWarning, WarningCode
 from daemon.library.identity import MAX_LISTED_IDS, TrackKeys, fallback_id, row_fallback_id
 from daemon.models import Track
+
+# What fallback_id() is computed from, for a track with tags and no location.
+TAGS: dict[str, Any] = {"location": None, "name": "n", "artist": "a", "album": "b"}
+TAGS.update(total_time=5, track_number=3, disc_number=1)
 
 
 def _add(keys: TrackKeys, track: Track, *, fallback: bool = False) -> str | None:
@@ -27,16 +33,8 @@ def test_a_repeated_persistent_id_keeps_the_first_track() -> None:
 
 def test_a_taken_fallback_id_gets_a_numbered_suffix_and_no_track_is_lost() -> None:
     keys = TrackKeys()
-    base = fallback_id(
-        location=None,
-        name="x",
-        artist=None,
-        album=None,
-        total_time=None,
-        track_number=None,
-        disc_number=None,
-    )
-    twins = [Track(base, name="x") for _ in range(3)]
+    base = fallback_id(**TAGS)
+    twins = [Track(base, name="n") for _ in range(3)]
     assert [_add(keys, t, fallback=True) for t in twins] == [base, f"{base}-2", f"{base}-3"]
     read = keys.read("music-app")
     assert (read.without_persistent_id, read.duplicate_ids) == (3, 0)
@@ -45,15 +43,7 @@ def test_a_taken_fallback_id_gets_a_numbered_suffix_and_no_track_is_lost() -> No
 
 def test_a_row_fallback_id_is_the_fallback_id_of_its_fields() -> None:
     track = Track("", name="n", artist="a", album="b", track_number=3, disc_number=1)
-    assert row_fallback_id(track.to_row(), total_time=5) == fallback_id(
-        location=None,
-        name="n",
-        artist="a",
-        album="b",
-        total_time=5,
-        track_number=3,
-        disc_number=1,
-    )
+    assert row_fallback_id(track.to_row(), total_time=5) == fallback_id(**TAGS)
 
 
 def test_a_duplicate_warning_names_a_few_distinct_ids_and_counts_them_all() -> None:
