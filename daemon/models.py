@@ -11,25 +11,6 @@ from typing import Any, Final
 # The API sources whose answers the cache takes without configuration (`cache.sources` adds more).
 DEFAULT_SOURCES: Final[tuple[str, ...]] = ("musicbrainz", "discogs", "lastfm", "spotify")
 
-# Fields the daemon keeps for each track, in wire/snapshot order. Every other key of the
-# library file is ignored, so a play-count change is never a modification.
-TRACK_FIELDS: Final = (
-    "persistent_id",
-    "name",
-    "artist",
-    "album_artist",
-    "album",
-    "genre",
-    "year",
-    "compilation",
-    "disc_number",
-    "track_number",
-    "date_added",
-    "date_modified",
-    "kind",
-    "track_type",
-    "disabled",
-)
 # The fields whose change moves a track to another cache key.
 ALBUM_KEY_FIELDS: Final = frozenset({"artist", "album_artist", "album"})
 
@@ -37,6 +18,9 @@ ALBUM_KEY_FIELDS: Final = frozenset({"artist", "album_artist", "album"})
 @dataclass(frozen=True, slots=True)
 class Track:
     """One library track, reduced to the fields the daemon keeps.
+
+    Its fields, in this order, are TRACK_FIELDS: the wire and snapshot order. Every other key
+    of the library file is ignored, so a play-count change is never a modification.
 
     Dates are kept as the ISO 8601 text the source wrote ("2020-05-16T11:33:56Z"): exact,
     cheap to compare and to store.
@@ -85,7 +69,8 @@ class Track:
         return frozenset(album_key(a, self.album) for a in artists or {""})
 
 
-assert tuple(f.name for f in fields(Track)) == TRACK_FIELDS
+# The fields the daemon keeps for each track, in wire/snapshot order.
+TRACK_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in fields(Track))
 
 _SPACES = re.compile(r"\s+")
 

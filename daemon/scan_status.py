@@ -66,7 +66,7 @@ class ScanStatus:
         self.without_persistent_id = read.without_persistent_id
         self.duplicate_ids = read.duplicate_ids
         for warning in read.warnings:
-            log.warning("library_warning", path=str(path), warning=warning)
+            log.warning("library_warning", path=str(path), warning=warning.text)
 
     def read_failed(
         self, err: LibraryReadError, path: Path, *, errno: int | None, missing: bool

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import unicodedata
 
 import pytest
@@ -56,3 +57,8 @@ def test_album_keys_cover_track_artist_and_album_artist() -> None:
         album_key("Miles Davis", "Relaxin'"),
     }
     assert Track("P", artist="x").album_keys() == frozenset()
+
+
+def test_track_fields_are_the_fields_of_track_in_order() -> None:
+    assert TRACK_FIELDS == tuple(f.name for f in dataclasses.fields(Track))
+    assert Track.from_row(list(TRACK_FIELDS)).to_row() == list(TRACK_FIELDS)

@@ -1,14 +1,17 @@
 """Library readers and the differ: pure, synchronous code, easy to test.
 
-Every reader returns a `LibraryRead`: the tracks keyed by persistent id in library order, plus
-the stat of the file taken *before* the read (so a change during the read is never missed).
+Every reader returns a `LibraryRead`: the tracks keyed by persistent id in library order (by
+the rules of `daemon.library.identity`), plus the stat of the file taken *before* the read (so
+a change during the read is never missed) and warnings that carry a stable code.
 """
+
 
 from __future__ import annotations
 
 import os
 import stat as stat_mod
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from daemon.models import Track
@@ -33,6 +36,33 @@ class FileStat:
         return cls(st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+class WarningCode(StrEnum):
+    """What a read's warning is about: stable, so code compares codes and never the wording."""
+
+    WITHOUT_PERSISTENT_ID = "without_persistent_id"
+    DUPLICATE_IDS = "duplicate_ids"
+    # A warning Music.app's script wrote in its own words: its text is all it says.
+    MUSIC_APP = "music_app"
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryWarning:
+    """A problem a read found: `text` is for people and may be reworded; the rest is data."""
+
+    code: WarningCode
+    text: str
+    # How many tracks it concerns, and the persistent ids it names (at most a few).
+    count: int = 0
+    ids: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return self.text
+
+    def facts(self) -> tuple[WarningCode, int, tuple[str, ...]]:
+        """Everything but the wording: two warnings with equal facts say the same thing."""
+        return (self.code, self.count, self.ids)
+
+
 @dataclass(slots=True)
 class LibraryRead:
     """The result of reading a library once."""
@@ -44,8 +74,8 @@ class LibraryRead:
     without_persistent_id: int = 0
     # Later tracks that repeated an already seen Persistent ID (the first one wins).
     duplicate_ids: int = 0
-    warnings: list[str] = field(default_factory=list)
-    # Whether this read looked at the whole library (False: an incremental read reused earlier work).
+    warnings: list[LibraryWarning] = field(default_factory=list)
+    # Whether this read looked at the whole library (False: an incremental read reused work).
     full: bool = True
 
 
@@ -55,8 +85,9 @@ MUSIC_DB = "Library.musicdb"
 
 
 def library_stat(path: Path) -> FileStat | None:
-    """The library's stat, or None when it does not exist.
+    """The library's stat, or None when nothing is at `path` (it or a parent is missing).
 
+    Whatever is there has a stat, a regular file or not: the readers decide what they accept.
     For a directory (Music.app's bundle), the newer of its mtime and `Library.musicdb`'s, and
     that file's size: the bundle's own mtime moves only when an entry is added or removed.
 

@@ -31,7 +31,8 @@ missing, Music.app is not running (the script never launches it), Automation per
 denied (-1743), osascript hangs (its whole process group is killed after
 `library.osascript_timeout_seconds`), osascript is missing (not macOS), or the output is not
 the expected JSON. An empty answer while Music.app counts tracks is an error, not a library
-that lost every track.
+that lost every track. Running osascript and turning its failures into those messages is
+`daemon.library.osascript`'s part.
 """
 
 from __future__ import annotations
@@ -45,16 +46,16 @@ import time
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, get_type_hints
 
 import orjson
 import structlog
 
-from daemon import hints
 from daemon.config import Config
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, describe_os_error
-from daemon.library import FileStat, LibraryRead, library_stat
-from daemon.library.xml_reader import fallback_id
+from daemon.library import FileStat, LibraryRead, LibraryWarning, WarningCode, library_stat
+from daemon.library.identity import TrackKeys, row_fallback_id
+from daemon.library.osascript import describe_apple_event_error, run_osascript
 from daemon.models import TRACK_FIELDS, Track
 
 __all__ = [
@@ -63,6 +64,8 @@ __all__ = [
     "SCRIPT_FORMAT",
     "MusicAppReader",
     "make_music_app_reader",
+    # Re-exported: the doctor runs the script itself.
+    "run_osascript",
 ]
 
 log = structlog.get_logger(__name__)
@@ -85,41 +88,22 @@ PROBE_FIELDS: Final = (
 # Past this many new or changed tracks one full read is cheaper than a long `whose` clause
 # (Music.app tests every track against every id in it, once per field).
 MAX_FETCH: Final = 200
-# After SIGKILL, how long to wait for the pipes to close before giving up on them.
-_REAP_SECONDS: Final = 5.0
 _SOURCE: Final = "music-app"
 
 _NONE: Final[type] = type(None)
-_STR: Final = frozenset[type]({str, _NONE})
-_INT: Final = frozenset[type]({int, _NONE})
-_BOOL: Final = frozenset[type]({bool})
-_TYPES: Final[dict[str, frozenset[type]]] = {
-    "persistent_id": _STR,
-    "name": _STR,
-    "artist": _STR,
-    "album_artist": _STR,
-    "album": _STR,
-    "genre": _STR,
-    "year": _INT,
-    "compilation": _BOOL,
-    "disc_number": _INT,
-    "track_number": _INT,
-    "date_added": _STR,
-    "date_modified": _STR,
-    "kind": _STR,
-    "track_type": _STR,
-    "disabled": _BOOL,
+# What JSON may hold for a field of each annotated type.
+_JSON_TYPES: Final[dict[object, frozenset[type]]] = {
+    str | None: frozenset({str, _NONE}),
+    int | None: frozenset({int, _NONE}),
+    bool: frozenset({bool}),
 }
-assert tuple(_TYPES) == TRACK_FIELDS
+# field -> the types its value may have, from Track's annotations. A track without a
+# persistent id comes as null: it gets a fallback id.
+_TYPES: Final[dict[str, frozenset[type]]] = {
+    name: _JSON_TYPES[str | None if name == "persistent_id" else hint]
+    for name, hint in get_type_hints(Track).items()
+}
 _PROBE_INDEX: Final = tuple(TRACK_FIELDS.index(f) for f in PROBE_FIELDS)
-
-
-def _permission_hint() -> str:
-    return (
-        "macOS did not allow musicd to control Music.app (error -1743): allow it in System "
-        "Settings > Privacy & Security > Automation for the app running musicd (your terminal, "
-        f"or python3 for the launchd agent), then run '{hints.command('rescan')}'"
-    )
 
 
 def make_music_app_reader(config: Config) -> Callable[[], LibraryRead]:
@@ -221,7 +205,13 @@ class MusicAppReader:
                 )
             warnings.extend(w for w in answer.warnings if w not in warnings)
         tracks = {pid: fresh[pid] if pid in fresh else previous[pid] for pid in ids}
-        read = LibraryRead(tracks=tracks, stat=None, source=_SOURCE, warnings=warnings)
+        read = LibraryRead(
+            tracks=tracks,
+            stat=None,
+            source=_SOURCE,
+            warnings=_script_warnings(warnings),
+            full=False,
+        )
         return read, "incremental", len(stale)
 
     def _run(self, args: Sequence[str]) -> bytes:
@@ -278,121 +268,6 @@ def _bundle_stat(bundle: Path) -> FileStat:
     return combined or FileStat(st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def run_osascript(
-    script: Path,
-    args: Sequence[str],
-    timeout: float,
-    configured: float,
-    *,
-    on_start: Callable[[subprocess.Popen[bytes] | None], None] | None = None,
-) -> bytes:
-    """Run `osascript -l JavaScript script args...`; return its stdout.
-
-    osascript runs in its own session so that on timeout the whole process group is killed,
-    along with anything it started.
-
-    Raises:
-        LibraryReadError: osascript is missing, failed, or ran longer than `timeout` seconds
-            (`configured` is the timeout the message names).
-    """
-    command = ["osascript", "-l", "JavaScript", str(script), *args]
-    try:
-        proc = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-    except FileNotFoundError:
-        raise LibraryReadError(
-            'osascript was not found: library.source = "music-app" works only on macOS; '
-            'use library.source = "xml" with an exported Library.xml elsewhere'
-        ) from None
-    except OSError as err:
-        raise LibraryReadError(f"cannot run osascript: {describe_os_error(err)}") from None
-    if on_start is not None:
-        on_start(proc)
-    try:
-        out, errout = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill(proc)
-        raise LibraryReadError(
-            f"osascript did not finish within {configured:g} s and was stopped; Music.app "
-            "may be busy or waiting for you to answer a permission prompt (raise "
-            "library.osascript_timeout_seconds for a very large library)"
-        ) from None
-    except BaseException:
-        _kill(proc)
-        raise
-    if proc.returncode != 0:
-        raise LibraryReadError(_describe_exit(proc.returncode, errout))
-    return out
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    # The session's process group id is osascript's pid (start_new_session=True).
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
-    try:
-        proc.communicate(timeout=_REAP_SECONDS)
-    except subprocess.TimeoutExpired:
-        # Something left the group and still holds the pipes: stop waiting for it.
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-        proc.wait()
-
-
-def _describe_exit(returncode: int, stderr: bytes) -> str:
-    text = stderr.decode("utf-8", errors="replace").strip()
-    last = text.splitlines()[-1].strip() if text else ""
-    if "-1743" in text or "Not authorized to send Apple events" in text:
-        return _permission_hint()
-    number = _error_number(last)
-    if number is not None:
-        return _describe_apple_event_error(number, last)
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = str(-returncode)
-        return f"osascript was killed by signal {name}"
-    if not last:
-        return f"osascript failed with exit status {returncode} and no message"
-    return f"osascript failed with exit status {returncode}: {last[:300]}"
-
-
-def _error_number(line: str) -> int | None:
-    # osascript ends its error line with the number in parentheses: "... (-1728)".
-    if line.endswith(")") and "(" in line:
-        try:
-            return int(line[line.rindex("(") + 1 : -1])
-        except ValueError:
-            return None
-    return None
-
-
-def _describe_apple_event_error(number: int | None, message: str) -> str:
-    if number == -1743:
-        return _permission_hint()
-    if number in (-600, -609):
-        return (
-            "Music.app quit while the library was being read; it is read again when Music.app "
-            "changes the library"
-        )
-    if number == -1712:
-        return (
-            "Music.app did not answer in time (error -1712); it may be busy (importing, "
-            "syncing): the library is read again on its next change"
-        )
-    shown = message.strip().replace("\n", " ")[:300]
-    tail = f" (error {number})" if number is not None and f"{number}" not in shown else ""
-    return f"Music.app could not be read: {shown}{tail}"
-
-
 class _Answer:
     __slots__ = ("rows", "warnings")
 
@@ -434,7 +309,7 @@ def _parse(stdout: bytes, mode: str) -> _Answer:
         number = error.get("number")
         message = error.get("message")
         raise LibraryReadError(
-            _describe_apple_event_error(
+            describe_apple_event_error(
                 number if type(number) is int else None,
                 message if isinstance(message, str) else "unknown error",
             )
@@ -485,44 +360,20 @@ def _check_rows(rows: list[Any], fields: Sequence[str]) -> None:
             raise _bad(f"track {n} has {field} = {str(value)[:40]!r}")
 
 
+def _script_warnings(texts: list[str]) -> list[LibraryWarning]:
+    return [LibraryWarning(WarningCode.MUSIC_APP, text) for text in texts]
+
+
 def _build(rows: list[list[Any]], warnings: list[str]) -> LibraryRead:
-    """Tracks in library order: the first of a repeated id wins, a missing id gets a fallback."""
-    tracks: dict[str, Track] = {}
-    without_id = 0
-    duplicates: list[str] = []
+    """Tracks in library order by the identity rules (the script upper-cased the ids)."""
+    keys = TrackKeys()
+    claim, tracks = keys.claim, keys.tracks
     for row in rows:
         pid = row[0]
         if pid is None:
-            without_id += 1
-            base = pid = fallback_id(
-                location=None,
-                name=row[1],
-                artist=row[2],
-                album=row[4],
-                total_time=None,
-                track_number=row[9],
-                disc_number=row[8],
-            )
-            n = 1
-            while pid in tracks:
-                n += 1
-                pid = f"{base}-{n}"
+            pid = claim(row_fallback_id(row), fallback=True)
             row = [pid, *row[1:]]
-        elif pid in tracks:
-            duplicates.append(pid)
+        elif claim(pid, fallback=False) is None:
             continue
         tracks[pid] = Track(*row)
-    result = LibraryRead(tracks=tracks, stat=None, source=_SOURCE, warnings=list(warnings))
-    if without_id:
-        result.without_persistent_id = without_id
-        result.warnings.append(
-            f"{without_id} track(s) have no Persistent ID and were given fallback ids"
-        )
-    if duplicates:
-        result.duplicate_ids = len(duplicates)
-        listed = ", ".join(dict.fromkeys(duplicates[:5]))
-        result.warnings.append(
-            f"{len(duplicates)} track(s) repeat an earlier Persistent ID and were dropped "
-            f"(the first one is kept): {listed}"
-        )
-    return result
+    return keys.read(_SOURCE, warnings=_script_warnings(warnings))

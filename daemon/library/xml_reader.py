@@ -1,121 +1,29 @@
 """Streaming reader for the XML library (Music.app `Library.xml`, `iTunes Music Library.xml`).
 
 The file is an Apple XML property list that can reach 100k tracks and ~60 MB. It is parsed with
-expat in 1 MiB chunks by a small state machine: only the track dicts under the top-level
-"Tracks" key are materialised (as `Track`), everything else ("Playlists" with its `<data>` blobs
-and long item arrays, "Music Folder", ...) is parsed for well-formedness and dropped on the fly.
-`plistlib` is the reference for how values read; it is never used because it builds the whole
-file in memory.
+expat in 1 MiB chunks by the state machine in `daemon.library.plist_tracks`, which keeps only
+the tracks (what values read as, and what the parser refuses, are described there). Tracks
+are keyed by their "Persistent ID" by the rules of `daemon.library.identity`, which also gives
+tracks without one a fallback identity from their "Location" or tags.
 
-Values of the keys we keep must have the plist type Apple writes ("Year" an `<integer>`, "Date
-Added" a `<date>`, ...); a value of another type is treated as absent. Values of other keys are
-not converted at all, only checked for structure. Dates are kept as the text written
-("2020-05-16T11:33:56Z"), without reinterpretation.
-
-Identity: a track is keyed by its "Persistent ID", upper-cased (16 hex digits in every file
-seen). The "Track ID" is never used: iTunes renumbers it between exports. A track without a
-Persistent ID (iTunes 5 and older, a few modern stubs) gets the fallback identity
-`fallback_id()`: "~" followed by the first 15 hex digits of the BLAKE2b hash (8-byte digest) of
-its UTF-8 description, which is
-
-- `"location\\0" + Location` when the track has a non-empty "Location", else
-- `"tags\\0"` + Name, Artist, Album, Total Time, Track Number and Disc Number joined with NUL
-  ("\\0"; XML cannot contain it), an absent value written as the empty string and a number in
-  decimal.
-
-The "~" keeps fallbacks apart from real Persistent IDs. When a fallback is already taken, the
-later track gets "-2", "-3", ... appended (in file order) so no track is lost. A repeated
-Persistent ID keeps the first track and drops the later ones (counted in `duplicate_ids`).
-
-Security: the file comes from another application, so entity declarations (billion laughs) and
-external or undefined entities are refused; the DTD named by the usual `<!DOCTYPE plist PUBLIC
-...>` is never fetched. Character references (`&#38;`) and the predefined entities work.
+This module opens the file and makes sure it did not change while it was read.
 """
 
 from __future__ import annotations
 
-import codecs
-import hashlib
 import os
 import stat as stat_mod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Final, NoReturn
-from xml.parsers import expat
+from typing import BinaryIO
 
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, describe_os_error
 from daemon.library import FileStat, LibraryRead
-from daemon.models import TRACK_FIELDS, Track
+from daemon.library.plist_tracks import CHUNK_SIZE, parse_tracks
+from daemon.models import Track
 from daemon.progress import current as current_progress
 
-__all__ = ["CHUNK_SIZE", "check_unchanged", "fallback_id", "parse_library", "read_library_xml"]
-
-CHUNK_SIZE: Final = 1 << 20
-
-_NFIELDS: Final = len(TRACK_FIELDS)
-# Two extra slots after the Track fields hold what the fallback identity needs.
-_LOCATION: Final = _NFIELDS
-_TOTAL_TIME: Final = _NFIELDS + 1
-
-_F = TRACK_FIELDS.index
-# plist key -> (slot in the row, element its value must be written as; "bool" = true/false).
-_TRACK_KEYS: Final[dict[str, tuple[int, str]]] = {
-    "Persistent ID": (_F("persistent_id"), "string"),
-    "Name": (_F("name"), "string"),
-    "Artist": (_F("artist"), "string"),
-    "Album Artist": (_F("album_artist"), "string"),
-    "Album": (_F("album"), "string"),
-    "Genre": (_F("genre"), "string"),
-    "Year": (_F("year"), "integer"),
-    "Compilation": (_F("compilation"), "bool"),
-    "Disc Number": (_F("disc_number"), "integer"),
-    "Track Number": (_F("track_number"), "integer"),
-    "Date Added": (_F("date_added"), "date"),
-    "Date Modified": (_F("date_modified"), "date"),
-    "Kind": (_F("kind"), "string"),
-    "Track Type": (_F("track_type"), "string"),
-    "Disabled": (_F("disabled"), "bool"),
-    "Location": (_LOCATION, "string"),
-    "Total Time": (_TOTAL_TIME, "integer"),
-}
-_IGNORED: Final = (-1, "")
-# Values that repeat across tracks (an album's names, kinds, genres, import dates): one str
-# object per distinct value in a read instead of one per track saves about 40 MB at 100k tracks.
-_SHARED: Final = frozenset(
-    _F(name)
-    for name in (
-        "artist",
-        "album_artist",
-        "album",
-        "genre",
-        "date_added",
-        "date_modified",
-        "kind",
-        "track_type",
-    )
-)
-_NAME, _ARTIST, _ALBUM = _F("name"), _F("artist"), _F("album")
-_TRACK_NUMBER, _DISC_NUMBER = _F("track_number"), _F("disc_number")
-_ROW_TEMPLATE: Final[list[Any]] = [None] * (_NFIELDS + 2)
-_ROW_TEMPLATE[_F("compilation")] = False
-_ROW_TEMPLATE[_F("disabled")] = False
-del _F
-
-_SCALARS: Final = frozenset({"string", "integer", "real", "date", "data", "true", "false"})
-_ELEMENTS: Final = frozenset({"plist", "dict", "array", "key", *_SCALARS})
-
-# Expat errors that only happen when the input stops early.
-_TRUNCATED: Final = frozenset(
-    expat.errors.codes[message]
-    for message in (
-        expat.errors.XML_ERROR_NO_ELEMENTS,
-        expat.errors.XML_ERROR_UNCLOSED_TOKEN,
-        expat.errors.XML_ERROR_PARTIAL_CHAR,
-        expat.errors.XML_ERROR_UNCLOSED_CDATA_SECTION,
-    )
-)
-_INVALID_TOKEN: Final = expat.errors.codes[expat.errors.XML_ERROR_INVALID_TOKEN]
-_MAX_LISTED_IDS: Final = 5
+__all__ = ["CHUNK_SIZE", "check_unchanged", "parse_library", "read_library_xml"]
 
 
 def parse_library(stream: BinaryIO, *, source: str = "xml") -> LibraryRead:
@@ -127,7 +35,7 @@ def parse_library(stream: BinaryIO, *, source: str = "xml") -> LibraryRead:
         LibraryReadError: the stream is empty, unreadable, not well-formed XML, not a library
             plist, or uses entities. Nothing is returned from a partly read file.
     """
-    return _parse(stream, source, "library file")
+    return parse_tracks(stream, source=source, what="library file")
 
 
 def read_library_xml(path: Path, *, reuse: Mapping[str, Track] | None = None) -> LibraryRead:
@@ -161,7 +69,7 @@ def read_library_xml(path: Path, *, reuse: Mapping[str, Track] | None = None) ->
         progress.update(bytes_done=0, bytes_total=st.st_size, tracks_done=0)
     try:
         with open(path, "rb", buffering=0) as stream:
-            result = _parse(stream, "xml", name, reuse)
+            result = parse_tracks(stream, source="xml", what=name, reuse=reuse)
     except OSError as err:
         check_unchanged(path, before)
         raise LibraryReadError(
@@ -186,333 +94,3 @@ def check_unchanged(path: Path, before: FileStat) -> None:
         raise LibraryChangedDuringRead(
             f"library file {path} changed while it was being read; read it again"
         )
-
-
-def fallback_id(
-    *,
-    location: str | None,
-    name: str | None,
-    artist: str | None,
-    album: str | None,
-    total_time: int | None,
-    track_number: int | None,
-    disc_number: int | None,
-) -> str:
-    """The identity of a track that has no Persistent ID (see the module docstring)."""
-    if location:
-        description = "location\0" + location
-    else:
-        parts = (name, artist, album, total_time, track_number, disc_number)
-        description = "tags\0" + "\0".join("" if p is None else str(p) for p in parts)
-    digest = hashlib.blake2b(description.encode("utf-8"), digest_size=8).hexdigest()
-    return "~" + digest[:15]
-
-
-def _parse(
-    stream: BinaryIO, source: str, what: str, reuse: Mapping[str, Track] | None = None
-) -> LibraryRead:
-    # One closure per parser state; the parser's handlers are swapped on state changes so the
-    # per-element work stays a couple of comparisons. Character data goes straight into a list
-    # (a C call) and is joined only at the end of a value we keep.
-    parser = expat.ParserCreate(intern={n: n for n in _ELEMENTS})
-    parser.buffer_text = True
-    parser.buffer_size = 1 << 16
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-
-    buf: list[str] = []
-    clear = buf.clear
-    join = "".join
-    keys_get = _TRACK_KEYS.get
-    # With `reuse`, most tracks are dropped for the equal ones already held: sharing their
-    # strings would only keep each distinct value alive until the end of the parse.
-    shared = _SHARED if reuse is None else frozenset()
-    seen: dict[str, str] = {}
-    share = seen.setdefault
-    template = _ROW_TEMPLATE
-    ignored = _IGNORED
-    scalars = _SCALARS
-
-    tracks: dict[str, Track] = {}
-    row: list[Any] = template
-    want: tuple[int, str] | None = None  # the kept slot of the pending track key
-    track_key_pending = False
-    top_key: str | None = None
-    doc_state = 0  # 0: before <plist>, 1: in <plist>, 2: after its top-level dict began
-    seen_tracks = False
-    skip_depth = 0
-    resume_start: Any = None
-    resume_end: Any = None
-    without_id = 0
-    duplicates: list[str] = []
-
-    def fail(problem: str) -> NoReturn:
-        line, column = parser.CurrentLineNumber, parser.CurrentColumnNumber + 1
-        raise LibraryReadError(f"{what} {problem} at line {line}, column {column}")
-
-    def refuse_entity_decl(*_: object) -> NoReturn:
-        raise LibraryReadError(f"{what} declares XML entities; refusing to expand them")
-
-    def refuse_external_entity(*_: object) -> NoReturn:
-        raise LibraryReadError(f"{what} references an external entity; refusing to load it")
-
-    def refuse_skipped_entity(entity: str, _is_parameter: bool) -> NoReturn:
-        fail(f"references the undefined entity &{entity};")
-
-    def set_handlers(start: Any, end: Any) -> None:
-        parser.StartElementHandler = start
-        parser.EndElementHandler = end
-
-    # -- outside the top-level dict
-    def doc_start(name: str, _attrs: object) -> None:
-        nonlocal doc_state
-        if doc_state == 0:
-            if name != "plist":
-                fail(f"is not a property list: its root element is <{name}>")
-            doc_state = 1
-        elif doc_state == 1:
-            if name != "dict":
-                fail(f"is not a library: its top level is a <{name}> instead of a <dict>")
-            doc_state = 2
-            set_handlers(top_start, top_end)
-        else:
-            fail("holds more than one value in <plist>")
-
-    # -- in the top-level dict
-    def top_start(name: str, _attrs: object) -> None:
-        nonlocal top_key, seen_tracks
-        clear()
-        if name == "key":
-            if top_key is not None:
-                fail(f"has no value for the top-level key {top_key!r}")
-            return
-        if top_key is None:
-            fail(f"has a <{name}> without a key in the top-level dict")
-        if top_key == "Tracks":
-            if name != "dict":
-                fail(f"has a <{name}> instead of a <dict> as its Tracks value")
-            if seen_tracks:
-                fail("has a second Tracks key")
-            seen_tracks = True
-            top_key = None
-            set_handlers(tracks_start, tracks_end)
-        elif name == "dict" or name == "array":
-            top_key = None
-            skip(top_start, top_end)
-        elif name not in _SCALARS:
-            fail(f"has an unknown element <{name}>")
-
-    def top_end(name: str) -> None:
-        nonlocal top_key
-        if name == "key":
-            top_key = join(buf)
-        elif name == "dict":
-            if top_key is not None:
-                fail(f"has no value for the top-level key {top_key!r}")
-            set_handlers(doc_start, None)
-        else:
-            top_key = None
-
-    # -- in the Tracks dict
-    def tracks_start(name: str, _attrs: object) -> None:
-        nonlocal row, want
-        if name == "key":
-            if track_key_pending:
-                fail("has a track key without a track")
-            return
-        if not track_key_pending:
-            fail(f"has a <{name}> without a key in Tracks")
-        if name != "dict":
-            fail(f"has a <{name}> instead of a <dict> as a track")
-        row = template.copy()
-        want = None
-        set_handlers(track_start, track_end)
-
-    def tracks_end(name: str) -> None:
-        nonlocal track_key_pending
-        if name == "key":
-            track_key_pending = True
-            return
-        # The end of the Tracks dict: track dicts end in track_end.
-        if track_key_pending:
-            fail("has a track key without a track")
-        set_handlers(top_start, top_end)
-
-    # -- in one track dict: the hot path. `want` is None while a key is expected, else the
-    # slot of the key just read (`ignored` for keys we drop, whose text is never joined).
-    def track_start(name: str, _attrs: object) -> None:
-        nonlocal want
-        slot = want
-        if slot is None:
-            if name != "key":
-                fail(f"has a <{name}> without a key in a track")
-            clear()
-            return
-        if name == "key":
-            fail("has a track key without a value")
-        if name == "dict" or name == "array":
-            want = None
-            skip(track_start, track_end)
-        elif slot is not ignored:
-            clear()
-
-    def track_end(name: str) -> None:
-        nonlocal want, track_key_pending
-        slot = want
-        if slot is None:
-            if name == "key":
-                want = keys_get(join(buf), ignored)
-                return
-            if name != "dict":
-                fail(f"has a </{name}> without a key in a track")
-            add_track(row)
-            track_key_pending = False
-            set_handlers(tracks_start, tracks_end)
-            return
-        want = None
-        if slot is ignored:
-            if name not in scalars:
-                fail(
-                    "has a track key without a value"
-                    if name == "dict"
-                    else f"has an unknown element <{name}>"
-                )
-            return
-        index, kind = slot
-        if name == kind:
-            if kind == "integer":
-                text = join(buf)
-                try:
-                    row[index] = int(text, 16) if text[:2] in ("0x", "0X") else int(text)
-                except ValueError:
-                    fail(f"has an invalid integer {text[:40]!r}")
-            else:
-                text = join(buf)
-                row[index] = share(text, text) if index in shared else text
-        elif kind == "bool" and (name == "true" or name == "false"):
-            row[index] = name == "true"
-        elif name == "dict":
-            fail("has a track key without a value")
-        elif name not in _SCALARS:
-            fail(f"has an unknown element <{name}>")
-
-    def add_track(values: list[Any]) -> None:
-        nonlocal without_id
-        pid = values[0]
-        if pid:
-            pid = pid.upper()
-        else:
-            without_id += 1
-            base = pid = fallback_id(
-                location=values[_LOCATION],
-                name=values[_NAME],
-                artist=values[_ARTIST],
-                album=values[_ALBUM],
-                total_time=values[_TOTAL_TIME],
-                track_number=values[_TRACK_NUMBER],
-                disc_number=values[_DISC_NUMBER],
-            )
-            n = 1
-            while pid in tracks:
-                n += 1
-                pid = f"{base}-{n}"
-        if pid in tracks:
-            duplicates.append(pid)
-            return
-        values[0] = pid
-        track = Track(*values[:_NFIELDS])
-        if reuse is not None:
-            same = reuse.get(pid)
-            if same is not None and same == track:
-                track = same
-        tracks[pid] = track
-
-    # -- inside a value we drop: count nesting, check element names, keep no text
-    def skip(start: Any, end: Any) -> None:
-        nonlocal skip_depth, resume_start, resume_end
-        skip_depth = 1
-        resume_start, resume_end = start, end
-        set_handlers(skip_start, skip_end)
-        parser.CharacterDataHandler = None
-
-    def skip_start(name: str, _attrs: object) -> None:
-        nonlocal skip_depth
-        if name == "dict" or name == "array":
-            skip_depth += 1
-        elif name not in _ELEMENTS or name == "plist":
-            fail(f"has an unknown element <{name}>")
-
-    def skip_end(name: str) -> None:
-        nonlocal skip_depth
-        if name == "dict" or name == "array":
-            skip_depth -= 1
-            if not skip_depth:
-                set_handlers(resume_start, resume_end)
-                parser.CharacterDataHandler = buf.append
-
-    set_handlers(doc_start, None)
-    parser.CharacterDataHandler = buf.append
-    parser.EntityDeclHandler = refuse_entity_decl
-    parser.ExternalEntityRefHandler = refuse_external_entity
-    parser.SkippedEntityHandler = refuse_skipped_entity
-
-    read = stream.read
-    feed = parser.Parse
-    offset = 0
-    progress = current_progress()
-    try:
-        chunk = read(CHUNK_SIZE)
-        if not chunk:
-            raise LibraryReadError(f"{what} is empty")
-        if chunk.startswith(b"bplist"):
-            raise LibraryReadError(f"{what} is a binary property list, not XML")
-        try:
-            while chunk:
-                feed(chunk, False)
-                offset += len(chunk)
-                if progress is not None:
-                    progress.update(bytes_done=offset, tracks_done=len(tracks))
-                chunk = read(CHUNK_SIZE)
-            feed(b"", True)
-        except expat.ExpatError as err:
-            at = parser.ErrorByteIndex - offset
-            bad = chunk[at:] if 0 <= at < len(chunk) else b""
-            raise LibraryReadError(_describe_expat_error(what, err, bad)) from None
-    except OSError as err:
-        raise LibraryReadError(
-            f"{what} cannot be read: {describe_os_error(err)}", os_errno=err.errno
-        ) from None
-    if doc_state < 2:
-        raise LibraryReadError(f"{what} is not a library: its plist holds no dict")
-
-    result = LibraryRead(tracks=tracks, stat=None, source=source)
-    if without_id:
-        result.without_persistent_id = without_id
-        result.warnings.append(
-            f"{without_id} track(s) have no Persistent ID and were given fallback ids"
-        )
-    if duplicates:
-        result.duplicate_ids = len(duplicates)
-        listed = ", ".join(dict.fromkeys(duplicates[:_MAX_LISTED_IDS]))
-        result.warnings.append(
-            f"{len(duplicates)} track(s) repeat an earlier Persistent ID and were dropped "
-            f"(the first one is kept): {listed}"
-        )
-    return result
-
-
-def _describe_expat_error(what: str, err: expat.ExpatError, rest: bytes) -> str:
-    where = f"at line {err.lineno}, column {err.offset + 1}"
-    if err.code in _TRUNCATED:
-        return f"{what} is not well-formed XML {where} (truncated or half-written?)"
-    if err.code == _INVALID_TOKEN and _starts_with_bad_utf8(rest):
-        return f"{what} is not valid UTF-8 {where}"
-    return f"{what} is not well-formed XML {where}: {expat.ErrorString(err.code)}"
-
-
-def _starts_with_bad_utf8(data: bytes) -> bool:
-    # Expat reports invalid UTF-8 as an "invalid token" at the offending byte.
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(data[:64], final=False)
-    except UnicodeDecodeError:
-        return True
-    return False

@@ -8,15 +8,18 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from daemon.errors import LibraryReadError
-from daemon.library import LibraryRead
+from daemon.library import LibraryRead, LibraryWarning, WarningCode, fast_xml
 from daemon.library.differ import diff_tracks
-from daemon.library.fast_xml import RUN_ENTRIES, FastXmlReader, _keyed_fingerprint
+from daemon.library.fast_xml import RUN_ENTRIES, FastXmlReader
+from daemon.library.xml_entries import keyed_fingerprint
 from daemon.library.xml_reader import read_library_xml
 
 REAL_LIBRARIES = (
@@ -182,6 +185,8 @@ class Checker:
                 self.previous_full.tracks, expected.tracks
             )
         self.previous_fast, self.previous_full = read, expected
+        # Only the fast path reuses earlier work: every other read is a full one.
+        assert read.full is (self.reader.last_mode == "full")
         if expect_fast is not None:
             assert (self.reader.last_mode == "fast") is expect_fast, self.reader.last_reason
         self.fast_reads += self.reader.last_mode == "fast"
@@ -463,6 +468,56 @@ def test_periodic_full_read(workdir: Path) -> None:
     checker.check(expect_fast=True)
 
 
+def test_a_read_is_full_unless_it_took_the_fast_path(workdir: Path) -> None:
+    now = [0.0]
+    checker = checker_for(
+        workdir, base_library(4).render(), full_interval_seconds=10.0, clock=lambda: now[0]
+    )
+    reads = [checker.check()]
+    reads.append(checker.check(expect_fast=True))
+    now[0] = 11.0
+    reads.append(checker.check(expect_fast=False))
+    assert [read.full for read in reads if read is not None] == [True, False, True]
+
+
+@pytest.mark.parametrize(("change", "mismatch"), [("reworded", False), ("miscounted", True)])
+def test_rewording_a_warning_causes_no_fast_read_mismatch(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, change: str, mismatch: bool
+) -> None:
+    lib = base_library(6)
+    set_value(lib.tracks[1][1], "Persistent ID", None)
+    set_value(lib.tracks[3][1], "Persistent ID", dict(lib.tracks[2][1])["Persistent ID"])
+    now = [0.0]
+    checker = checker_for(workdir, lib.render(), full_interval_seconds=10.0, clock=lambda: now[0])
+    first = checker.check(expect_fast=False)
+    assert first is not None
+    assert [w.code for w in first.warnings] == [
+        WarningCode.WITHOUT_PERSISTENT_ID,
+        WarningCode.DUPLICATE_IDS,
+    ]
+
+    def altered(warning: LibraryWarning) -> LibraryWarning:
+        if change == "reworded":
+            return replace(warning, text=f"in other words: {warning.text}")
+        return replace(warning, count=warning.count + 1)
+
+    assemble = fast_xml._assemble
+
+    def assemble_altered(*args: Any) -> LibraryRead:
+        read = assemble(*args)
+        read.warnings = [altered(w) for w in read.warnings]
+        return read
+
+    # The fast path words (or counts) its warnings unlike the full reader from now on.
+    monkeypatch.setattr(fast_xml, "_assemble", assemble_altered)
+    now[0] = 11.0
+    with capture_logs() as logs:
+        read = checker.reader()
+    assert checker.reader.last_reason == "periodic full read"
+    assert read.warnings == first.warnings
+    assert any(e["event"] == "fast_read_mismatch" for e in logs) is mismatch
+
+
 def test_a_bad_version_keeps_the_fingerprints(workdir: Path) -> None:
     lib = base_library(10)
     checker = checker_for(workdir, lib.render())
@@ -506,9 +561,9 @@ def test_a_periodic_full_read_keeps_the_track_objects(workdir: Path) -> None:
     assert all(again.tracks[pid] is track for pid, track in first.tracks.items())
 
 
-def test_keyed_fingerprints_give_the_same_reads(workdir: Path) -> None:
+def testkeyed_fingerprints_give_the_same_reads(workdir: Path) -> None:
     lib = base_library(30)
-    checker = checker_for(workdir, lib.render(), fingerprint=_keyed_fingerprint())
+    checker = checker_for(workdir, lib.render(), fingerprint=keyed_fingerprint())
     checker.check()
     set_value(lib.tracks[3][1], "Album", ("string", "Other"))
     checker.write(lib.render())

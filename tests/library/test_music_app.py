@@ -635,17 +635,29 @@ def test_many_changes_are_read_in_full(fake: FakeOsascript, bundle: Path) -> Non
     now = [replace(t, date_modified="2024-01-01T00:00:00Z") for t in tracks]
     fake.serve(now)
     fake.clear_calls()
-    assert list(r.read().tracks.values()) == now
+    read = r.read()
+    assert list(read.tracks.values()) == now
     assert fake.modes() == ["probe", "full"]
+    assert read.full is True
 
 
 def test_a_full_read_is_forced_after_the_interval(fake: FakeOsascript, bundle: Path) -> None:
     r = reader(bundle, full_scan_interval_seconds=0.2)
-    r.read()
-    r.read()
+    reads = [r.read(), r.read()]
     time.sleep(0.25)
-    r.read()
+    reads.append(r.read())
     assert fake.modes() == ["full", "probe", "full"]
+    assert [read.full for read in reads] == [True, False, True]
+
+
+def test_a_read_that_fetches_only_the_changed_tracks_is_not_full(
+    fake: FakeOsascript, bundle: Path
+) -> None:
+    r = reader(bundle)
+    assert r.read().full is True
+    fake.serve([replace(TRACKS[0], date_modified="2024-01-01T00:00:00Z"), *TRACKS[1:]])
+    assert r.read().full is False
+    assert fake.modes() == ["full", "probe", "fetch"]
 
 
 def test_a_track_gone_between_probe_and_fetch_means_read_again(

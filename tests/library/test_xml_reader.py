@@ -21,12 +21,8 @@ import pytest
 
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError
 from daemon.library import FileStat, LibraryRead
-from daemon.library.xml_reader import (
-    check_unchanged,
-    fallback_id,
-    parse_library,
-    read_library_xml,
-)
+from daemon.library.identity import fallback_id
+from daemon.library.xml_reader import check_unchanged, parse_library, read_library_xml
 from daemon.models import Track
 
 REAL_LIBRARIES = (
@@ -228,6 +224,13 @@ def test_plistlib_written_library() -> None:
     assert read.stat is None
 
 
+def test_every_xml_read_is_full(tmp_path: Path) -> None:
+    path = tmp_path / "Library.xml"
+    path.write_bytes(library_bytes([make_track(i) for i in range(3)]))
+    assert read_library_xml(path).full is True
+    assert parse_library(io.BytesIO(path.read_bytes())).full is True
+
+
 def test_crlf_line_endings_do_not_leak_carriage_returns() -> None:
     data = library_bytes([make_track(1, Comments="two\nlines", Name="a\nb")])
     data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
@@ -372,7 +375,7 @@ def test_fallback_ids_follow_the_documented_rule() -> None:
         disc_number=None,
     )
     assert read.without_persistent_id == 2
-    assert any("no Persistent ID" in w for w in read.warnings)
+    assert any("no Persistent ID" in w.text for w in read.warnings)
 
 
 def test_fallback_ids_are_stable_across_reads_and_track_id_renumbering() -> None:
@@ -405,7 +408,7 @@ def test_duplicate_persistent_ids_keep_the_first() -> None:
     assert [t.name for t in read.tracks.values()] == ["first", "Song 3"]
     assert read.duplicate_ids == 1
     assert len(read.warnings) == 1
-    assert make_track(1)["Persistent ID"] in read.warnings[0]
+    assert make_track(1)["Persistent ID"] in read.warnings[0].text
 
 
 # -- hostile files

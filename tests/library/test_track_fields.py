@@ -1,0 +1,36 @@
+"""Every field of `Track` has a source in every reader: adding a field without one fails here."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+from daemon.library import music_app, plist_tracks
+from daemon.models import TRACK_FIELDS
+
+
+def _script() -> str:
+    return (resources.files("daemon") / "data" / "music_library.js").read_text(encoding="utf-8")
+
+
+def _js_block(pattern: str) -> str:
+    match = re.search(pattern, _script(), re.S)
+    assert match is not None, pattern
+    return match.group(1)
+
+
+def test_every_track_field_has_a_key_in_the_xml_reader() -> None:
+    slots = {slot for slot, _ in plist_tracks.TRACK_KEYS.values()}
+    missing = [name for i, name in enumerate(TRACK_FIELDS) if i not in slots]
+    assert missing == []
+
+
+def test_every_track_field_has_a_music_app_property_in_the_script() -> None:
+    fields = _js_block(r"var TRACK_FIELDS = \[(.*?)\];")
+    assert re.findall(r"'(\w+)'", fields) == list(TRACK_FIELDS)
+    sources = _js_block(r"var SOURCES = \{(.*?)\};")
+    assert re.findall(r"^\s*(\w+): \[", sources, re.M) == list(TRACK_FIELDS)
+
+
+def test_every_track_field_has_a_checked_type_in_the_music_app_reader() -> None:
+    assert tuple(music_app._TYPES) == TRACK_FIELDS
