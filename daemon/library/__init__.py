@@ -5,7 +5,6 @@ the rules of `daemon.library.identity`), plus the stat of the file taken *before
 a change during the read is never missed) and warnings that carry a stable code.
 """
 
-
 from __future__ import annotations
 
 import os
