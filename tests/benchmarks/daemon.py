@@ -26,7 +26,6 @@ from daemon.client import MusicdClient
 from daemon.errors import DaemonError
 from tests.benchmarks.generate import generate_library, move_track, rename_album
 from tests.benchmarks.stores import (
-    SOURCES,
     EditCost,
     album_answers,
     bench_edit_state,
@@ -34,26 +33,20 @@ from tests.benchmarks.stores import (
     proc_io,
     scratch,
 )
-from tests.support import REPO, DaemonProc, db_seed_cache, wait_for, write_config
+from tests.support import (
+    PLIST_KEYS,
+    REPO,
+    SOURCES,
+    DaemonProc,
+    daemon_env,
+    db_seed_cache,
+    wait_for,
+    write_library,
+)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-KEPT = (
-    "Persistent ID",
-    "Name",
-    "Artist",
-    "Album Artist",
-    "Album",
-    "Genre",
-    "Year",
-    "Compilation",
-    "Disc Number",
-    "Track Number",
-    "Date Added",
-    "Date Modified",
-    "Kind",
-    "Track Type",
-    "Disabled",
-)
+# The plist keys the daemon keeps, for the plistlib baseline.
+KEPT = tuple(PLIST_KEYS)
 # The periodic checkpoint's delay after a commit (30 s by default): shorter here so that an
 # edit's measurement window can include its checkpoint without waiting half a minute.
 FLUSH_INTERVAL_SECONDS = 2.0
@@ -98,35 +91,25 @@ def memory_mib(pid: int) -> tuple[float, float]:
 
 
 @contextmanager
-def running_daemon(root: Path, library: Path, settings: DaemonSettings) -> Iterator[DaemonProc]:
-    config = write_config(
-        root,
-        library,
+def running_daemon(root: Path, data: bytes, settings: DaemonSettings) -> Iterator[DaemonProc]:
+    """The daemon on the generated library in `root` (which the caller removes)."""
+    with daemon_env(
+        data,
+        root=root,
         library={"settle_seconds": settings.settle_seconds, "verify_seconds": 60},
         state={"flush_interval_seconds": FLUSH_INTERVAL_SECONDS},
         log={"level": os.environ.get("BENCH_LOG_LEVEL", "info")},
-    )
-    d = DaemonProc(
-        root=root,
-        config_path=config,
-        library=library,
-        state_dir=root / "state",
-        socket=root / "d.sock",
-        log_file=root / "musicd.log",
-    )
-    try:
+    ) as d:
         yield d
-    finally:
-        d.kill()
 
 
 def status_when_serving(d: DaemonProc, tracks: int, timeout: float) -> dict[str, Any]:
     """Poll `status` until the socket answers with the library's tracks."""
 
     def serving() -> dict[str, Any] | None:
-        d._check_alive("status")
+        d.check_alive("status")
         try:
-            with MusicdClient(d.socket, timeout=5) as c:
+            with d.client(timeout=5) as c:
                 status: dict[str, Any] = c.status()
         except (DaemonError, OSError):
             time.sleep(0.005)
@@ -137,17 +120,15 @@ def status_when_serving(d: DaemonProc, tracks: int, timeout: float) -> dict[str,
     return result
 
 
-def prepare(root: Path, settings: DaemonSettings) -> tuple[Path, bytes]:
-    library = root / "lib" / "Library.xml"
-    library.parent.mkdir()
+def prepare(root: Path, settings: DaemonSettings) -> bytes:
+    """The library's bytes, and the cache seeded in the state dir the daemon will use."""
     started = time.monotonic()
     data = generate_library(settings.tracks)
-    library.write_bytes(data)
     settings.timings["generate library"] = time.monotonic() - started
     started = time.monotonic()
     db_seed_cache(root / "state", cache_entries(settings.cache_entries))
     settings.timings["seed cache"] = time.monotonic() - started
-    return library, data
+    return data
 
 
 def read_only(d: DaemonProc) -> sqlite3.Connection:
@@ -161,9 +142,7 @@ def read_only(d: DaemonProc) -> sqlite3.Connection:
 def seed_parse_and_diff(path: Path, previous: dict[str, dict[str, Any]]) -> float:
     """The obvious alternative: plistlib the whole file, then diff dicts of the kept keys."""
     started = time.perf_counter()
-    with path.open("rb") as fh:
-        doc = plistlib.load(fh)
-    current = {t["Persistent ID"]: {k: t.get(k) for k in KEPT} for t in doc["Tracks"].values()}
+    current = kept_tracks(path)
     changed = [pid for pid, t in current.items() if previous.get(pid) != t]
     removed = [pid for pid in previous if pid not in current]
     assert changed or removed
@@ -178,9 +157,7 @@ def kept_tracks(path: Path) -> dict[str, dict[str, Any]]:
 
 def write_like_music_app(path: Path, data: bytes) -> float:
     """Write to a temp file and rename it over the library; returns when the rename was done."""
-    tmp = path.with_name(f".{path.name}.saving")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_library(path, data)
     return time.monotonic()
 
 
@@ -383,8 +360,9 @@ def bench_daemon(settings: DaemonSettings) -> Measured:
     m = Measured(settings)
     n = settings.tracks
     with scratch() as root:
-        library, data = prepare(root, settings)
-        with running_daemon(root, library, settings) as d:
+        data = prepare(root, settings)
+        with running_daemon(root, data, settings) as d:
+            library = d.library
             timeout = max(120.0, n / 500)
             mark = d.mark()
             started = time.monotonic()

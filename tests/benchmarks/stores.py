@@ -16,7 +16,6 @@ import gc
 import shutil
 import sqlite3
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,8 +35,7 @@ from daemon.recorder import ScanRecord, _record
 from daemon.stores import cache, tracks
 from daemon.stores.database import checkpoint, open_database
 from tests.benchmarks import json_design
-
-SOURCES = ("musicbrainz", "discogs", "lastfm", "spotify")
+from tests.support import SOURCES, short_tempdir
 
 
 @dataclass
@@ -58,7 +56,7 @@ class Figure:
 
 @contextmanager
 def scratch(prefix: str = "musicd-bench-") -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    root = short_tempdir(prefix)
     try:
         yield root
     finally:

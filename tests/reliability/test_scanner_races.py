@@ -28,7 +28,7 @@ from daemon.stores.database import open_database
 from daemon.stores.writer import Writer
 from daemon.watcher import Wakeup
 from tests.reliability.conftest import Report
-from tests.reliability.harness import SynthLibrary, write_library
+from tests.support.library import SynthLibrary, write_library
 
 pytestmark = pytest.mark.timeout(30)
 
