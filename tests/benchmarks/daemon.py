@@ -30,6 +30,7 @@ from tests.benchmarks.stores import (
     album_answers,
     bench_edit_state,
     cache_entries,
+    cpu_seconds,
     proc_io,
     scratch,
 )
@@ -44,7 +45,6 @@ from tests.support import (
     write_library,
 )
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The plist keys the daemon keeps, for the plistlib baseline.
 KEPT = tuple(PLIST_KEYS)
 # The periodic checkpoint's delay after a commit (30 s by default): shorter here so that an
@@ -65,26 +65,6 @@ class DaemonSettings:
     plistlib_baseline: bool = True
     # Seconds each preparation step took, for the report.
     timings: dict[str, float] = field(default_factory=dict)
-
-
-# -- /proc
-
-
-def cpu_seconds(pid: int, thread: int | None = None) -> float:
-    """utime + stime of a process (or of one of its threads), in seconds."""
-    path = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
-    fields = Path(path).read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def memory_mib(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) in MiB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) / 1024
-    return values["VmRSS"], values["VmHWM"]
 
 
 # -- the daemon
@@ -370,8 +350,7 @@ def bench_daemon(settings: DaemonSettings) -> Measured:
             d.wait_log("scan_finished", timeout=timeout, after=mark)
             status_when_serving(d, n, timeout)
             m.build_s = time.monotonic() - started
-            assert d.proc is not None
-            m.build_rss, _ = memory_mib(d.proc.pid)
+            m.build_rss = d.rss_kib() / 1024
             assert d.stop(timeout=30)[0] == 0
             settings.timings["daemon first start (build musicd.db)"] = m.build_s
 
@@ -383,8 +362,7 @@ def bench_daemon(settings: DaemonSettings) -> Measured:
             m.cold_s = time.monotonic() - started
             scan = d.wait_log("scan_finished", timeout=timeout, after=mark)
             m.first_scan_s = scan["duration_ms"] / 1000
-            assert d.proc is not None
-            pid = d.proc.pid
+            pid = d.pid
             time.sleep(FLUSH_INTERVAL_SECONDS + 2)  # the start's checkpoint, the collector
 
             # Idle: CPU over the window, RSS at its end (after start + one scan + idle).
@@ -392,7 +370,7 @@ def bench_daemon(settings: DaemonSettings) -> Measured:
             before = cpu_seconds(pid)
             time.sleep(settings.idle_seconds)
             m.idle_cpu = (cpu_seconds(pid) - before) * 60 / settings.idle_seconds
-            m.rss, m.hwm = memory_mib(pid)
+            m.rss, m.hwm = d.rss_kib() / 1024, d.peak_rss_kib() / 1024
             m.poll_cpu = float(poller.communicate()[0]) * 60 / settings.idle_seconds
 
             m.edit, data = measure_edit(d, pid, data)
