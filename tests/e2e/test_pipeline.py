@@ -10,6 +10,7 @@ import pytest
 
 from daemon.models import normalize_name
 from tests.support import (
+    SOURCES,
     DaemonProc,
     daemon_env,
     db_meta,
@@ -38,7 +39,7 @@ def seed_cache(d: DaemonProc, albums: list[tuple[str, str]]) -> None:
             "expires_at": None,
         }
         for artist, album in albums
-        for source in ("musicbrainz", "discogs", "lastfm", "spotify")
+        for source in SOURCES
     ]
     db_seed_cache(d.state_dir, entries)
 
