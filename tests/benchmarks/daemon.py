@@ -26,34 +26,27 @@ from daemon.client import MusicdClient
 from daemon.errors import DaemonError
 from tests.benchmarks.generate import generate_library, move_track, rename_album
 from tests.benchmarks.stores import (
-    SOURCES,
     EditCost,
     album_answers,
     bench_edit_state,
     cache_entries,
+    cpu_seconds,
     proc_io,
     scratch,
 )
-from tests.support import REPO, DaemonProc, db_seed_cache, wait_for, write_config
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-KEPT = (
-    "Persistent ID",
-    "Name",
-    "Artist",
-    "Album Artist",
-    "Album",
-    "Genre",
-    "Year",
-    "Compilation",
-    "Disc Number",
-    "Track Number",
-    "Date Added",
-    "Date Modified",
-    "Kind",
-    "Track Type",
-    "Disabled",
+from tests.support import (
+    PLIST_KEYS,
+    REPO,
+    SOURCES,
+    DaemonProc,
+    daemon_env,
+    db_seed_cache,
+    wait_for,
+    write_library,
 )
+
+# The plist keys the daemon keeps, for the plistlib baseline.
+KEPT = tuple(PLIST_KEYS)
 # The periodic checkpoint's delay after a commit (30 s by default): shorter here so that an
 # edit's measurement window can include its checkpoint without waiting half a minute.
 FLUSH_INTERVAL_SECONDS = 2.0
@@ -74,59 +67,29 @@ class DaemonSettings:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-# -- /proc
-
-
-def cpu_seconds(pid: int, thread: int | None = None) -> float:
-    """utime + stime of a process (or of one of its threads), in seconds."""
-    path = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
-    fields = Path(path).read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def memory_mib(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) in MiB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) / 1024
-    return values["VmRSS"], values["VmHWM"]
-
-
 # -- the daemon
 
 
 @contextmanager
-def running_daemon(root: Path, library: Path, settings: DaemonSettings) -> Iterator[DaemonProc]:
-    config = write_config(
-        root,
-        library,
+def running_daemon(root: Path, data: bytes, settings: DaemonSettings) -> Iterator[DaemonProc]:
+    """The daemon on the generated library in `root` (which the caller removes)."""
+    with daemon_env(
+        data,
+        root=root,
         library={"settle_seconds": settings.settle_seconds, "verify_seconds": 60},
         state={"flush_interval_seconds": FLUSH_INTERVAL_SECONDS},
         log={"level": os.environ.get("BENCH_LOG_LEVEL", "info")},
-    )
-    d = DaemonProc(
-        root=root,
-        config_path=config,
-        library=library,
-        state_dir=root / "state",
-        socket=root / "d.sock",
-        log_file=root / "musicd.log",
-    )
-    try:
+    ) as d:
         yield d
-    finally:
-        d.kill()
 
 
 def status_when_serving(d: DaemonProc, tracks: int, timeout: float) -> dict[str, Any]:
     """Poll `status` until the socket answers with the library's tracks."""
 
     def serving() -> dict[str, Any] | None:
-        d._check_alive("status")
+        d.check_alive("status")
         try:
-            with MusicdClient(d.socket, timeout=5) as c:
+            with d.client(timeout=5) as c:
                 status: dict[str, Any] = c.status()
         except (DaemonError, OSError):
             time.sleep(0.005)
@@ -137,17 +100,15 @@ def status_when_serving(d: DaemonProc, tracks: int, timeout: float) -> dict[str,
     return result
 
 
-def prepare(root: Path, settings: DaemonSettings) -> tuple[Path, bytes]:
-    library = root / "lib" / "Library.xml"
-    library.parent.mkdir()
+def prepare(root: Path, settings: DaemonSettings) -> bytes:
+    """The library's bytes, and the cache seeded in the state dir the daemon will use."""
     started = time.monotonic()
     data = generate_library(settings.tracks)
-    library.write_bytes(data)
     settings.timings["generate library"] = time.monotonic() - started
     started = time.monotonic()
     db_seed_cache(root / "state", cache_entries(settings.cache_entries))
     settings.timings["seed cache"] = time.monotonic() - started
-    return library, data
+    return data
 
 
 def read_only(d: DaemonProc) -> sqlite3.Connection:
@@ -161,9 +122,7 @@ def read_only(d: DaemonProc) -> sqlite3.Connection:
 def seed_parse_and_diff(path: Path, previous: dict[str, dict[str, Any]]) -> float:
     """The obvious alternative: plistlib the whole file, then diff dicts of the kept keys."""
     started = time.perf_counter()
-    with path.open("rb") as fh:
-        doc = plistlib.load(fh)
-    current = {t["Persistent ID"]: {k: t.get(k) for k in KEPT} for t in doc["Tracks"].values()}
+    current = kept_tracks(path)
     changed = [pid for pid, t in current.items() if previous.get(pid) != t]
     removed = [pid for pid in previous if pid not in current]
     assert changed or removed
@@ -178,9 +137,7 @@ def kept_tracks(path: Path) -> dict[str, dict[str, Any]]:
 
 def write_like_music_app(path: Path, data: bytes) -> float:
     """Write to a temp file and rename it over the library; returns when the rename was done."""
-    tmp = path.with_name(f".{path.name}.saving")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_library(path, data)
     return time.monotonic()
 
 
@@ -383,8 +340,9 @@ def bench_daemon(settings: DaemonSettings) -> Measured:
     m = Measured(settings)
     n = settings.tracks
     with scratch() as root:
-        library, data = prepare(root, settings)
-        with running_daemon(root, library, settings) as d:
+        data = prepare(root, settings)
+        with running_daemon(root, data, settings) as d:
+            library = d.library
             timeout = max(120.0, n / 500)
             mark = d.mark()
             started = time.monotonic()
@@ -392,8 +350,7 @@ def bench_daemon(settings: DaemonSettings) -> Measured:
             d.wait_log("scan_finished", timeout=timeout, after=mark)
             status_when_serving(d, n, timeout)
             m.build_s = time.monotonic() - started
-            assert d.proc is not None
-            m.build_rss, _ = memory_mib(d.proc.pid)
+            m.build_rss = d.rss_kib() / 1024
             assert d.stop(timeout=30)[0] == 0
             settings.timings["daemon first start (build musicd.db)"] = m.build_s
 
@@ -405,8 +362,7 @@ def bench_daemon(settings: DaemonSettings) -> Measured:
             m.cold_s = time.monotonic() - started
             scan = d.wait_log("scan_finished", timeout=timeout, after=mark)
             m.first_scan_s = scan["duration_ms"] / 1000
-            assert d.proc is not None
-            pid = d.proc.pid
+            pid = d.pid
             time.sleep(FLUSH_INTERVAL_SECONDS + 2)  # the start's checkpoint, the collector
 
             # Idle: CPU over the window, RSS at its end (after start + one scan + idle).
@@ -414,7 +370,7 @@ def bench_daemon(settings: DaemonSettings) -> Measured:
             before = cpu_seconds(pid)
             time.sleep(settings.idle_seconds)
             m.idle_cpu = (cpu_seconds(pid) - before) * 60 / settings.idle_seconds
-            m.rss, m.hwm = memory_mib(pid)
+            m.rss, m.hwm = d.rss_kib() / 1024, d.peak_rss_kib() / 1024
             m.poll_cpu = float(poller.communicate()[0]) * 60 / settings.idle_seconds
 
             m.edit, data = measure_edit(d, pid, data)

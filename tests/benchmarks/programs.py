@@ -16,7 +16,7 @@ from typing import Any
 from daemon.client import MusicdClient
 from tests.benchmarks.generate import generate_library
 from tests.benchmarks.stores import Figure
-from tests.support import daemon_env, wait_for
+from tests.support import daemon_env, wait_for, write_library
 
 
 def _retag_everything(data: bytes) -> bytes:
@@ -33,11 +33,9 @@ def bench_programs(tracks: int, repeat: int = 3) -> list[Figure]:
     with daemon_env(data, log={"level": "info"}) as d:
         d.start()
         d.wait_log("snapshot_built", timeout=600)
-        with MusicdClient(d.socket, timeout=600) as client:
+        with d.client(timeout=600) as client:
             start = client.changes_since(None)["cursor"]
-            tmp = d.library.with_name(".Library.xml.saving")
-            tmp.write_bytes(_retag_everything(data))
-            tmp.replace(d.library)
+            write_library(d.library, _retag_everything(data))
             d.wait_log("scan_finished", timeout=600, modified=tracks)
             wait_for(lambda: client.status()["pending_events"] == 0, timeout=600, what="merged")
 

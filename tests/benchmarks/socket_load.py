@@ -18,7 +18,8 @@ import time
 import orjson
 
 from daemon.client import MusicdClient
-from tests.benchmarks.stores import SOURCES, cache_entry
+from tests.benchmarks.stores import cache_entry
+from tests.support import SOURCES
 
 
 def main(argv: list[str]) -> int:

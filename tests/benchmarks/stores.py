@@ -13,10 +13,10 @@ run on the same data.
 from __future__ import annotations
 
 import gc
+import os
 import shutil
 import sqlite3
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,8 +36,9 @@ from daemon.recorder import ScanRecord, _record
 from daemon.stores import cache, tracks
 from daemon.stores.database import checkpoint, open_database
 from tests.benchmarks import json_design
+from tests.support import SOURCES, short_tempdir
 
-SOURCES = ("musicbrainz", "discogs", "lastfm", "spotify")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -58,11 +59,18 @@ class Figure:
 
 @contextmanager
 def scratch(prefix: str = "musicd-bench-") -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    root = short_tempdir(prefix)
     try:
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """utime + stime of a process (or of one of its threads), in seconds."""
+    path = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def proc_io(pid: int | str = "self") -> dict[str, int]:

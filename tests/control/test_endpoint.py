@@ -21,7 +21,7 @@ from daemon.control.endpoint import (
     socket_ident,
 )
 from daemon.errors import AlreadyRunning, StateError
-from tests.support import short_tempdir
+from tests.support import short_tempdir, umask
 
 
 @pytest.fixture
@@ -36,11 +36,8 @@ def mode(path: Path) -> int:
 
 
 def test_missing_socket_dir_is_created_owner_only(root: Path) -> None:
-    old = os.umask(0o022)
-    try:
+    with umask(0o022):
         prepare_socket_path(root / "a" / "run" / "s.sock")
-    finally:
-        os.umask(old)
     assert mode(root / "a" / "run") == 0o700
 
 

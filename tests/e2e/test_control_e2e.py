@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import stat
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -198,12 +196,8 @@ def test_second_daemon_on_the_same_socket_is_refused_and_the_first_keeps_it() ->
         other = d.root / "second"
         other.mkdir()
         config = write_config(other, d.library, control={"socket": str(d.socket)})
-        second = subprocess.run(
-            [sys.executable, "-m", "daemon", "run", "--config", str(config)],
-            capture_output=True,
-            timeout=30,
-        )
-        err = second.stderr.decode()
+        second = d.run_to_exit(config)
+        err = second.stderr
         assert second.returncode != 0
         assert f"another musicd is already listening on {d.socket}" in err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -231,12 +225,8 @@ def test_socket_directory_open_to_others_stops_the_daemon_with_one_line() -> Non
         shared.mkdir()
         os.chmod(shared, 0o755)
         config = write_config(d.root, d.library, control={"socket": str(shared / "d.sock")})
-        result = subprocess.run(
-            [sys.executable, "-m", "daemon", "run", "--config", str(config)],
-            capture_output=True,
-            timeout=30,
-        )
-        err = result.stderr.decode().strip()
+        result = d.run_to_exit(config)
+        err = result.stderr.strip()
         assert result.returncode != 0
         assert len(err.splitlines()) == 1 and "Traceback" not in err
         assert f"socket directory {shared} is open to other users (mode 0755)" in err

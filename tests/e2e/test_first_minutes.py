@@ -21,7 +21,13 @@ import orjson
 import pytest
 
 from tests.e2e.test_music_app_e2e import music_app_env
-from tests.support import daemon_env, edit_tracks, find_track, short_tempdir, wait_for
+from tests.support import (
+    daemon_env,
+    find_track,
+    set_track_keys,
+    short_tempdir,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -250,10 +256,7 @@ def test_track_modified_log_names_the_track() -> None:
         d.wait_log("snapshot_built")
         mark = d.mark()
 
-        def retitle(tracks: dict[str, dict[str, Any]]) -> None:
-            find_track(tracks, Name="So What")["Album"] = "Kind of Blue (Legacy Edition)"
-
-        edit_tracks(d.library, retitle)
+        set_track_keys(d.library, "So What", Album="Kind of Blue (Legacy Edition)")
         event = d.wait_log("track_modified", after=mark)
         assert event["track"] == "Miles Davis - So What"
         assert event["changed"] == ["album"]

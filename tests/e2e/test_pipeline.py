@@ -10,6 +10,7 @@ import pytest
 
 from daemon.models import normalize_name
 from tests.support import (
+    SOURCES,
     DaemonProc,
     daemon_env,
     db_meta,
@@ -17,6 +18,7 @@ from tests.support import (
     edit_tracks,
     find_track,
     load_plist,
+    set_track_keys,
     wait_for,
 )
 
@@ -37,7 +39,7 @@ def seed_cache(d: DaemonProc, albums: list[tuple[str, str]]) -> None:
             "expires_at": None,
         }
         for artist, album in albums
-        for source in ("musicbrainz", "discogs", "lastfm", "spotify")
+        for source in SOURCES
     ]
     db_seed_cache(d.state_dir, entries)
 
@@ -64,10 +66,7 @@ def test_album_rename_is_logged_merged_and_invalidates_only_that_album() -> None
         d.wait_log("snapshot_built")
         mark = d.mark()
 
-        def rename(tracks: dict[str, dict[str, Any]]) -> None:
-            find_track(tracks, Name="So What")["Album"] = "Kind of Blue (Legacy Edition)"
-
-        edit_tracks(d.library, rename)
+        set_track_keys(d.library, "So What", Album="Kind of Blue (Legacy Edition)")
         event = d.wait_log("track_modified", after=mark)
         assert event["changed"] == ["album"]
         assert event["old"] == {"album": "Kind of Blue"}
@@ -300,16 +299,9 @@ def test_missing_library_is_waited_for() -> None:
 def test_second_daemon_on_same_state_dir_exits_non_zero_with_a_message() -> None:
     with daemon_env() as d:
         d.start()
-        import subprocess
-        import sys
-
-        second = subprocess.run(
-            [sys.executable, "-m", "daemon", "run", "--config", str(d.config_path)],
-            capture_output=True,
-            timeout=30,
-        )
+        second = d.run_to_exit()
         assert second.returncode != 0
-        err = second.stderr.decode()
+        err = second.stderr
         assert "already running" in err
         assert "Traceback" not in err
         assert d.proc is not None and d.proc.poll() is None
@@ -317,16 +309,9 @@ def test_second_daemon_on_same_state_dir_exits_non_zero_with_a_message() -> None
 
 
 def test_bad_config_exits_78_with_one_line() -> None:
-    import subprocess
-    import sys
-
     with daemon_env() as d:
         d.config_path.write_text("[library]\nsettle = 1\n")
-        result = subprocess.run(
-            [sys.executable, "-m", "daemon", "run", "--config", str(d.config_path)],
-            capture_output=True,
-            timeout=30,
-        )
+        result = d.run_to_exit()
         assert result.returncode == 78
-        err = result.stderr.decode().strip()
+        err = result.stderr.strip()
         assert "library.settle" in err and len(err.splitlines()) == 1

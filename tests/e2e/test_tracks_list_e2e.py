@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from daemon.client import MusicdClient
 from tests.benchmarks.generate import generate_library, rename_album
-from tests.support import daemon_env, wait_for
+from tests.support import daemon_env, wait_for, write_library
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -57,13 +55,6 @@ def add_copy_of(data: bytes, title: bytes, n: int) -> bytes:
     return data[:end] + new + data[end:]
 
 
-def save(path: Path, data: bytes) -> None:
-    """As Music.app saves: a new file renamed over the old one, never a half-written file."""
-    tmp = path.with_name(f".{path.name}.saving")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def apply(state: dict[str, dict[str, Any]], event: dict[str, Any]) -> None:
     if event["type"] == "track_removed":
         state.pop(event["persistent_id"], None)
@@ -90,10 +81,10 @@ def test_list_then_changes_reproduce_the_final_state_of_100k_tracks() -> None:
                     data = remove_tracks_of(data, titles[n])
                 else:
                     data = add_copy_of(data, titles[n], n)
-                save(d.library, data)
+                write_library(d.library, data)
                 time.sleep(0.5)
             data, _ = rename_album(data, int(last_title[6:]), "Final")
-            save(d.library, data)
+            write_library(d.library, data)
             done.set()
 
         state: dict[str, dict[str, Any]] = {}

@@ -24,6 +24,7 @@ from daemon.library import FileStat, LibraryRead
 from daemon.library.identity import fallback_id
 from daemon.library.xml_reader import check_unchanged, parse_library, read_library_xml
 from daemon.models import Track
+from tests.support import PLIST_KEYS
 
 REAL_LIBRARIES = (
     Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "real-libraries"
@@ -31,24 +32,6 @@ REAL_LIBRARIES = (
 REAL_FILES = sorted(REAL_LIBRARIES.glob("*.xml")) if REAL_LIBRARIES.is_dir() else []
 needs_real_files = pytest.mark.skipif(not REAL_FILES, reason=f"{REAL_LIBRARIES} is absent")
 
-# The documented plist key -> Track field mapping, written out independently of the reader.
-PLIST_KEYS = {
-    "Persistent ID": "persistent_id",
-    "Name": "name",
-    "Artist": "artist",
-    "Album Artist": "album_artist",
-    "Album": "album",
-    "Genre": "genre",
-    "Year": "year",
-    "Compilation": "compilation",
-    "Disc Number": "disc_number",
-    "Track Number": "track_number",
-    "Date Added": "date_added",
-    "Date Modified": "date_modified",
-    "Kind": "kind",
-    "Track Type": "track_type",
-    "Disabled": "disabled",
-}
 FALLBACK_TAGS = ("Name", "Artist", "Album", "Total Time", "Track Number", "Disc Number")
 DOCTYPE = (
     b'<!DOCTYPE plist PUBLIC "-//Apple Computer//DTD PLIST 1.0//EN" '

@@ -18,19 +18,10 @@ from typing import Any
 import pytest
 
 from tests.reliability.conftest import Report
-from tests.reliability.harness import (
-    SOURCES,
-    FaultyDaemon,
-    SynthLibrary,
-    album_of,
-    artist_of,
-    cache_entry,
-    faulty_env,
-    render_plist,
-    settle,
-    write_library,
-)
-from tests.support import db_seed_cache, wait_for
+from tests.reliability.harness import faulty_env, seed_answers, settle
+from tests.support.common import wait_for
+from tests.support.library import SynthLibrary, render_plist, write_library
+from tests.support.runner import DaemonProc
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -142,7 +133,7 @@ def external_dtd(port: int) -> Callable[[bytes], bytes]:
     return make
 
 
-def put_in_place(d: FaultyDaemon, bad: Bad, good: bytes) -> None:
+def put_in_place(d: DaemonProc, bad: Bad, good: bytes) -> None:
     data = bad.make(good)
     if data is not None:
         write_library(d.library, data, by_rename=bad.name != "zero_bytes")
@@ -154,7 +145,7 @@ def put_in_place(d: FaultyDaemon, bad: Bad, good: bytes) -> None:
         os.mkfifo(d.library)
 
 
-def restore(d: FaultyDaemon, good: bytes) -> None:
+def restore(d: DaemonProc, good: bytes) -> None:
     if d.library.is_dir():
         d.library.rmdir()
     elif d.library.exists() and not d.library.is_file():
@@ -177,9 +168,7 @@ def test_bad_library_files_give_a_clear_log_line_and_no_events(
     tally = report.case("bad_library_files")
     failures: list[str] = []
     with faulty_env(good, library={"settle_seconds": 0.05}) as d:
-        d.state_dir.mkdir(mode=0o700)
-        entries = [cache_entry(artist_of(a), album_of(a), s) for a in range(30) for s in SOURCES]
-        db_seed_cache(d.state_dir, entries)
+        entries = seed_answers(d, 30)
         d.start()
         d.wait_log("flush_finished")
         snapshot = d.snapshot_tracks()
@@ -216,7 +205,7 @@ def test_bad_library_files_give_a_clear_log_line_and_no_events(
     assert not failures, failures
 
 
-def check_refused(d: FaultyDaemon, mark: int, bad: Bad) -> list[str]:
+def check_refused(d: DaemonProc, mark: int, bad: Bad) -> list[str]:
     problems: list[str] = []
     try:
         line = d.wait_log(bad.log, after=mark, timeout=15)
@@ -237,7 +226,7 @@ def check_refused(d: FaultyDaemon, mark: int, bad: Bad) -> list[str]:
 
 
 def check_unchanged(
-    d: FaultyDaemon, mark: int, snapshot: dict[str, Any], entries: int
+    d: DaemonProc, mark: int, snapshot: dict[str, Any], entries: int
 ) -> tuple[list[str], int]:
     """Problems after the good file is back, and how many entries or tracks were lost."""
     problems = [f"unexpected {e['event']}" for e in d.events_since(mark, *TRACK_EVENTS)]

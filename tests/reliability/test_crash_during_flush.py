@@ -30,22 +30,19 @@ from collections import Counter
 
 import pytest
 
+from daemon.models import album_key
 from tests.reliability.conftest import Report
 from tests.reliability.harness import (
     SOURCES,
-    FaultyDaemon,
-    SynthLibrary,
-    album_key,
-    album_of,
-    artist_of,
-    cache_entry,
-    database_problems,
     faulty_env,
     iterations,
+    seed_answers,
     soak_factor,
-    write_library,
 )
-from tests.support import db_cache_entries, db_seed_cache, wait_for
+from tests.support.common import wait_for
+from tests.support.database import database_problems, db_cache_entries
+from tests.support.library import SynthLibrary, album_of, artist_of, write_library
+from tests.support.runner import DaemonProc
 
 KILLS = iterations(40)
 # Enough albums for one victim per cycle (a cycle makes 1.5 kills on average).
@@ -60,7 +57,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300 * soak_factor())]
 class Background:
     """Puts entries on keeper albums and requests flushes until stopped (or the daemon dies)."""
 
-    def __init__(self, d: FaultyDaemon, keepers: list[int], rng: random.Random) -> None:
+    def __init__(self, d: DaemonProc, keepers: list[int], rng: random.Random) -> None:
         self.d = d
         self.keepers = keepers
         self.rng = rng
@@ -95,7 +92,7 @@ class Background:
         self._thread.join(timeout=15)
 
 
-def kill_after(d: FaultyDaemon, mark: int, rng: random.Random, *, scan_reason: str) -> str:
+def kill_after(d: DaemonProc, mark: int, rng: random.Random, *, scan_reason: str) -> str:
     """Kill -9 soon after the next scan_finished (or at a random moment); say how.
 
     Some kills come during a shutdown: SIGTERM then SIGKILL while it drains and writes its
@@ -130,7 +127,7 @@ def kill_after(d: FaultyDaemon, mark: int, rng: random.Random, *, scan_reason: s
     return how
 
 
-def classify_kill(d: FaultyDaemon) -> str:
+def classify_kill(d: DaemonProc) -> str:
     """Where the kill landed, judged from the WAL it left: commits not yet checkpointed (the
     next start replays them) or none."""
     wal = d.state_dir / "musicd.db-wal"
@@ -146,9 +143,6 @@ def test_kill_9_around_flushes_loses_nothing(report: Report) -> None:
     # A quarter of the albums are never edited; the others are edited one per cycle.
     keepers = sorted(albums[: N_ALBUMS // 4])
     victims = albums[N_ALBUMS // 4 :]
-    seed = [
-        cache_entry(artist_of(a), album_of(a), s, 800) for a in range(N_ALBUMS) for s in SOURCES
-    ]
     tally = report.case("crash_during_flush")
     hows: Counter[str] = Counter()  # how each kill was made
     landed: Counter[str] = Counter()  # where it landed, judged from the state dir
@@ -161,8 +155,7 @@ def test_kill_9_around_flushes_loses_nothing(report: Report) -> None:
         library={"settle_seconds": 0.03, "verify_seconds": 3600},
         state={"flush_interval_seconds": 0.01},
     ) as d:
-        d.state_dir.mkdir(mode=0o700)
-        db_seed_cache(d.state_dir, seed)
+        seed_answers(d, N_ALBUMS, payload=800)
         d.start()
         d.wait_log("scan_finished", reason="startup")
         kills = cycle = 0
@@ -232,7 +225,7 @@ def edit_victim(lib: SynthLibrary, victim: int, cycle: int) -> None:
 
 
 def check_invariants(
-    d: FaultyDaemon,
+    d: DaemonProc,
     lib: SynthLibrary,
     acked: list[tuple[int, str]],
     invalidated: list[int],

@@ -28,18 +28,11 @@ import pytest
 from daemon.errors import RemoteError
 from daemon.stores.schema import DB_FILE
 from tests.reliability.conftest import Report
-from tests.reliability.harness import (
-    SOURCES,
-    FaultyDaemon,
-    SynthLibrary,
-    album_of,
-    artist_of,
-    cache_entry,
-    database_problems,
-    faulty_env,
-    write_library,
-)
-from tests.support import db_cache_entries, db_seed_cache, wait_for
+from tests.reliability.harness import SOURCES, faulty_env, seed_answers
+from tests.support.common import wait_for
+from tests.support.database import database_problems, db_cache_entries
+from tests.support.library import SynthLibrary, album_of, artist_of, write_library
+from tests.support.runner import DaemonProc
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -47,17 +40,11 @@ N_TRACKS = 2000
 N_ALBUMS = 40
 
 
-def seed_entries() -> list[dict[str, object]]:
-    return [
-        cache_entry(artist_of(a), album_of(a), s, 200) for a in range(N_ALBUMS) for s in SOURCES
-    ]
-
-
-def cached(d: FaultyDaemon) -> set[tuple[str, str]]:
+def cached(d: DaemonProc) -> set[tuple[str, str]]:
     return {(e["album"], e["source"]) for e in db_cache_entries(d.state_dir)}
 
 
-def wait_quiet(d: FaultyDaemon) -> None:
+def wait_quiet(d: DaemonProc) -> None:
     with d.client() as c:
         wait_for(lambda: c.status()["pending_events"] == 0, 20, what="consumers caught up")
 
@@ -120,20 +107,21 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], bool]] = {
 
 def test_a_damaged_database_is_moved_aside_and_rebuilt(report: Report) -> None:
     lib = SynthLibrary.generate(N_TRACKS)
-    entries = seed_entries()
-    want = {(e["album"], e["source"]) for e in entries}
     failures: list[str] = []
     with faulty_env(lib.render(), library={"settle_seconds": 0.05}) as d:
-        db_seed_cache(d.state_dir, entries)
+        entries = seed_answers(d, N_ALBUMS, payload=200)
+        want = {(e["album"], e["source"]) for e in entries}
         d.start()
         d.wait_log("scan_finished", reason="startup")
         for name, (damage, must_salvage) in DAMAGE.items():
             tally = report.case(f"damaged_database[{name}]")
             tally.tried += 1
-            # Whatever an earlier case could not salvage is put back first.
+            # Whatever an earlier case could not salvage is put back first (read once: a put
+            # adds only its own entry).
+            present = cached(d)
             with d.client() as c:
                 for e in entries:
-                    if (e["album"], e["source"]) not in cached(d):
+                    if (e["album"], e["source"]) not in present:
                         c.cache_put(
                             str(e["artist"]), str(e["album"]), str(e["source"]), data=e["data"]
                         )
@@ -186,12 +174,9 @@ def test_a_database_locked_by_another_program(report: Report) -> None:
     lib = SynthLibrary.generate(400)
     tally = report.case("database_locked")
     tally.tried += 1
-    with faulty_env(
-        lib.render(),
-        library={"settle_seconds": 0.05},
-        state={"flush_interval_seconds": 0.2},
-    ) as d:
-        db_seed_cache(d.state_dir, seed_entries())
+    # Checkpoints every 0.2 s: the flush_interval_seconds every test config has.
+    with faulty_env(lib.render(), library={"settle_seconds": 0.05}) as d:
+        seed_answers(d, N_ALBUMS, payload=200)
         d.start()
         d.wait_log("scan_finished", reason="startup")
         other = sqlite3.connect(d.state_dir / DB_FILE, isolation_level=None)

@@ -38,18 +38,11 @@ import pytest
 from daemon.errors import RemoteError
 from daemon.stores.schema import DB_FILE
 from tests.reliability.conftest import Report
-from tests.reliability.harness import (
-    FaultyDaemon,
-    SynthLibrary,
-    album_of,
-    artist_of,
-    cache_entry,
-    database_problems,
-    faulty_env,
-    ignore_sigxfsz_and_limit,
-    write_library,
-)
-from tests.support import db_seed_cache, wait_for
+from tests.reliability.harness import faulty_env, ignore_sigxfsz_and_limit, seed_answers
+from tests.support.common import wait_for
+from tests.support.database import database_problems
+from tests.support.library import SynthLibrary, album_of, artist_of, write_library
+from tests.support.runner import DaemonProc
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -64,21 +57,21 @@ FSIZE_MARGIN = 64 * 1024
 
 @dataclass
 class Fault:
-    inject: Callable[[FaultyDaemon], None]
-    restore: Callable[[FaultyDaemon], None]
+    inject: Callable[[DaemonProc], None]
+    restore: Callable[[DaemonProc], None]
     # Whether commits are refused while it lasts (else only checkpoints fail).
     refuses_commits: bool = True
 
 
 def _file_too_large() -> Fault:
-    def inject(d: FaultyDaemon) -> None:
+    def inject(d: DaemonProc) -> None:
         # Not the WAL's size: SQLite reuses the WAL from its start after each checkpoint, so
         # the fault holds only once the database file itself cannot grow.
         biggest = max((d.state_dir / DB_FILE).stat().st_size, d.log_file.stat().st_size)
         limit = biggest + FSIZE_MARGIN
         resource.prlimit(d.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
-    def restore(d: FaultyDaemon) -> None:
+    def restore(d: DaemonProc) -> None:
         limit = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
         resource.prlimit(d.pid, resource.RLIMIT_FSIZE, limit)
 
@@ -86,42 +79,42 @@ def _file_too_large() -> Fault:
 
 
 def _no_space() -> Fault:
-    def inject(d: FaultyDaemon) -> None:
+    def inject(d: DaemonProc) -> None:
         filler = d.state_dir / "filler"
         with contextlib.suppress(OSError), filler.open("wb") as fh:
             while True:
                 fh.write(b"\0" * 65536)
                 fh.flush()
 
-    def restore(d: FaultyDaemon) -> None:
+    def restore(d: DaemonProc) -> None:
         (d.state_dir / "filler").unlink()
 
     return Fault(inject, restore)
 
 
-def _immutable(d: FaultyDaemon) -> list[str]:
+def _immutable(d: DaemonProc) -> list[str]:
     return [str(d.state_dir / n) for n in (DB_FILE, DB_FILE + "-wal")] + [str(d.state_dir)]
 
 
 def _read_only() -> Fault:
-    def inject(d: FaultyDaemon) -> None:
+    def inject(d: DaemonProc) -> None:
         subprocess.run(["chattr", "+i", *_immutable(d)], check=True)
 
-    def restore(d: FaultyDaemon) -> None:
+    def restore(d: DaemonProc) -> None:
         subprocess.run(["chattr", "-i", *_immutable(d)], check=True)
 
     return Fault(inject, restore)
 
 
 def _dir_replaced_by_file() -> Fault:
-    def away(d: FaultyDaemon) -> Path:
+    def away(d: DaemonProc) -> Path:
         return d.state_dir.with_name("state.away")
 
-    def inject(d: FaultyDaemon) -> None:
+    def inject(d: DaemonProc) -> None:
         d.state_dir.rename(away(d))
         d.state_dir.write_bytes(b"not a directory")
 
-    def restore(d: FaultyDaemon) -> None:
+    def restore(d: DaemonProc) -> None:
         d.state_dir.unlink()
         away(d).rename(d.state_dir)
 
@@ -175,14 +168,10 @@ def test_writes_fail_clearly_reads_go_on_and_it_recovers_by_itself(
         pytest.skip("needs root")
     fault = FAULTS[fault_name]()
     lib = SynthLibrary.generate(N_TRACKS)
-    seed = [cache_entry(artist_of(a), album_of(a), "musicbrainz") for a in range(40)]
     tally = report.case(f"disk_full[{fault_name}]")
     tally.tried += 1
-    with faulty_env(
-        lib.render(),
-        library={"settle_seconds": 0.05},
-        state={"flush_interval_seconds": 0.2},
-    ) as d:
+    # Checkpoints every 0.2 s: the flush_interval_seconds every test config has.
+    with faulty_env(lib.render(), library={"settle_seconds": 0.05}) as d:
         if fault_name == "read_only" and not chattr_works(d.root):
             pytest.skip("chattr +i does not stop writes here")
         mount = (
@@ -192,8 +181,7 @@ def test_writes_fail_clearly_reads_go_on_and_it_recovers_by_itself(
             if fault_name == "file_too_large":
                 # Limited from the start (prlimit then lowers and raises it).
                 d.preexec = ignore_sigxfsz_and_limit(1 << 40)
-            d.state_dir.mkdir(mode=0o700, exist_ok=True)
-            db_seed_cache(d.state_dir, seed)
+            seed_answers(d, 40, sources=("musicbrainz",))
             d.start()
             d.wait_log("scan_finished", reason="startup")
             d.wait_log("flush_finished")
@@ -209,7 +197,7 @@ def test_writes_fail_clearly_reads_go_on_and_it_recovers_by_itself(
         tally.notes = notes
 
 
-def put_until_refused(d: FaultyDaemon) -> tuple[list[str], RemoteError | None]:
+def put_until_refused(d: DaemonProc) -> tuple[list[str], RemoteError | None]:
     """Put answers on album 5 until one is refused; the acknowledged ones and the refusal."""
     acked: list[str] = []
     with d.client() as c:
@@ -223,7 +211,7 @@ def put_until_refused(d: FaultyDaemon) -> tuple[list[str], RemoteError | None]:
     return acked, None
 
 
-def run_fault(d: FaultyDaemon, lib: SynthLibrary, fault: Fault) -> tuple[int, dict[str, object]]:
+def run_fault(d: DaemonProc, lib: SynthLibrary, fault: Fault) -> tuple[int, dict[str, object]]:
     old_pid = lib.album_pids(artist_of(3), album_of(3))[0]
     fault.inject(d)
     acked, refused = put_until_refused(d)

@@ -17,17 +17,14 @@ from tests.reliability.conftest import Report
 from tests.reliability.harness import (
     NO_INOTIFY,
     SOURCES,
-    SynthLibrary,
-    album_of,
-    artist_of,
-    cache_entry,
     faulty_env,
     no_inotify_supported,
+    seed_answers,
     settle,
     soak_factor,
-    write_library,
 )
-from tests.support import db_seed_cache, wait_for
+from tests.support.common import wait_for
+from tests.support.library import SynthLibrary, album_of, artist_of, write_library
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120 + 30 * soak_factor())]
 
@@ -69,13 +66,7 @@ def test_event_storm_bounded_scans_bounded_memory_exact_final_state(report: Repo
         library={"settle_seconds": 0.1, "settle_max_seconds": SETTLE_MAX},
         state={"flush_interval_seconds": 0.2},
     ) as d:
-        d.state_dir.mkdir(mode=0o700)
-        entries = [
-            cache_entry(artist_of(a), album_of(a), s)
-            for a in range(N_TRACKS // 10)
-            for s in SOURCES
-        ]
-        db_seed_cache(d.state_dir, entries)
+        seed_answers(d, N_TRACKS // 10)
         d.start()
         d.wait_log("flush_finished")
         rss_before = d.rss_kib()

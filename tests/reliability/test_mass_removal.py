@@ -6,24 +6,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from tests.reliability.conftest import Report
-from tests.reliability.harness import (
-    SOURCES,
-    FaultyDaemon,
-    SynthLibrary,
-    album_of,
-    artist_of,
-    cache_entry,
-    faulty_env,
-    render_plist,
-    settle,
-    write_library,
-)
-from tests.support import db_seed_cache, wait_for
+from tests.reliability.harness import faulty_env, seed_answers, settle
+from tests.support.common import wait_for
+from tests.support.library import SynthLibrary, render_plist, write_library
+from tests.support.runner import DaemonProc
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -31,13 +24,7 @@ N_TRACKS = 200
 N_ALBUMS = N_TRACKS // 10
 
 
-def seeded(d: FaultyDaemon) -> None:
-    d.state_dir.mkdir(mode=0o700)
-    entries = [cache_entry(artist_of(a), album_of(a), s) for a in range(N_ALBUMS) for s in SOURCES]
-    db_seed_cache(d.state_dir, entries)
-
-
-def cached_albums(d: FaultyDaemon) -> int:
+def cached_albums(d: DaemonProc) -> int:
     with d.client() as c:
         stats: dict[str, Any] = c.stats()["cache"]
     return int(stats["albums"])
@@ -47,13 +34,22 @@ def keep_first(lib: SynthLibrary, n: int) -> SynthLibrary:
     return SynthLibrary(dict(list(lib.tracks.items())[:n]))
 
 
-def start(d: FaultyDaemon) -> None:
-    d.start()
-    d.wait_log("scan_finished", reason="startup")
-    d.wait_log("flush_finished")
+@contextmanager
+def guarded(report: Report, lib: SynthLibrary, **library: object) -> Iterator[DaemonProc]:
+    """A daemon on `lib` with every album's answers cached and its startup scan done; a case
+    of the tally, survived when the block ends without an error."""
+    tally = report.case("mass_removal_guard")
+    tally.tried += 1
+    with faulty_env(lib.render(), library={"settle_seconds": 0.05, **library}) as d:
+        seed_answers(d, N_ALBUMS)
+        d.start()
+        d.wait_log("scan_finished", reason="startup")
+        d.wait_log("flush_finished")
+        yield d
+    tally.survived += 1
 
 
-def expect_held(d: FaultyDaemon, mark: int, removed: int) -> dict[str, Any]:
+def expect_held(d: DaemonProc, mark: int, removed: int) -> dict[str, Any]:
     held = d.wait_log("mass_removal_held", after=mark)
     assert held["removed"] == removed
     assert "accept-removals" in held["hint"]
@@ -83,14 +79,7 @@ CASES: dict[str, Any] = {
 def test_mass_removal_is_held_then_accepted(report: Report, case: str) -> None:
     left, config = CASES[case]
     lib = SynthLibrary.generate(N_TRACKS)
-    tally = report.case("mass_removal_guard")
-    tally.tried += 1
-    with faulty_env(
-        lib.render(),
-        library={"settle_seconds": 0.05, "mass_removal_confirm_seconds": 3600, **config},
-    ) as d:
-        seeded(d)
-        start(d)
+    with guarded(report, lib, mass_removal_confirm_seconds=3600, **config) as d:
         mark = d.mark()
         write_library(d.library, keep_first(lib, left).render())
         expect_held(d, mark, N_TRACKS - left)
@@ -116,23 +105,11 @@ def test_mass_removal_is_held_then_accepted(report: Report, case: str) -> None:
         assert cached_albums(d) == left // 10
         assert set(d.snapshot_tracks()) == set(keep_first(lib, left).tracks)
         assert d.stop()[0] == 0
-    tally.survived += 1
 
 
 def test_held_removal_is_applied_when_a_later_scan_confirms_it(report: Report) -> None:
     lib = SynthLibrary.generate(N_TRACKS)
-    tally = report.case("mass_removal_guard")
-    tally.tried += 1
-    with faulty_env(
-        lib.render(),
-        library={
-            "settle_seconds": 0.05,
-            "mass_removal_confirm_seconds": 1.5,
-            "verify_seconds": 0.5,
-        },
-    ) as d:
-        seeded(d)
-        start(d)
+    with guarded(report, lib, mass_removal_confirm_seconds=1.5, verify_seconds=0.5) as d:
         mark = d.mark()
         write_library(d.library, keep_first(lib, 50).render())
         status = expect_held(d, mark, 150)
@@ -147,19 +124,11 @@ def test_held_removal_is_applied_when_a_later_scan_confirms_it(report: Report) -
         assert cached_albums(d) == 5
         assert len(d.snapshot_tracks()) == 50
         assert d.stop()[0] == 0
-    tally.survived += 1
 
 
 def test_held_removal_survives_a_restart_and_a_restored_library_clears_it(report: Report) -> None:
     lib = SynthLibrary.generate(N_TRACKS)
-    tally = report.case("mass_removal_guard")
-    tally.tried += 1
-    with faulty_env(
-        lib.render(),
-        library={"settle_seconds": 0.05, "mass_removal_confirm_seconds": 3600},
-    ) as d:
-        seeded(d)
-        start(d)
+    with guarded(report, lib, mass_removal_confirm_seconds=3600) as d:
         mark = d.mark()
         write_library(d.library, render_plist([]))
         expect_held(d, mark, N_TRACKS)
@@ -179,16 +148,11 @@ def test_held_removal_survives_a_restart_and_a_restored_library_clears_it(report
         assert cached_albums(d) == N_ALBUMS
         assert len(d.snapshot_tracks()) == N_TRACKS
         assert d.stop()[0] == 0
-    tally.survived += 1
 
 
 def test_removal_below_the_share_is_applied_at_once(report: Report) -> None:
     lib = SynthLibrary.generate(N_TRACKS)
-    tally = report.case("mass_removal_guard")
-    tally.tried += 1
-    with faulty_env(lib.render(), library={"settle_seconds": 0.05}) as d:
-        seeded(d)
-        start(d)
+    with guarded(report, lib) as d:
         mark = d.mark()
         write_library(d.library, keep_first(lib, 110).render())  # 45% removed
         d.wait_log("cache_invalidated", after=mark)
@@ -197,4 +161,3 @@ def test_removal_below_the_share_is_applied_at_once(report: Report) -> None:
             settle(c)
         assert cached_albums(d) == 11
         assert d.stop()[0] == 0
-    tally.survived += 1

@@ -32,19 +32,11 @@ import pytest
 
 from daemon.client import MusicdClient
 from tests.reliability.conftest import Report
-from tests.reliability.harness import (
-    FaultyDaemon,
-    SynthLibrary,
-    album_of,
-    artist_of,
-    database_problems,
-    faulty_env,
-    iterations,
-    journal_seqs,
-    soak_factor,
-    write_library,
-)
-from tests.support import db_cache_entries, wait_for
+from tests.reliability.harness import faulty_env, iterations, soak_factor
+from tests.support.common import wait_for
+from tests.support.database import database_problems, db_cache_entries, journal_seqs
+from tests.support.library import SynthLibrary, album_of, artist_of, write_library
+from tests.support.runner import DaemonProc
 
 KILLS = iterations(100)
 CLEAN = iterations(10)
@@ -56,7 +48,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240 * soak_factor())]
 class Subscriber:
     """Collects the seqs of every event one socket subscriber receives, until the daemon goes."""
 
-    def __init__(self, d: FaultyDaemon) -> None:
+    def __init__(self, d: DaemonProc) -> None:
         self.client = MusicdClient(d.socket, timeout=10)
         self.client.connect()
         self.events: list[dict[str, Any]] = []
@@ -85,7 +77,7 @@ class Subscriber:
         return [int(e["seq"]) for e in self.events]
 
 
-def put_stream(d: FaultyDaemon, acked: list[str], prefix: str, stop: threading.Event) -> None:
+def put_stream(d: DaemonProc, acked: list[str], prefix: str, stop: threading.Event) -> None:
     """Put answers back to back until the daemon dies or `stop` is set."""
     n = 0
     with contextlib.suppress(Exception), d.client(timeout=10) as c:
@@ -96,7 +88,7 @@ def put_stream(d: FaultyDaemon, acked: list[str], prefix: str, stop: threading.E
             acked.append(source)
 
 
-def end_life(d: FaultyDaemon, how: str, rng: random.Random, acked: list[str], tag: str) -> None:
+def end_life(d: DaemonProc, how: str, rng: random.Random, acked: list[str], tag: str) -> None:
     assert d.proc is not None
     if how == "after_put":
         with d.client() as c:

@@ -34,9 +34,9 @@ from daemon.stores import journal
 from daemon.stores.database import Database, open_database
 from daemon.stores.writer import Writer
 from tests.reliability.conftest import Report
-from tests.reliability.harness import SynthLibrary, write_library
 from tests.scanner_support import fresh_scanner
 from tests.support import wait_for
+from tests.support.library import SynthLibrary, write_library
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -8,14 +8,14 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.reliability.conftest import Report
-from tests.reliability.harness import SynthLibrary, faulty_env
-from tests.support import REPO
+from tests.reliability.harness import faulty_env
+from tests.support.common import REPO
+from tests.support.library import SynthLibrary
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -135,12 +135,7 @@ def test_a_socket_directory_open_to_others_is_refused(report: Report) -> None:
     lib = SynthLibrary.generate(10)
     with faulty_env(lib.render()) as d:
         os.chmod(d.root, 0o755)
-        done = subprocess.run(
-            [sys.executable, "-m", "daemon", "run", "--config", str(d.config_path)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        done = d.run_to_exit()
     assert done.returncode != 0
     assert "open to other users" in done.stderr and "Traceback" not in done.stderr
     tally.survived += 1

@@ -20,15 +20,10 @@ from hypothesis import strategies as st
 
 from daemon.client import ClientError, MusicdClient
 from tests.reliability.conftest import Report
-from tests.reliability.harness import (
-    FaultyDaemon,
-    SynthLibrary,
-    faulty_env,
-    iterations,
-    soak_factor,
-    write_library,
-)
-from tests.support import wait_for
+from tests.reliability.harness import faulty_env, iterations, soak_factor
+from tests.support.common import wait_for
+from tests.support.library import SynthLibrary, write_library
+from tests.support.runner import DaemonProc
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180 * soak_factor())]
 
@@ -55,7 +50,7 @@ METHODS = [
 class Prober:
     """A well-behaved client on its own connection, pinging in a thread while abuse goes on."""
 
-    d: FaultyDaemon
+    d: DaemonProc
     ok: int = 0
     failed: list[str] = field(default_factory=list)
     worst_ms: float = 0.0
@@ -95,7 +90,7 @@ class Prober:
 
 
 @pytest.fixture(scope="module")
-def daemon() -> Iterator[FaultyDaemon]:
+def daemon() -> Iterator[DaemonProc]:
     lib = SynthLibrary.generate(N_TRACKS)
     with faulty_env(lib.render(), library={"settle_seconds": 0.05}) as d:
         d.start()
@@ -105,7 +100,7 @@ def daemon() -> Iterator[FaultyDaemon]:
         assert d.stop()[0] == 0, d.stderr()[-2000:]
 
 
-def raw_connect(d: FaultyDaemon) -> socket.socket:
+def raw_connect(d: DaemonProc) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(10)
     try:
@@ -201,7 +196,7 @@ def check_answers(lines: list[bytes], answers: list[bytes]) -> None:
 
 
 def test_fuzzed_requests_get_answers_and_never_disturb_others(
-    daemon: FaultyDaemon, report: Report
+    daemon: DaemonProc, report: Report
 ) -> None:
     tally = report.case("socket_fuzz")
     rss_before = daemon.rss_kib()
@@ -240,7 +235,7 @@ def test_fuzzed_requests_get_answers_and_never_disturb_others(
 # -- floods ----------------------------------------------------------------------------------
 
 
-def open_and_drop(d: FaultyDaemon, n: int, how: int) -> int:
+def open_and_drop(d: DaemonProc, n: int, how: int) -> int:
     """Open `n` connections (as many as the listen backlog lets in) and drop each one."""
     done = 0
     for i in range(n):
@@ -268,7 +263,7 @@ def open_and_drop(d: FaultyDaemon, n: int, how: int) -> int:
     return done
 
 
-def test_thousands_of_connections_opened_and_dropped(daemon: FaultyDaemon, report: Report) -> None:
+def test_thousands_of_connections_opened_and_dropped(daemon: DaemonProc, report: Report) -> None:
     tally = report.case("socket_connection_flood")
     rss_before = daemon.rss_kib()
     with MusicdClient(daemon.socket, timeout=10) as c:
@@ -316,7 +311,7 @@ def test_thousands_of_connections_opened_and_dropped(daemon: FaultyDaemon, repor
     assert (daemon.rss_kib() - rss_before) / 1024 < 64
 
 
-def test_half_sent_lines_and_oversized_lines(daemon: FaultyDaemon, report: Report) -> None:
+def test_half_sent_lines_and_oversized_lines(daemon: DaemonProc, report: Report) -> None:
     tally = report.case("socket_half_sent_and_oversized")
     holders: list[socket.socket] = []
     with Prober(daemon) as prober:
@@ -361,7 +356,7 @@ def test_half_sent_lines_and_oversized_lines(daemon: FaultyDaemon, report: Repor
 
 
 def test_a_subscriber_that_never_reads_is_cut_off_and_others_keep_up(
-    daemon: FaultyDaemon, report: Report
+    daemon: DaemonProc, report: Report
 ) -> None:
     tally = report.case("socket_stalled_subscriber")
     lib: SynthLibrary = daemon.lib  # type: ignore[attr-defined]
@@ -430,7 +425,7 @@ def test_a_subscriber_that_never_reads_is_cut_off_and_others_keep_up(
 
 
 def test_more_connections_than_the_limit_are_refused_then_served_again(
-    daemon: FaultyDaemon, report: Report
+    daemon: DaemonProc, report: Report
 ) -> None:
     tally = report.case("socket_connection_limit")
     with MusicdClient(daemon.socket, timeout=10) as c:

@@ -18,16 +18,11 @@ import pytest
 
 from daemon.client import AsyncMusicdClient
 from tests.reliability.conftest import Report
-from tests.reliability.harness import (
-    FaultyDaemon,
-    SynthLibrary,
-    album_of,
-    artist_of,
-    faulty_env,
-    journal_seqs,
-    write_library,
-)
-from tests.support import wait_for
+from tests.reliability.harness import faulty_env
+from tests.support.common import wait_for
+from tests.support.database import journal_seqs
+from tests.support.library import SynthLibrary, album_of, artist_of, write_library
+from tests.support.runner import DaemonProc
 
 SUBSCRIBERS = 200
 EDITS = 12
@@ -36,7 +31,7 @@ SEED = 20261202
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
-def drive(d: FaultyDaemon, lib: SynthLibrary, rng: random.Random) -> tuple[int, int]:
+def drive(d: DaemonProc, lib: SynthLibrary, rng: random.Random) -> tuple[int, int]:
     """Make events once everyone is subscribed; returns (last seq before, last seq after)."""
     with d.client() as c:
         wait_for(lambda: c.status()["subscribers"] >= SUBSCRIBERS, 30, what="all subscribed")
@@ -59,7 +54,7 @@ def drive(d: FaultyDaemon, lib: SynthLibrary, rng: random.Random) -> tuple[int, 
         return before, int(c.status()["last_seq"])
 
 
-async def subscribe_all(d: FaultyDaemon, lib: SynthLibrary) -> tuple[list[list[int]], int, int]:
+async def subscribe_all(d: DaemonProc, lib: SynthLibrary) -> tuple[list[list[int]], int, int]:
     seen: list[list[int]] = [[] for _ in range(SUBSCRIBERS)]
     reached = [anyio.Event() for _ in range(SUBSCRIBERS)]
     target: list[int] = []

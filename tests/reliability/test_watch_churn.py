@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.conftest import Report
-from tests.reliability.harness import FaultyDaemon, SynthLibrary, faulty_env, settle, write_library
-from tests.support import wait_for
+from tests.reliability.harness import faulty_env, settle
+from tests.support.common import wait_for
+from tests.support.library import SynthLibrary, write_library
+from tests.support.runner import DaemonProc
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -25,7 +27,7 @@ WRONG_EVENTS = ("track_removed", "track_added", "cache_invalidated")
 
 
 class Churn:
-    def __init__(self, d: FaultyDaemon, lib: SynthLibrary) -> None:
+    def __init__(self, d: DaemonProc, lib: SynthLibrary) -> None:
         self.d = d
         self.lib = lib
         self.edits = 0
@@ -79,15 +81,23 @@ def step_file_recreated_with_a_change(ch: Churn) -> None:
     ch.alive_after(mark)
 
 
-def step_file_moved_away_and_back(ch: Churn) -> None:
+def moved_away_and_back(ch: Churn, path: Path, away: Path, *, watched_again: bool) -> None:
+    """Move `path` (the file or its directory) to `away` and back: missing, then readable
+    again (and, for the directory, watched again)."""
     d = ch.d
     mark = d.mark()
-    away = d.library.with_name("Library.xml.away")
-    d.library.rename(away)
+    path.rename(away)
     d.wait_log("library_missing", after=mark)
-    away.rename(d.library)
+    away.rename(path)
+    if watched_again:
+        d.wait_log("watch_started", after=mark, path=str(path))
     d.wait_log("library_readable_again", after=mark)
     ch.alive_after(mark)
+
+
+def step_file_moved_away_and_back(ch: Churn) -> None:
+    away = ch.d.library.with_name("Library.xml.away")
+    moved_away_and_back(ch, ch.d.library, away, watched_again=False)
 
 
 def step_file_moved_out_of_its_dir_and_back_changed(ch: Churn) -> None:
@@ -119,15 +129,7 @@ def step_dir_removed_and_recreated(ch: Churn) -> None:
 
 
 def step_dir_moved_away_and_back(ch: Churn) -> None:
-    d = ch.d
-    mark = d.mark()
-    away = d.root / "lib.away"
-    d.library.parent.rename(away)
-    d.wait_log("library_missing", after=mark)
-    away.rename(d.library.parent)
-    d.wait_log("watch_started", after=mark, path=str(d.library.parent))
-    d.wait_log("library_readable_again", after=mark)
-    ch.alive_after(mark)
+    moved_away_and_back(ch, ch.d.library.parent, ch.d.root / "lib.away", watched_again=True)
 
 
 def step_dir_replaced_in_one_rename(ch: Churn) -> None:

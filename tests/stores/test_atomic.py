@@ -9,6 +9,7 @@ import pytest
 
 from daemon.errors import StateError
 from daemon.stores._atomic import ensure_private_dir, write_atomic
+from tests.support import umask
 
 
 def _mode(path: Path) -> int:
@@ -72,11 +73,8 @@ def test_write_into_missing_directory_raises(tmp_path: Path) -> None:
 
 
 def test_ensure_private_dir_creates_0700_whatever_the_umask(tmp_path: Path) -> None:
-    old = os.umask(0o022)
-    try:
+    with umask(0o022):
         ensure_private_dir(tmp_path / "a" / "b" / "state")
-    finally:
-        os.umask(old)
     assert _mode(tmp_path / "a" / "b" / "state") == 0o700
     ensure_private_dir(tmp_path / "a" / "b" / "state")  # existing: fine
 
