@@ -1,0 +1,166 @@
+"""daemon/ARCHITECTURE.md, held true: every module named there, small modules, no import cycle,
+and the layering rules it states."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+DAEMON = Path(__file__).resolve().parent.parent / "daemon"
+MAX_MODULE_LINES = 400
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(DAEMON.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imported(tree: ast.Module, package: str) -> set[str]:
+    """Every module named by an import anywhere in the file (function bodies too), except
+    under `if TYPE_CHECKING:`, which never runs."""
+    names: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return names
+
+
+def _imports() -> dict[str, set[str]]:
+    """Every module's imports, by module name, third-party ones included."""
+    found: dict[str, set[str]] = {}
+    for path in DAEMON.rglob("*.py"):
+        name = _module_name(path)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found[name] = _imported(ast.parse(path.read_text(encoding="utf-8")), package)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    imports = _imports()
+    return {
+        name: {m for m in names if m in imports and m != name} for name, names in imports.items()
+    }
+
+
+def _imported_by(package: str) -> set[str]:
+    """What the modules of a package import from outside it."""
+    return {
+        m
+        for name, names in _imports().items()
+        if name == package or name.startswith(package + ".")
+        for m in names
+        if m != package and not m.startswith(package + ".")
+    }
+
+
+def _within(names: set[str], prefixes: tuple[str, ...]) -> set[str]:
+    return {n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def strong(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                strong(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            strong(node)
+    return found
+
+
+def test_no_module_over_400_lines() -> None:
+    long = {
+        str(path.relative_to(DAEMON.parent)): n
+        for path in DAEMON.rglob("*.py")
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}
+
+
+def test_no_import_cycle_between_daemon_modules() -> None:
+    assert _cycles(_graph()) == []
+
+
+def test_cycle_finder_sees_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_every_module_is_named_in_the_architecture_guide() -> None:
+    guide = (DAEMON / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    unnamed = [
+        str(path.relative_to(DAEMON))
+        for path in sorted(DAEMON.rglob("*.py"))
+        if f"`{path.relative_to(DAEMON)}`" not in guide
+    ]
+    assert unnamed == []
+
+
+def test_the_guide_names_only_modules_that_exist() -> None:
+    guide = (DAEMON / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`([a-z_/]+\.py)`", guide))
+    assert {n for n in named if not (DAEMON / n).is_file()} == set()
+
+
+def test_library_knows_nothing_of_anyio_sqlite_the_stores_or_the_socket() -> None:
+    forbidden = ("anyio", "sqlite3", "daemon.stores", "daemon.control", "daemon.app")
+    assert _within(_imported_by("daemon.library"), forbidden) == set()
+
+
+def test_stores_need_only_models_events_and_errors() -> None:
+    daemon_imports = _imported_by("daemon.stores") & set(_imports())
+    assert daemon_imports <= {"daemon.models", "daemon.events", "daemon.errors"}
+
+
+def test_control_never_imports_app_service_scanner_or_stores() -> None:
+    forbidden = ("daemon.app", "daemon.service", "daemon.scanner", "daemon.stores", "daemon.cli")
+    assert _within(_imported_by("daemon.control"), forbidden) == set()
