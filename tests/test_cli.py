@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -196,6 +197,45 @@ def test_without_a_config_file_the_socket_is_the_default_one_found_without_pydan
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env
     )
     assert out.stdout.split() == ["False", "True"], out.stderr
+
+
+def test_with_a_daemon_listening_the_config_socket_is_read_without_pydantic(
+    tmp_path: Path,
+) -> None:
+    root = Path(os.path.realpath(tmp_path))
+    config = root / "c.toml"
+    # Relative to the config file, with a $VAR: the config model's rules.
+    config.write_text('[control]\nsocket = "$SOCKDIR/d.sock"\n', encoding="utf-8")
+    (root / "s").mkdir()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(root / "s" / "d.sock"))
+    code = (
+        "import argparse, sys; from daemon.cli.command import socket_path; "
+        f"fast = socket_path(argparse.Namespace(socket=None, config={str(config)!r})); "
+        "print('pydantic' in sys.modules); "
+        f"from daemon.config import load_config; print(fast == load_config({str(config)!r})"
+        ".control.socket, fast)"
+    )
+    env = {**os.environ, "SOCKDIR": "s"}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env
+        )
+    finally:
+        listener.close()
+    assert out.stdout.split() == ["False", "True", str(root / "s" / "d.sock")], out.stderr
+
+
+def test_with_nothing_listening_a_broken_config_is_reported_before_not_running(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[control]\nsocket = "{tmp_path / "d.sock"}"\n[library]\nsettle = 1\n', encoding="utf-8"
+    )
+    given = musicd("status", "--config", str(config))
+    assert given.returncode == 78, given.stderr
+    assert "unknown key 'library.settle'" in given.stderr
 
 
 def test_a_lookup_that_finds_nothing_prints_null_with_json_then_exits_1(

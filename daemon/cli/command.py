@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,12 +183,42 @@ def socket_path(args: argparse.Namespace) -> Path:
     if args.socket:
         return Path(args.socket).expanduser()
     # load_config's rule: --config, else $MUSICD_CONFIG, else the default path if it exists.
-    if not args.config and not os.environ.get("MUSICD_CONFIG"):
-        if not default_config_path().exists():
-            return default_socket_path()
+    named = args.config or os.environ.get("MUSICD_CONFIG")
+    if not named and not default_config_path().exists():
+        return default_socket_path()
+    running = _listening_socket(Path(named).expanduser() if named else default_config_path())
+    if running is not None:
+        return running
     from daemon.config import load_config
 
     return load_config(args.config).control.socket
+
+
+def _listening_socket(config: Path) -> Path | None:
+    """The socket a config file names, read without the config model, if a socket is there.
+
+    A daemon is listening there, so its config was valid when it started: the model (pydantic,
+    about 0.1 s of a client's start) is needed only when nothing is, and then load_config
+    names whatever is wrong with the file before the client says the daemon is not running.
+    Anything unusual (unreadable file, bad TOML, an odd value) returns None: load_config decides.
+    """
+    try:
+        data = tomllib.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    control = data.get("control", {})
+    value = control.get("socket") if isinstance(control, dict) else None
+    if value is None:
+        socket = default_socket_path()
+    elif isinstance(value, str) and value:
+        # The config model's rules: ~ and $VARS expanded, relative to the config file.
+        socket = config.parent / os.path.expandvars(os.path.expanduser(value))
+    else:
+        return None
+    try:
+        return socket if socket.is_socket() else None
+    except OSError:  # a name too long, say: load_config explains it
+        return None
 
 
 def connect(args: argparse.Namespace) -> MusicdClient:
