@@ -4,6 +4,7 @@ subscription. A client that stops reading is given up on (`Disconnected`), never
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -11,7 +12,7 @@ from typing import Any, Final
 import anyio
 import orjson
 import structlog
-from anyio.abc import SocketStream, TaskGroup
+from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from daemon.control.protocol import INTERNAL_ERROR, MAX_LINE_BYTES, error_message
@@ -58,6 +59,7 @@ class Connection:
         self.scope: anyio.CancelScope | None = None
         self.task_group: TaskGroup | None = None
         self._send_lock = anyio.Lock()
+        self._raw: socket.socket = stream.extra(SocketAttribute.raw_socket)
 
     def close(self, reason: str) -> None:
         if self.close_reason is None:
@@ -77,12 +79,33 @@ class Connection:
                 option=orjson.OPT_APPEND_NEWLINE,
             )
         try:
-            async with self._send_lock:
-                with anyio.fail_after(within or self.limits.send_timeout_seconds):
-                    await self.stream.send(data)
+            await self._write(data, within or self.limits.send_timeout_seconds)
         except TimeoutError:
             self.close("send_timeout")
             raise Disconnected from None
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             self.close("peer_gone")
             raise Disconnected from None
+
+    async def _write(self, data: bytes, within: float) -> None:
+        """Send `data` whole, after any message already being sent.
+
+        Most answers fit the socket's buffer: they go out at once, without the event-loop
+        round trips of an awaited lock, a cancel scope and the stream's own checkpoint (a
+        third of the loop's work per `cache.get`). Only a client that is not reading makes
+        the rest wait, under the send timeout.
+        """
+        try:
+            self._send_lock.acquire_nowait()
+        except anyio.WouldBlock:
+            await self._send_lock.acquire()
+        try:
+            try:
+                sent = self._raw.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                with anyio.fail_after(within):
+                    await self.stream.send(data[sent:])
+        finally:
+            self._send_lock.release()

@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import orjson
 import structlog
@@ -214,6 +215,10 @@ class ControlServer:
                 conn.close("idle_timeout")
                 return
             await self._handle_line(conn, line)
+            if conn.reader.buffer:
+                # Requests sent ahead of their answers: let the other connections have a turn
+                # (an answer that fits the socket buffer is sent without one).
+                await anyio.lowlevel.checkpoint()
 
     async def _refuse_oversized(self, conn: Connection) -> None:
         message = (
