@@ -62,10 +62,21 @@ def _imports() -> dict[str, set[str]]:
 
 
 def _graph() -> dict[str, set[str]]:
+    """Which daemon module imports which. Importing `daemon.a.b` runs `daemon/a/__init__.py`
+    first, so a module outside package `daemon.a` depends on that package's init too."""
     imports = _imports()
-    return {
-        name: {m for m in names if m in imports and m != name} for name, names in imports.items()
-    }
+    graph: dict[str, set[str]] = {}
+    for name, names in imports.items():
+        edges = {m for m in names if m in imports}
+        for module in list(edges):
+            parts = module.split(".")
+            edges.update(
+                package
+                for package in (".".join(parts[:i]) for i in range(2, len(parts)))
+                if not (name == package or name.startswith(package + "."))
+            )
+        graph[name] = edges - {name}
+    return graph
 
 
 def _imported_by(package: str) -> set[str]:
@@ -129,6 +140,12 @@ def test_no_module_over_400_lines() -> None:
 
 def test_no_import_cycle_between_daemon_modules() -> None:
     assert _cycles(_graph()) == []
+
+
+def test_a_package_init_counts_for_imports_from_outside_the_package() -> None:
+    graph = _graph()
+    assert "daemon.stores" in graph["daemon.app"]  # app imports daemon.stores.journal etc.
+    assert "daemon.cli" not in graph["daemon.cli.cache"]  # a sibling is not an import of init
 
 
 def test_cycle_finder_sees_a_cycle() -> None:
