@@ -1,5 +1,5 @@
 """What each control method does with the daemon's state (all but `subscribe`, which belongs to
-a connection and lives in server.py).
+a connection and lives in subscriptions.py).
 
 A handler is marked with the control method it answers (`@handles("cache.get")`); the server
 checks the handlers against daemon/control/spec.py when it is built. A handler gets its validated

@@ -56,7 +56,7 @@ from daemon.control.protocol import (
     request_id,
     result_message,
 )
-from daemon.control.spec import CHEAP_METHODS, check_handlers, validate_params
+from daemon.control.spec import CHEAP_METHODS, HandlerMismatch, check_handlers, validate_params
 from daemon.control.subscriptions import Subscriptions
 from daemon.errors import DaemonError, StateError, describe_os_error
 
@@ -87,10 +87,13 @@ class ControlServer:
         self.refused = 0
         self.requests = 0
         self.errors = 0
-        table = {
-            **DaemonMethods(daemon, self.control_stats).table(),
-            **ProgramMethods(daemon).table(),
-        }
+        state, programs = (
+            DaemonMethods(daemon, self.control_stats).table(),
+            ProgramMethods(daemon).table(),
+        )
+        if twice := sorted(state.keys() & programs.keys()):
+            raise HandlerMismatch(f"more than one handler for {', '.join(twice)}")
+        table = {**state, **programs}
         self.methods: dict[str, Handler] = {name: _without_conn(fn) for name, fn in table.items()}
         self.methods["subscribe"] = Subscriptions(daemon).subscribe
         # A method without a handler, or a handler without a method, stops the daemon here.

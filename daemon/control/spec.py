@@ -102,7 +102,6 @@ METHODS: Final = _table(
     MethodSpec("shutdown", p.NoParams, "{stopping, pid}", "shutdown"),
 )
 
-METHOD_PARAMS: Final[dict[str, type[Params]]] = {name: s.params for name, s in METHODS.items()}
 CHEAP_METHODS: Final = frozenset(name for name, spec in METHODS.items() if spec.cheap)
 
 

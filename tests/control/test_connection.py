@@ -68,3 +68,33 @@ async def test_a_client_that_does_not_read_is_given_up_on_after_the_send_timeout
     assert conn.close_reason == "send_timeout"
     await stream.aclose()
     theirs.close()
+
+
+async def test_nothing_is_written_after_the_connection_was_given_up_on() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    stream = await UNIXSocketStream.from_socket(ours)
+    conn = Connection(1, stream, Limits())
+    conn.close("send_timeout")  # as after a line cut short by the send timeout
+    with pytest.raises(Disconnected):
+        await conn.send({"late": True})
+    await stream.aclose()
+    theirs.settimeout(5)
+    assert theirs.recv(100) == b""  # closed, and nothing was written
+    theirs.close()
+
+
+async def test_a_notice_waits_no_longer_than_its_own_timeout_behind_a_blocked_send() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    stream = await UNIXSocketStream.from_socket(ours)
+    conn = Connection(1, stream, Limits(send_timeout_seconds=60))
+    async with anyio.create_task_group() as tg:
+        # An answer the client never reads holds the writer for up to a minute ...
+        tg.start_soon(conn.send, {"pad": "x" * 4_000_000})
+        await anyio.lowlevel.checkpoint()
+        # ... but a notice given 0.2 s gives up long before that.
+        with pytest.raises(Disconnected), anyio.fail_after(30):
+            await conn.send({"notice": True}, within=0.2)
+        assert conn.close_reason == "send_timeout"
+        tg.cancel_scope.cancel()
+    await stream.aclose()
+    theirs.close()

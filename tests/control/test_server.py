@@ -378,7 +378,7 @@ def test_unknown_track_is_null_and_album_tracks_come_in_order(local: LocalServer
         assert first is not None and first["name"] == "So What"
 
 
-@pytest.mark.parametrize("change", ["drop", "add"])
+@pytest.mark.parametrize("change", ["drop", "add", "twice"])
 def test_server_refuses_to_start_when_its_handlers_and_the_table_disagree(
     monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
@@ -388,10 +388,12 @@ def test_server_refuses_to_start_when_its_handlers_and_the_table_disagree(
         methods = table(self)
         if change == "drop":
             del methods["cache.cleanup"]
+        elif change == "twice":
+            methods["ping"] = methods["cache.cleanup"]
         else:
             methods["cache.vacuum"] = methods["cache.cleanup"]
         return methods
 
     monkeypatch.setattr(ProgramMethods, "table", changed)
-    with pytest.raises(HandlerMismatch, match=r"cache\.(cleanup|vacuum)"):
+    with pytest.raises(HandlerMismatch, match=r"cache\.(cleanup|vacuum)|than one handler for ping"):
         ControlServer(cast(DaemonApi, object()), Limits())
