@@ -238,6 +238,22 @@ def test_with_nothing_listening_a_broken_config_is_reported_before_not_running(
     assert "unknown key 'library.settle'" in given.stderr
 
 
+def test_a_socket_left_by_a_dead_daemon_does_not_hide_a_broken_config(tmp_path: Path) -> None:
+    root = Path(os.path.realpath(tmp_path))
+    config = root / "c.toml"
+    config.write_text(
+        f'[control]\nsocket = "{root / "d.sock"}"\n[library]\nsettle = 1\n', encoding="utf-8"
+    )
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(root / "d.sock"))  # bound, never listening: as after a kill -9
+    try:
+        given = musicd("status", "--config", str(config))
+    finally:
+        stale.close()
+    assert given.returncode == 78, given.stderr
+    assert "unknown key 'library.settle'" in given.stderr
+
+
 def test_a_lookup_that_finds_nothing_prints_null_with_json_then_exits_1(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -23,6 +23,7 @@ from daemon.cli.command import (
     add_command,
     add_config_arg,
     add_json_arg,
+    config_problem,
     finish,
 )
 from daemon.errors import EX_USAGE, DaemonError, NotRunning
@@ -157,8 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return finish(result, as_json=bool(args.json))
         return result
     except NotRunning as err:
-        print(f"musicd: {_not_running(err)}", file=sys.stderr)
-        return err.exit_status
+        problem = config_problem(args)
+        print(f"musicd: {problem or _not_running(err)}", file=sys.stderr)
+        return (problem or err).exit_status
     except DaemonError as err:
         print(f"musicd: {err}", file=sys.stderr)
         return err.exit_status

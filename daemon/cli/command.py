@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,11 +196,13 @@ def socket_path(args: argparse.Namespace) -> Path:
 def _listening_socket(config: Path) -> Path | None:
     """The socket a config file names, read without the config model, if a socket is there.
 
-    A daemon is listening there, so its config was valid when it started: the model (pydantic,
-    about 0.1 s of a client's start) is needed only when nothing is, and then load_config
-    names whatever is wrong with the file before the client says the daemon is not running.
-    Anything unusual (unreadable file, bad TOML, an odd value) returns None: load_config decides.
+    A daemon most likely listens there, so the model (pydantic, about 0.1 s of a client's
+    start) is loaded only when the client cannot connect (`config_problem`), to name whatever
+    is wrong with the file before saying the daemon is not running. Anything unusual
+    (unreadable file, bad TOML, an odd value) returns None: load_config decides.
     """
+    import tomllib
+
     try:
         data = tomllib.loads(config.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
@@ -219,6 +220,23 @@ def _listening_socket(config: Path) -> Path | None:
         return socket if socket.is_socket() else None
     except OSError:  # a name too long, say: load_config explains it
         return None
+
+
+def config_problem(args: argparse.Namespace) -> DaemonError | None:
+    """What is wrong with the config file in use, if anything (None with --socket).
+
+    Asked when the daemon does not answer: a socket file left by a daemon that died may have
+    spared the client the config check, and a broken config is the likelier news.
+    """
+    if args.socket:
+        return None
+    from daemon.config import load_config
+
+    try:
+        load_config(args.config)
+    except DaemonError as err:
+        return err
+    return None
 
 
 def connect(args: argparse.Namespace) -> MusicdClient:
