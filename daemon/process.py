@@ -6,8 +6,9 @@ own process untouched. What is set:
 
 - the open-file limit (RLIMIT_NOFILE) is raised, within the hard limit, to fit the control
   server's connections plus FD_RESERVE (daemon/control/endpoint.py then reads what fits);
-- logging's queued records are written out at interpreter exit (stop_logging), whoever
-  configured logging and however the process ends short of os._exit.
+- logging's queued records are written out at interpreter exit (stop_logging), however the
+  daemon's process ends short of os._exit; every command that configures logging also stops
+  it in a `finally` of its own.
 
 Logging itself is configured by the run command (configure_logging), which owns the console
 and the log file.

@@ -115,6 +115,7 @@ class Scanner:
         self.status = ScanStatus()
         self.progress = ScanProgress()
         self._commit_failures = 0
+        self._full_read_unrecorded = False
         self._lock = anyio.Lock()
 
     # -- the loop -------------------------------------------------------------------------
@@ -286,6 +287,9 @@ class Scanner:
         except LibraryReadError as err:
             return await self._failed(err, reason, before)
         self.status.read_succeeded(read, self.library.path)
+        # A full read whose scan was not recorded (a failed commit, a bug) still counts when a
+        # later read is: that one is likely incremental, the reader having moved on.
+        self._full_read_unrecorded = self._full_read_unrecorded or read.full
 
         if self.initial_build:
             events: list[TrackEvent] = []
@@ -315,7 +319,7 @@ class Scanner:
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         record = ScanRecord(
             stat=read.stat,
-            full=read.full,
+            full=self._full_read_unrecorded,
             scanned_at=now,
             library_path=str(self.library.path),
             replace=replace,
@@ -334,6 +338,7 @@ class Scanner:
         if self._commit_failures:
             log.info("scan_recorded_again", after_failures=self._commit_failures)
         self._commit_failures = 0
+        self._full_read_unrecorded = False
         self.status.database_error = None
         new_baseline = read.tracks
         if held:

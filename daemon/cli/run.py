@@ -177,10 +177,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_bytes=cfg.log.max_bytes,
         backups=cfg.log.backups,
     )
-    if args.demo:
-        _seed_demo_cache(Path(config_arg))
-        _print_demo_help(Path(config_arg))
     try:
+        if args.demo:
+            _seed_demo_cache(Path(config_arg))
+            _print_demo_help(Path(config_arg))
         try:
             if console is None:
                 return anyio.run(run, cfg)

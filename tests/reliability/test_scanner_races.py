@@ -212,3 +212,39 @@ async def test_last_full_scan_records_whether_the_read_was_full(tmp_path: Path) 
     assert incremental["last_scan"] > first["last_scan"]
     assert incremental["last_full_scan"] == first["last_full_scan"]
     assert third["last_full_scan"] == third["last_scan"] > incremental["last_scan"]
+
+
+async def test_a_full_read_whose_scan_was_not_recorded_counts_when_the_next_one_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The full read's scan fails (a bug in the differ); the next read is incremental, as the
+    # reader moved on, and is what gets recorded: as full, since the full read was never.
+    path, final, _ = versions(tmp_path)
+    full = [True, True, False]
+
+    def reader() -> LibraryRead:
+        return dataclasses.replace(read_library_xml(path), full=full.pop(0))
+
+    bug = BugOnce(scanner_mod.diff_tracks)
+    monkeypatch.setattr(scanner_mod, "diff_tracks", bug)
+    async with scanner_running(path, tmp_path / "state", reader, verify_seconds=3600) as (
+        scanner,
+        db,
+        scans,
+    ):
+        with anyio.fail_after(5):
+            await scans.receive.receive()  # the first build, recorded
+        first = journal.meta(db.reader)
+        for genre in ("Lost", "Kept"):
+            next(iter(final.tracks.values()))["Genre"] = genre
+            write_library(path, final.render())
+            scanner.wakeup.notify("modified")
+            if genre == "Lost":
+                await anyio.to_thread.run_sync(
+                    wait_for, lambda: bug.fired and not scanner._lock.locked()
+                )
+        await until_scanned(scanner, "Kept")
+        kept = journal.meta(db.reader)
+    assert full == []  # three reads: the build, the one whose scan failed, the recorded one
+    assert kept["last_scan"] > first["last_scan"]
+    assert kept["last_full_scan"] == kept["last_scan"]
