@@ -10,7 +10,7 @@ timeout, after which an empty burst is yielded (watchfiles' `yield_on_timeout`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -66,7 +66,7 @@ class Debouncer:
         self.settle_seconds = settle_seconds
         self.settle_max_seconds = settle_max_seconds
 
-    async def settled(self, *, quiet_seconds: Callable[[], float]) -> AsyncIterator[Burst]:
+    async def settled(self, *, quiet_seconds: Callable[[], float]) -> AsyncGenerator[Burst, None]:
         """Each settled burst; an empty one after `quiet_seconds()` without a notification.
 
         `quiet_seconds` is asked again before each wait, so a caller can shorten it (a retry).

@@ -7,6 +7,7 @@ A scan's events are committed to the journal in one transaction; the baseline mo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import time
@@ -124,19 +125,21 @@ class Scanner:
         """Reconcile once, then scan after every settled burst of changes until cancelled."""
         try:
             await self._scan_isolated("startup")
-            async for burst in self.changes.settled(quiet_seconds=self._quiet_seconds):
-                if not burst.reasons:
-                    # Quiet for the whole timeout: the safety net (see _changed_unnoticed).
-                    if await self._changed_unnoticed():
-                        log.info("library_changed_unnoticed", path=str(self.library.path))
-                        self.wakeup.notify("verify", force=True)
-                    continue
-                if not burst.forced and await self._stat() == self.last_stat:
-                    log.debug(
-                        "scan_skipped", reasons=sorted(burst.reasons), why="library unchanged"
-                    )
-                    continue
-                await self._scan_isolated(burst.reason)
+            bursts = self.changes.settled(quiet_seconds=self._quiet_seconds)
+            async with contextlib.aclosing(bursts):
+                async for burst in bursts:
+                    if not burst.reasons:
+                        # Quiet for the whole timeout: the safety net (see _changed_unnoticed).
+                        if await self._changed_unnoticed():
+                            log.info("library_changed_unnoticed", path=str(self.library.path))
+                            self.wakeup.notify("verify", force=True)
+                        continue
+                    if not burst.forced and await self._stat() == self.last_stat:
+                        log.debug(
+                            "scan_skipped", reasons=sorted(burst.reasons), why="library unchanged"
+                        )
+                        continue
+                    await self._scan_isolated(burst.reason)
         finally:
             self._abandon_read()
 
@@ -272,7 +275,7 @@ class Scanner:
             log.info("library_read_abandoned", path=str(self.library.path))
 
     async def scan(self, reason: str, *, accept_removals: bool = False) -> ScanOutcome:
-        """Read the library once and publish what changed. Never raises for a bad library."""
+        """Read the library once and record what changed. Never raises for a bad library."""
         async with self._lock:
             with self.progress.scanning(reason, expected_tracks=len(self.baseline)):
                 return await self._scan_locked(reason, accept_removals=accept_removals)

@@ -3,7 +3,7 @@ and no event twice at the switch.
 
 The subscription to the hub is made *before* the replay starts, so every event committed from
 then on is waiting in it. The replay reads the journal page by page; before each read it throws
-away what the hub has buffered so far: those events were published after their commit, so the
+away what the hub has buffered so far: those events were delivered after their commit, so the
 read that follows sees them in the journal. After the last page (the journal's head at that
 read), what the hub buffered since is forwarded, less the events at or before that head.
 """

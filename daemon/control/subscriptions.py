@@ -1,7 +1,7 @@
 """`subscribe`: a connection's live event stream, optionally after a replay of the journal
 from a cursor (see replay.py for the switch from the journal to live events).
 
-Events go out in the order the hub publishes them; a subscriber that falls behind is told
+Events go out in the order the hub delivers them; a subscriber that falls behind is told
 (`subscription_dropped`) and disconnected, so it cannot hold up the daemon or anyone else.
 """
 

@@ -58,7 +58,8 @@ class LibraryWarning:
         return self.text
 
     def facts(self) -> tuple[WarningCode, int, tuple[str, ...]]:
-        """Everything but the wording: two warnings with equal facts say the same thing."""
+        """Everything but the wording, for comparing the XML readers' warnings: two with equal
+        facts say the same thing. A MUSIC_APP warning's only fact is its text (not compared)."""
         return (self.code, self.count, self.ids)
 
 

@@ -126,7 +126,8 @@ class TrackKeys:
         """The key for the next track, or None when it repeats an id and is dropped.
 
         `persistent_id` is the normalised Persistent ID, or with `fallback` the track's
-        `fallback_id()`, which gets a "-2", "-3", ... suffix when it is taken.
+        `fallback_id()`, which gets a "-2", "-3", ... suffix when it is taken. The key is not
+        reserved: store the track in `tracks` under it before the next claim.
         """
         tracks = self.tracks
         if fallback:

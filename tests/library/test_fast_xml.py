@@ -561,7 +561,7 @@ def test_a_periodic_full_read_keeps_the_track_objects(workdir: Path) -> None:
     assert all(again.tracks[pid] is track for pid, track in first.tracks.items())
 
 
-def testkeyed_fingerprints_give_the_same_reads(workdir: Path) -> None:
+def test_keyed_fingerprints_give_the_same_reads(workdir: Path) -> None:
     lib = base_library(30)
     checker = checker_for(workdir, lib.render(), fingerprint=keyed_fingerprint())
     checker.check()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from importlib import resources
 
+import pytest
+
+from daemon.errors import LibraryReadError
 from daemon.library import music_app, plist_tracks
 from daemon.models import TRACK_FIELDS
 
@@ -32,5 +35,12 @@ def test_every_track_field_has_a_music_app_property_in_the_script() -> None:
     assert re.findall(r"^\s*(\w+): \[", sources, re.M) == list(TRACK_FIELDS)
 
 
-def test_every_track_field_has_a_checked_type_in_the_music_app_reader() -> None:
-    assert tuple(music_app._TYPES) == TRACK_FIELDS
+def test_the_music_app_reader_refuses_a_wrongly_typed_value_in_any_field() -> None:
+    good = ["ABC", "n", "a", "aa", "al", "g", 1999, False, 1, 2, None, None, "k", "File", False]
+    music_app._check_rows([good], TRACK_FIELDS)
+    for n, name in enumerate(TRACK_FIELDS):
+        # A string where a number or flag belongs, a list where text belongs.
+        wrong = [] if isinstance(good[n], str) or good[n] is None else "1"
+        row = [*good[:n], wrong, *good[n + 1 :]]
+        with pytest.raises(LibraryReadError, match=f"has {name} = "):
+            music_app._check_rows([row], TRACK_FIELDS)

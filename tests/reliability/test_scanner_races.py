@@ -90,7 +90,7 @@ async def run_until_read(
     after 5 s."""
     async with scanner_running(path, state_dir, reader) as (_, db, scans):
         with anyio.fail_after(5):
-            # Each recorded scan is published after its commit: look at the table then.
+            # Each recorded scan is delivered after its commit: look at the table then.
             async for _ in scans.receive:
                 if genre_recorded(db.reader, want):
                     break

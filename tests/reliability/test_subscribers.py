@@ -35,7 +35,7 @@ def drive(d: DaemonProc, lib: SynthLibrary, rng: random.Random) -> tuple[int, in
     """Make events once everyone is subscribed; returns (last seq before, last seq after)."""
     with d.client() as c:
         wait_for(lambda: c.status()["subscribers"] >= SUBSCRIBERS, 30, what="all subscribed")
-        # Every event after this one is published to all of them.
+        # Every event after this one is delivered to all of them.
         before = int(c.status()["last_seq"])
         for k in range(EDITS):
             mark = d.mark()
