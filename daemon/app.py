@@ -26,7 +26,7 @@ from daemon import __version__, hints
 from daemon.config import Config
 from daemon.consumers import invalidator, merger
 from daemon.consumers.follow import catch_up, follow_journal
-from daemon.debounce import Debouncer, Wakeup
+from daemon.debounce import Wakeup
 from daemon.errors import AlreadyRunning
 from daemon.library import FileStat
 from daemon.library.fast_xml import FastXmlReader
@@ -265,11 +265,7 @@ async def _scan(service: Service, wakeup: Wakeup) -> None:
         baseline_stat=stat,
         initial_build=not known and last_full is None,
         recorder=service.recorder,
-        changes=Debouncer(
-            wakeup,
-            settle_seconds=config.library.settle_seconds,
-            settle_max_seconds=config.library.settle_max_seconds,
-        ),
+        wakeup=wakeup,
     )
     del known
     await service.scanner.run()

@@ -19,7 +19,7 @@ import anyio.to_thread
 import structlog
 
 from daemon.config import LibraryConfig
-from daemon.debounce import Debouncer
+from daemon.debounce import Debouncer, Wakeup
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, LibraryReadStalled
 from daemon.events import (
     ERROR,
@@ -97,7 +97,7 @@ class Scanner:
         baseline_stat: FileStat | None,
         initial_build: bool,
         recorder: Recorder,
-        changes: Debouncer,
+        wakeup: Wakeup,
     ) -> None:
         self.library = library
         self.reader = reader
@@ -107,9 +107,14 @@ class Scanner:
         self._stat_pending: _PendingStat | None = None
         self.initial_build = initial_build
         self.recorder = recorder
-        # Settled bursts of notifications; the scanner notifies its wakeup too (a late read).
-        self.changes = changes
-        self.wakeup = changes.wakeup
+        # The watcher notifies `wakeup` (and the scanner itself, for a read that finished
+        # late); the library's settle times make bursts of those notifications.
+        self.wakeup = wakeup
+        self.changes = Debouncer(
+            wakeup,
+            settle_seconds=library.settle_seconds,
+            settle_max_seconds=library.settle_max_seconds,
+        )
         self.removal_guard = RemovalGuard(
             ratio=library.mass_removal_ratio, confirm_seconds=library.mass_removal_confirm_seconds
         )

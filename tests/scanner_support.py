@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import LibraryConfig
-from daemon.debounce import Debouncer, Wakeup
+from daemon.debounce import Wakeup
 from daemon.library import LibraryRead
 from daemon.recorder import Recorder
 from daemon.scanner import Scanner
@@ -24,13 +24,16 @@ def fresh_scanner(
 ) -> Scanner:
     """No snapshot yet: its first scan builds one. `library` are LibraryConfig's fields."""
     return Scanner(
-        library=LibraryConfig(path=path, **library),
+        library=LibraryConfig(
+            path=path,
+            settle_seconds=settle_seconds,
+            settle_max_seconds=settle_max_seconds,
+            **library,
+        ),
         reader=reader,
         baseline={},
         baseline_stat=None,
         initial_build=True,
         recorder=recorder,  # type: ignore[arg-type]  # None: the test never records a scan
-        changes=Debouncer(
-            Wakeup(), settle_seconds=settle_seconds, settle_max_seconds=settle_max_seconds
-        ),
+        wakeup=Wakeup(),
     )
