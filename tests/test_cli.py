@@ -281,3 +281,14 @@ def test_an_output_is_shown_to_people_or_printed_as_json_with_its_exit_status(
     line = Output(result, None, json_line=True)
     assert finish(line, as_json=True) == 0
     assert capsys.readouterr().out == '{"committed":false,"cursor":"1:2"}\n'
+
+
+def test_the_cli_offers_the_log_levels_the_config_and_the_logs_know() -> None:
+    # Spelled again in the CLI so that building the parser imports neither pydantic nor logging.
+    from typing import get_args
+
+    from daemon.cli.command import LOG_LEVELS
+    from daemon.config import LogConfig
+    from daemon.logs import LEVELS
+
+    assert LOG_LEVELS == list(LEVELS) == list(get_args(LogConfig.model_fields["level"].annotation))

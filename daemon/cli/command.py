@@ -29,16 +29,12 @@ Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
 
-class UsageError(DaemonError):
-    code = "usage_error"
-    exit_status = EX_USAGE
+class UsageError(DaemonError, code="usage_error", exit_status=EX_USAGE):
+    """The command line asks for something impossible (64, like a parser error)."""
 
 
-class NotFound(DaemonError):
+class NotFound(DaemonError, code="not_found", exit_status=1):
     """A lookup found nothing: exit status 1, like grep, so scripts can test for it."""
-
-    code = "not_found"
-    exit_status = 1
 
 
 @dataclass(frozen=True)

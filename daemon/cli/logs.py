@@ -38,9 +38,8 @@ LEVEL_RANKS = {
 }
 
 
-class LogFileMissing(DaemonError):
-    code = "log_file_missing"
-    exit_status = EX_NOINPUT
+class LogFileMissing(DaemonError, code="log_file_missing", exit_status=EX_NOINPUT):
+    """`musicd logs` found no log file where the config says it is."""
 
 
 def register(sub: Subcommands) -> None:
