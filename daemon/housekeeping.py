@@ -50,7 +50,6 @@ class FlushStatus:
     last_flush_duration_ms: float | None = None
     flush_error: str | None = None
     flush_error_at: float | None = None
-    flushes: int = 0
 
 
 @dataclass
@@ -90,7 +89,6 @@ class Housekeeping:
         self.flush_status = FlushStatus(
             last_flush_at=time.time(),
             last_flush_duration_ms=duration_ms,
-            flushes=self.flush_status.flushes + 1,
         )
         result = {
             "checkpointed": True,
