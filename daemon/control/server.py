@@ -324,5 +324,10 @@ async def serve_control(
     limits: Limits | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the control socket until cancelled; report readiness once it is bound."""
+    """Serve the control socket until cancelled; report readiness once it is bound.
+
+    Accepts as many connections as the open-file limit leaves room for; the daemon raises that
+    limit at start-up (daemon/process.py), a program embedding the server calls
+    `apply_process_policy` itself or gets fewer (128 under macOS's default of 256).
+    """
     await ControlServer(daemon, limits or Limits()).serve(task_status=task_status)
