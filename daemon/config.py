@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from pathlib import Path
@@ -13,12 +14,7 @@ from daemon import paths
 from daemon.errors import ConfigError
 from daemon.models import DEFAULT_SOURCES
 
-
-def _expand(p: Path) -> Path:
-    return Path(os.path.expandvars(os.path.expanduser(str(p))))
-
-
-ExpandedPath = Annotated[Path, AfterValidator(_expand)]
+ExpandedPath = Annotated[Path, AfterValidator(paths.expand)]
 
 
 class _Section(BaseModel):
@@ -155,10 +151,7 @@ def config_from_mapping(data: dict[str, Any], origin: str = "config") -> Config:
 
 def _anchor_relative_paths(cfg: Config, base: Path) -> Config:
     """Relative paths in a config file are relative to the file, not to the daemon's cwd."""
-
-    def fix(p: Path) -> Path:
-        return p if p.is_absolute() else base / p
-
+    fix = functools.partial(paths.anchored, config_dir=base)
     return cfg.model_copy(
         update={
             "library": cfg.library.model_copy(update={"path": fix(cfg.library.path)}),

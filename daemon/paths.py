@@ -63,6 +63,16 @@ def default_library_path() -> Path:
     return _home() / "Music" / "Music" / "Library.xml"
 
 
+def expand(path: str | Path) -> Path:
+    """A config file's path value with ~ and $VARS expanded (the config model's rule)."""
+    return Path(os.path.expandvars(os.path.expanduser(str(path))))
+
+
+def anchored(path: Path, config_dir: Path) -> Path:
+    """A relative path in a config file is relative to the file, not to the daemon's cwd."""
+    return path if path.is_absolute() else config_dir / path
+
+
 def check_socket_path(path: Path) -> None:
     """Raise SocketPathTooLong when `path` does not fit in sun_path on this platform."""
     size = len(os.fsencode(str(path)))

@@ -22,7 +22,7 @@ import orjson
 
 from daemon.client import MusicdClient
 from daemon.errors import EX_USAGE, DaemonError
-from daemon.paths import default_config_path, default_socket_path
+from daemon.paths import anchored, default_config_path, default_socket_path, expand
 
 # A string: the class is generic for the type checker only (not subscriptable at run time).
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -208,8 +208,7 @@ def _listening_socket(config: Path) -> Path | None:
     if value is None:
         socket = default_socket_path()
     elif isinstance(value, str) and value:
-        # The config model's rules: ~ and $VARS expanded, relative to the config file.
-        socket = config.parent / os.path.expandvars(os.path.expanduser(value))
+        socket = anchored(expand(value), config.parent)  # the config model's rules
     else:
         return None
     try:
