@@ -17,6 +17,7 @@ import structlog
 
 from daemon.config import Config
 from daemon.events import FLUSH_FINISHED, ObserverEvent
+from daemon.feed import RESERVED_PREFIX
 from daemon.recorder import Recorder
 from daemon.stores import cache, journal
 from daemon.stores.database import Database, checkpoint, renew_wal
@@ -155,8 +156,18 @@ class Housekeeping:
         max_age = cfg.max_age_days * 86400.0
         keep_after = journal.head(conn)
         for name, (seq, updated_at) in journal.cursors(conn).items():
-            # Our own consumers always; a program's cursor while it committed within max_age.
-            if name.startswith("musicd.") or updated_at >= now - max_age:
+            if name.startswith(RESERVED_PREFIX):
+                # Our own consumers need only the track events they have not applied yet. They
+                # move their cursors only past track events (a scan that changed nothing costs
+                # no consumer transaction), so the observer rows after their cursors (scans,
+                # checkpoints) are not kept for them: the journal trims while the library is
+                # only rescanned (tests/e2e/test_lifecycle_e2e.py::test_journal_trims_*).
+                pending = journal.next_track_event(conn, seq)
+                if pending is not None:
+                    keep_after = min(keep_after, pending - 1)
+                continue
+            if updated_at >= now - max_age:
+                # A program's cursor while it committed within max_age.
                 keep_after = min(keep_after, seq)
         trimmed = journal.trim(
             conn, keep_after=keep_after, before_at=now - max_age, max_events=cfg.max_events

@@ -56,9 +56,15 @@ Apply = Callable[[sqlite3.Connection, Sequence[TrackEvent]], T]
 def apply_round(conn: sqlite3.Connection, consumer: str, apply: Apply[T]) -> Round[T]:
     """Apply the next events after `consumer`'s cursor and move the cursor, in the caller's
     transaction (so both happen, or neither)."""
-    position = journal.cursor(conn, consumer) or 0
+    stored = journal.cursor(conn, consumer)
+    position = stored or 0
     rows = journal.read(conn, position, ROUND_EVENTS)
     if not rows:
+        if stored is None:
+            # Every consumer has its row from the start (at start-up's catch-up), not from its
+            # first track event: `stats`, the trim and programs reading the file see it.
+            position = journal.head(conn)
+            journal.set_cursor(conn, consumer, position, time.time())
         return Round(0, 0, position, None)
     events = [
         e

@@ -174,12 +174,20 @@ def salvage_cache(damaged: Path, conn: sqlite3.Connection) -> int:
 
 
 def checkpoint(
-    conn: sqlite3.Connection, path: Path, *, truncate: bool = False
+    conn: sqlite3.Connection, path: Path, *, truncate: bool = False, wait: bool = True
 ) -> dict[str, int | bool]:
     """Fold the WAL into the database file and sync both: everything committed so far is now
-    durable against a power cut. Runs outside any transaction, on the writer connection."""
+    durable against a power cut. Runs outside any transaction, on the writer connection.
+
+    With `wait=False` a TRUNCATE that another program's read transaction holds back does not
+    wait for it (the connection's busy timeout is switched off): SQLite then folds in what it
+    can, as PASSIVE does, and the WAL is synced all the same. For the last checkpoint before
+    the connection is closed, which must fit the shutdown budget.
+    """
     mode = "TRUNCATE" if truncate else "PASSIVE"
     started = time.perf_counter()
+    if not wait:
+        conn.execute("PRAGMA busy_timeout = 0")
     busy, wal_frames, moved = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
     # SQLite syncs the WAL only when it can fold some of it in; a program reading the file can
     # hold that back. Syncing the WAL ourselves makes every commit durable either way.

@@ -51,6 +51,16 @@ def pending_track_events(conn: sqlite3.Connection, after: int) -> int:
     return int(row[0])
 
 
+def next_track_event(conn: sqlite3.Connection, after: int) -> int | None:
+    """The seq of the first track event after `after`, or None when none follows."""
+    marks = ", ".join("?" * len(TRACK_EVENT_TYPES))
+    row = conn.execute(
+        f"SELECT min(seq) FROM journal WHERE seq > ? AND type IN ({marks})",
+        (after, *TRACK_EVENT_TYPES),
+    ).fetchone()
+    return int(row[0]) if row[0] is not None else None
+
+
 def _body(event: AnyEvent) -> bytes:
     wire = event.to_wire()
     del wire["seq"]
