@@ -101,8 +101,16 @@ def rescan(*, accept_removals: bool = False) -> Call[Json]:
     return Call("rescan", {"accept_removals": accept_removals})
 
 
-def track(persistent_id: str) -> Call[Json | None]:
-    return Call("tracks.get", {"persistent_id": persistent_id})
+def track(
+    persistent_id: str | None = None,
+    *,
+    track_id: int | None = None,
+    music_id: int | None = None,
+    database_id: int | None = None,
+) -> Call[Json | None]:
+    """A track by its persistent id or by one number Music.app addresses it by, or None."""
+    ids = _given({}, track_id=track_id, music_id=music_id, database_id=database_id)
+    return Call("tracks.get", _given(ids, persistent_id=persistent_id))
 
 
 def album_tracks(artist: str, album: str) -> Call[list[Json]]:
@@ -134,6 +142,12 @@ def cache_put(
 def invalidate(artist: str, album: str) -> Call[int]:
     """Drop every source's answer for an album; returns how many were dropped."""
     return Call("cache.invalidate", {"artist": artist, "album": album}, _removed)
+
+
+def invalidate_many(albums: Iterable[tuple[str, str]]) -> Call[int]:
+    """Drop every source's answers of these (artist, album) pairs at once; returns how many."""
+    wire = [{"artist": artist, "album": album} for artist, album in albums]
+    return Call("cache.invalidate_many", {"albums": wire}, _removed)
 
 
 def cache_clear() -> Call[int]:
@@ -228,9 +242,16 @@ def cursor_commit(consumer: str, cursor: str, *, force: bool = False) -> Call[Js
 
 
 def tracks_list(
-    after: str | None = None, *, limit: int | None = None, fields: Iterable[str] | None = None
+    after: str | None = None,
+    *,
+    limit: int | None = None,
+    fields: Iterable[str] | None = None,
+    by: str | None = None,
+    ids: Iterable[int] | None = None,
 ) -> Call[Json]:
-    params = _given({"after": after}, limit=limit, fields=_listed(fields))
+    """A page of tracks; with `by` (track_id, music_id or database_id), those with these ids."""
+    wanted = None if ids is None else list(ids)
+    params = _given({"after": after}, limit=limit, fields=_listed(fields), by=by, ids=wanted)
     return Call("tracks.list", params)
 
 

@@ -69,7 +69,7 @@ class JournalConfig(_Section):
 
 
 def _known_sources(value: tuple[str, ...]) -> tuple[str, ...]:
-    # The four usual sources are always accepted: a config that adds one must not drop them.
+    # The usual sources (DEFAULT_SOURCES) are always accepted: a config adding one keeps them.
     # Names are compared as the cache stores them; "*" accepts any name.
     extra: list[str] = []
     for raw in value:

@@ -8,8 +8,12 @@ from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any, Final
 
-# The API sources whose answers the cache takes without configuration (`cache.sources` adds more).
-DEFAULT_SOURCES: Final[tuple[str, ...]] = ("musicbrainz", "discogs", "lastfm", "spotify")
+# The API sources whose answers the cache takes without configuration (`cache.sources` adds more):
+# every source GenreUpdater asks (it looks years up in the iTunes Search API too).
+DEFAULT_SOURCES: Final[tuple[str, ...]] = ("musicbrainz", "discogs", "lastfm", "spotify", "itunes")
+
+# The numbers Music.app addresses a track by (see Track): a program can look a track up by each.
+APP_ID_FIELDS: Final = ("track_id", "music_id", "database_id")
 
 # The fields whose change moves a track to another cache key.
 ALBUM_KEY_FIELDS: Final = frozenset({"artist", "album_artist", "album"})
@@ -24,6 +28,11 @@ class Track:
 
     Dates are kept as the ISO 8601 text the source wrote ("2020-05-16T11:33:56Z"): exact,
     cheap to compare and to store.
+
+    The last three are the numbers Music.app addresses the track by, as each reader finds them
+    (None where a reader has no such number): `track_id` is the library XML's "Track ID",
+    `music_id` and `database_id` are Music.app's scripting `id` and `database ID`. None of them
+    is the track's identity (the persistent id is): the README says which survive what.
     """
 
     persistent_id: str
@@ -41,6 +50,9 @@ class Track:
     kind: str | None = None
     track_type: str | None = None
     disabled: bool = False
+    track_id: int | None = None
+    music_id: int | None = None
+    database_id: int | None = None
 
     def to_row(self) -> list[Any]:
         """The track as a list in TRACK_FIELDS order (the compact snapshot form)."""

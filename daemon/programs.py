@@ -17,11 +17,12 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio.to_thread
+import orjson
 
 from daemon import feed
 from daemon.config import Config
 from daemon.feed import CursorError
-from daemon.models import TRACK_FIELDS
+from daemon.models import APP_ID_FIELDS, TRACK_FIELDS
 from daemon.stores import cache, journal
 from daemon.stores.database import Database
 from daemon.stores.schema import connect
@@ -200,17 +201,31 @@ class ProgramApi:
     # -- the library, page by page -------------------------------------------------------------
 
     async def tracks_list(
-        self, after: str | None, limit: int, fields: Sequence[str] | None
+        self,
+        after: str | None,
+        limit: int,
+        fields: Sequence[str] | None,
+        *,
+        by: str | None = None,
+        ids: Sequence[int] = (),
     ) -> dict[str, Any]:
-        """A page of tracks in persistent id order, and the journal position it was read at."""
+        """A page of tracks in persistent id order, and the journal position it was read at.
+
+        With `by` (one of APP_ID_FIELDS), only the tracks whose `by` is one of `ids`."""
         wanted = None if fields is None else {"persistent_id", *fields}
         names = [n for n in TRACK_FIELDS if wanted is None or n in wanted]
         flags = [i for i, n in enumerate(names) if n in _BOOLEANS]
+        if by is not None and by not in APP_ID_FIELDS:
+            raise ValueError(f"tracks are not listed by {by!r}")
+        among = "" if by is None else f"AND {by} IN (SELECT value FROM json_each(?3)) "
         # Rows straight to dicts of the wanted columns: a page is 10,000 of them.
         sql = (
-            f"SELECT {', '.join(names)} FROM tracks WHERE persistent_id > ? "
-            "ORDER BY persistent_id LIMIT ?"
+            f"SELECT {', '.join(names)} FROM tracks WHERE persistent_id > ?1 {among}"
+            "ORDER BY persistent_id LIMIT ?2"
         )
+        args: tuple[Any, ...] = (after or "", limit + 1)
+        if by is not None:
+            args = (*args, orjson.dumps(list(ids)).decode())
 
         def as_dict(row: tuple[Any, ...]) -> dict[str, Any]:
             if flags:
@@ -224,7 +239,7 @@ class ProgramApi:
             conn.execute("BEGIN")
             try:
                 position = feed.snapshot_position(conn)
-                rows = conn.execute(sql, (after or "", limit + 1)).fetchall()
+                rows = conn.execute(sql, args).fetchall()
             finally:
                 conn.execute("COMMIT")
             more = len(rows) > limit

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -130,8 +131,8 @@ class Service:
 
     # -- tracks and cache, for the control server --------------------------------------------
 
-    def track(self, persistent_id: str) -> dict[str, Any] | None:
-        found = tracks.get(self.db.reader, persistent_id)
+    def track(self, field: str, value: str | int) -> dict[str, Any] | None:
+        found = tracks.get_by(self.db.reader, field, value)
         return found.to_dict() if found is not None else None
 
     def album(self, artist: str, album: str) -> list[dict[str, Any]]:
@@ -175,10 +176,10 @@ class Service:
         await self.writer.submit(partial(cache.put_many, entries=[entry]))
         return entry.to_dict()
 
-    async def cache_invalidate(self, artist: str, album: str) -> int:
-        return await self.writer.submit(
-            partial(cache.invalidate_keys, keys=[album_key(artist, album)])
-        )
+    async def cache_invalidate(self, albums: Sequence[tuple[str, str]]) -> int:
+        """Drop every source's answers of the (artist, album) pairs in one transaction."""
+        keys = sorted({album_key(artist, album) for artist, album in albums})
+        return await self.writer.submit(partial(cache.invalidate_keys, keys=keys))
 
     async def cache_clear(self) -> int:
         return await self.writer.submit(cache.clear)

@@ -6,6 +6,7 @@ import pytest
 
 from daemon.config import config_from_mapping, load_config
 from daemon.errors import EX_CONFIG, ConfigError
+from daemon.models import DEFAULT_SOURCES
 from daemon.paths import check_socket_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,10 +78,12 @@ def test_too_long_socket_path_is_refused(tmp_path: Path) -> None:
         check_socket_path(Path(long))
 
 
-def test_cache_sources_keep_the_usual_four_and_add_the_users() -> None:
-    assert config_from_mapping({}).cache.sources == ("musicbrainz", "discogs", "lastfm", "spotify")
+def test_cache_sources_keep_the_usual_five_and_add_the_users() -> None:
+    # Every source GenreUpdater asks, "itunes" included.
+    assert config_from_mapping({}).cache.sources == DEFAULT_SOURCES
+    assert DEFAULT_SOURCES == ("musicbrainz", "discogs", "lastfm", "spotify", "itunes")
     cfg = config_from_mapping({"cache": {"sources": [" AllMusic", "discogs", "allmusic"]}})
-    assert cfg.cache.sources == ("musicbrainz", "discogs", "lastfm", "spotify", "allmusic")
+    assert cfg.cache.sources == (*DEFAULT_SOURCES, "allmusic")
     with pytest.raises(ConfigError, match=r"cache\.sources.*must not be blank"):
         config_from_mapping({"cache": {"sources": ["  "]}})
 

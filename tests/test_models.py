@@ -77,5 +77,8 @@ def test_track_fields_are_the_fields_of_track_in_order() -> None:
         "kind",
         "track_type",
         "disabled",
+        "track_id",
+        "music_id",
+        "database_id",
     )
     assert Track.from_row(list(TRACK_FIELDS)).to_row() == list(TRACK_FIELDS)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,7 +44,9 @@ class DaemonApi(Protocol):
 
     def request_shutdown(self, reason: str = "requested") -> None: ...
 
-    def track(self, persistent_id: str) -> dict[str, Any] | None: ...
+    def track(self, field: str, value: str | int) -> dict[str, Any] | None:
+        """The track whose `field` (persistent_id or one of APP_ID_FIELDS) is `value`."""
+        ...
 
     def album(self, artist: str, album: str) -> list[dict[str, Any]]: ...
 
@@ -61,6 +64,8 @@ class DaemonApi(Protocol):
         ttl_seconds: float | None = None,
     ) -> dict[str, Any]: ...
 
-    async def cache_invalidate(self, artist: str, album: str) -> int: ...
+    async def cache_invalidate(self, albums: Sequence[tuple[str, str]]) -> int:
+        """Drop the answers of these (artist, album) pairs, at once; returns how many."""
+        ...
 
     async def cache_clear(self) -> int: ...

@@ -22,6 +22,7 @@ from daemon import __version__
 from daemon.control.api import DaemonApi
 from daemon.control.params import (
     AlbumParams,
+    AlbumsParams,
     CacheKeyParams,
     CachePutParams,
     NoParams,
@@ -131,7 +132,7 @@ class DaemonMethods(Handlers):
 
     @handles("tracks.get")
     async def track(self, params: TrackParams) -> Reply:
-        return Reply(self.daemon.track(params.persistent_id))
+        return Reply(self.daemon.track(*params.lookup()))
 
     @handles("tracks.album")
     async def album(self, params: AlbumParams) -> Reply:
@@ -159,7 +160,7 @@ class DaemonMethods(Handlers):
 
     @handles("cache.invalidate")
     async def cache_invalidate(self, params: AlbumParams) -> Reply:
-        removed = await self.daemon.cache_invalidate(params.artist, params.album)
+        removed = await self.daemon.cache_invalidate([(params.artist, params.album)])
         log.info(
             "cache_invalidated",
             artist=params.artist,
@@ -167,6 +168,14 @@ class DaemonMethods(Handlers):
             entries=removed,
             reason="requested",
         )
+        return Reply({"removed": removed})
+
+    @handles("cache.invalidate_many")
+    async def cache_invalidate_many(self, params: AlbumsParams) -> Reply:
+        albums = [(a.artist, a.album) for a in params.albums]
+        removed = await self.daemon.cache_invalidate(albums)
+        # One line for the batch: a program may invalidate a thousand albums at once.
+        log.info("cache_invalidated", albums=len(albums), entries=removed, reason="requested")
         return Reply({"removed": removed})
 
     @handles("cache.clear")

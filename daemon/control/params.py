@@ -6,7 +6,7 @@ Which method takes which model is spec.py's table.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -52,8 +52,33 @@ class RescanParams(Params):
     accept_removals: bool = False
 
 
+# A number Music.app addresses a track by (models.APP_ID_FIELDS, which AppIdField names):
+# positive, and it fits SQLite's INTEGER.
+AppId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+AppIdField = Literal["track_id", "music_id", "database_id"]
+
+
 class TrackParams(Params):
-    persistent_id: PersistentId
+    """One track, by its persistent id or by one of the numbers Music.app addresses it by."""
+
+    persistent_id: PersistentId | None = None
+    track_id: AppId | None = None
+    music_id: AppId | None = None
+    database_id: AppId | None = None
+
+    @model_validator(mode="after")
+    def _one_id(self) -> TrackParams:
+        given = [name for name, value in self if value is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of persistent_id, track_id, music_id, database_id"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    def lookup(self) -> tuple[str, str | int]:
+        """(field, value) of the one id given."""
+        return next((name, value) for name, value in self if value is not None)
 
 
 class AlbumParams(Params):
@@ -134,10 +159,23 @@ class CursorCommitParams(Params):
     force: bool = False
 
 
+class AlbumsParams(Params):
+    albums: Annotated[list[AlbumParams], Field(min_length=1, max_length=MAX_BATCH)]
+
+
 class TracksListParams(Params):
     after: PersistentId | None = None
     limit: PageLimit = 1000
     fields: Annotated[list[str], Field(min_length=1), AfterValidator(_track_fields)] | None = None
+    # Only the tracks whose `by` field is one of `ids` (one page, in persistent id order).
+    by: AppIdField | None = None
+    ids: Annotated[list[AppId], Field(min_length=1, max_length=MAX_BATCH)] | None = None
+
+    @model_validator(mode="after")
+    def _by_with_ids(self) -> TracksListParams:
+        if (self.by is None) != (self.ids is None):
+            raise ValueError("give by and ids together")
+        return self
 
 
 class CacheGetManyParams(Params):

@@ -103,7 +103,9 @@ class ProgramMethods(Handlers):
     @handles("tracks.list")
     async def tracks_list(self, params: TracksListParams) -> Reply:
         return Reply(
-            await self.daemon.programs.tracks_list(params.after, params.limit, params.fields)
+            await self.daemon.programs.tracks_list(
+                params.after, params.limit, params.fields, by=params.by, ids=params.ids or ()
+            )
         )
 
     @handles("cache.get_many")

@@ -99,6 +99,7 @@ METHODS: Final = _table(
     ),
     MethodSpec("cache.put_many", p.CachePutManyParams, "{stored}", "cache_put_many"),
     MethodSpec("cache.cleanup", p.NoParams, "{removed}", "cache_cleanup"),
+    MethodSpec("cache.invalidate_many", p.AlbumsParams, "{removed}", "invalidate_many"),
     MethodSpec("shutdown", p.NoParams, "{stopping, pid}", "shutdown"),
 )
 

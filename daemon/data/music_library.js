@@ -47,7 +47,7 @@ var FORMAT = 'musicd/music-app/1';
 var TRACK_FIELDS = [
   'persistent_id', 'name', 'artist', 'album_artist', 'album', 'genre', 'year',
   'compilation', 'disc_number', 'track_number', 'date_added', 'date_modified', 'kind',
-  'track_type', 'disabled'
+  'track_type', 'disabled', 'track_id', 'music_id', 'database_id'
 ];
 var PROBE_FIELDS = [
   'persistent_id', 'date_modified', 'disabled', 'kind', 'track_type', 'name', 'artist',
@@ -114,7 +114,11 @@ var SOURCES = {
   date_modified: ['modificationDate', isoDate],
   kind: ['kind', text],
   track_type: ['class', trackType],
-  disabled: ['enabled', isFalse]
+  disabled: ['enabled', isFalse],
+  // The library XML's Track ID: Music.app's scripting has no such property.
+  track_id: [null, null],
+  music_id: ['id', positiveInt],
+  database_id: ['databaseID', positiveInt]
 };
 
 // Replace unpaired UTF-16 surrogates, which JSON text cannot carry as characters.
@@ -150,6 +154,7 @@ function errorMessage(err) {
 function fetchColumn(tracks, field, warnings) {
   var source = SOURCES[field];
   var values;
+  if (source[0] === null) return null;
   if (field === 'track_type') {
     // Only a label: when this Music.app cannot list classes in bulk, go on without it.
     try {

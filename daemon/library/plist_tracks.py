@@ -56,6 +56,7 @@ TRACK_KEYS: Final[dict[str, tuple[int, str]]] = {
     "Kind": (_F("kind"), "string"),
     "Track Type": (_F("track_type"), "string"),
     "Disabled": (_F("disabled"), "bool"),
+    "Track ID": (_F("track_id"), "integer"),
     "Location": (_LOCATION, "string"),
     "Total Time": (_TOTAL_TIME, "integer"),
 }

@@ -22,7 +22,7 @@ from typing import Any, Final
 import orjson
 import structlog
 
-from daemon.models import TRACK_FIELDS, Track
+from daemon.models import APP_ID_FIELDS, TRACK_FIELDS, Track
 from daemon.stores import cache, journal, tracks
 
 log = structlog.get_logger(__name__)
@@ -54,13 +54,18 @@ def _read_json(path: Path) -> Any:
 
 
 _BOOL_FIELDS: Final = frozenset({"compilation", "disabled"})
-_INT_FIELDS: Final = frozenset({"year", "disc_number", "track_number"})
+_INT_FIELDS: Final = frozenset({"year", "disc_number", "track_number", *APP_ID_FIELDS})
+# Older snapshot files predate the Music.app ids, the last fields of Track: both forms import.
+_KNOWN_FIELDS: Final = (
+    list(TRACK_FIELDS),
+    [name for name in TRACK_FIELDS if name not in APP_ID_FIELDS],
+)
 
 
-def _valid_row(row: Any) -> bool:
-    if type(row) is not list or len(row) != len(TRACK_FIELDS) or not row[0]:
+def _valid_row(row: Any, fields: list[str]) -> bool:
+    if type(row) is not list or len(row) != len(fields) or not row[0]:
         return False
-    for name, value in zip(TRACK_FIELDS, row, strict=True):
+    for name, value in zip(fields, row, strict=True):
         if name in _BOOL_FIELDS:
             expected: tuple[type, ...] = (bool,)
         elif name in _INT_FIELDS:
@@ -74,10 +79,11 @@ def _valid_row(row: Any) -> bool:
 
 def _legacy_tracks(data: Any) -> list[Track] | None:
     """The rows of an old snapshot.json; a row of the wrong shape is skipped."""
-    if type(data) is not dict or data.get("fields") != list(TRACK_FIELDS):
+    fields = data.get("fields") if type(data) is dict else None
+    if fields not in _KNOWN_FIELDS:
         return None
     rows = data.get("tracks")
-    return [Track(*row) for row in rows if _valid_row(row)] if type(rows) is list else None
+    return [Track(*row) for row in rows if _valid_row(row, fields)] if type(rows) is list else None
 
 
 def _legacy_entries(

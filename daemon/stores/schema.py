@@ -88,8 +88,19 @@ def _migrate_to_1(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_to_2(conn: sqlite3.Connection) -> None:
+    """The numbers Music.app addresses a track by (models.Track): NULL until the next read
+    fills them in (the first scan after the upgrade reports every track as modified)."""
+    for column in ("track_id", "music_id", "database_id"):
+        conn.execute(f"ALTER TABLE tracks ADD COLUMN {column} INTEGER")
+        conn.execute(f"CREATE INDEX tracks_by_{column} ON tracks ({column})")
+
+
 # MIGRATIONS[n] brings a database at user_version n to n + 1.
-MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_1,)
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
+    _migrate_to_1,
+    _migrate_to_2,
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

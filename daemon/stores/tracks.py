@@ -14,7 +14,7 @@ from dataclasses import make_dataclass
 from itertools import repeat
 from typing import Any, Final, cast
 
-from daemon.models import TRACK_FIELDS, Track, normalize_name
+from daemon.models import APP_ID_FIELDS, TRACK_FIELDS, Track, normalize_name
 
 _COLUMNS: Final = ", ".join(TRACK_FIELDS)
 _KEY_COLUMNS: Final = ("artist_key", "album_artist_key", "album_key")
@@ -81,6 +81,19 @@ def count(conn: sqlite3.Connection) -> int:
 def get(conn: sqlite3.Connection, persistent_id: str) -> Track | None:
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM tracks WHERE persistent_id = ?", (persistent_id,)
+    ).fetchone()
+    return track_from_row(row) if row is not None else None
+
+
+def get_by(conn: sqlite3.Connection, field: str, value: str | int) -> Track | None:
+    """The track whose `field`, the persistent id or one of APP_ID_FIELDS, is `value` (the
+    first in snapshot order should a number repeat). Each has an index."""
+    if field == "persistent_id":
+        return get(conn, str(value))
+    if field not in APP_ID_FIELDS:
+        raise ValueError(f"tracks are not looked up by {field!r}")
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM tracks WHERE {field} = ? ORDER BY rowid LIMIT 1", (value,)
     ).fetchone()
     return track_from_row(row) if row is not None else None
 

@@ -114,6 +114,7 @@ def test_results_have_the_keys_the_table_names(local: LocalServer) -> None:
     consumer = "shape-check"
     params: dict[str, dict[str, Any]] = {
         "cache.invalidate": {"artist": "a", "album": "b"},
+        "cache.invalidate_many": {"albums": [{"artist": "a", "album": "b"}]},
         "changes.since": {"consumer": consumer},
         "cursor.get": {"consumer": consumer},
         "tracks.list": {"limit": 1},

@@ -79,7 +79,7 @@ def error_of(message: dict[str, Any]) -> tuple[int, str]:
         (
             b'{"jsonrpc": "2.0", "id": 1, "method": "tracks.get", "params": {"pid": "A"}}',
             INVALID_PARAMS,
-            "unknown param 'pid' (expected: persistent_id)",
+            "unknown param 'pid' (expected: persistent_id, track_id, music_id, database_id)",
         ),
         (
             b'{"jsonrpc": "2.0", "id": 1, "method": "cache.put", "params": {"artist": "a", '

@@ -212,7 +212,7 @@ def test_cache_put_refuses_blank_names_and_unknown_sources() -> None:
         assert typo.returncode == 1
         assert (
             "unknown source 'musicbrainzz'; known sources: musicbrainz, discogs, lastfm, "
-            "spotify, allmusic" in typo.stderr
+            "spotify, itunes, allmusic" in typo.stderr
         )
         added = musicd("cache", "put", "Miles Davis", "Kind of Blue", "AllMusic", *cfg)
         assert added.returncode == 0, added.stderr

@@ -145,3 +145,24 @@ def test_music_app_not_running_at_start_is_read_once_it_runs() -> None:
         assert built["tracks"] == 3
         status, _ = d.stop()
         assert status == 0
+
+
+def test_music_app_ids_travel_with_each_track_and_find_it() -> None:
+    with music_app_env() as env:
+        d = env.daemon
+        numbered = [
+            replace(t, music_id=100 + n, database_id=5000 + n) for n, t in enumerate(TRACKS)
+        ]
+        env.fake.serve(numbered)
+        d.start(extra_env=env.fake.env())
+        d.wait_log("snapshot_built", timeout=20)
+        with d.client() as client:
+            found = client.track(music_id=101)
+            assert found is not None and found["persistent_id"] == TRACKS[1].persistent_id
+            assert found["database_id"] == 5001 and found["track_id"] is None
+            by_database_id = client.track(database_id=5002)
+            assert by_database_id is not None and by_database_id["name"] == "Wild Is the Wind"
+            # In persistent id order, as every page.
+            listed = client.tracks_list(by="music_id", ids=[100, 102], fields=["name"])
+            assert [t["name"] for t in listed["tracks"]] == ["Wild Is the Wind", "So What"]
+        d.stop()

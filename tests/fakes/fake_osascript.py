@@ -35,7 +35,7 @@ FORMAT = "musicd/music-app/1"
 TRACK_FIELDS = [
     "persistent_id", "name", "artist", "album_artist", "album", "genre", "year", "compilation",
     "disc_number", "track_number", "date_added", "date_modified", "kind", "track_type",
-    "disabled",
+    "disabled", "track_id", "music_id", "database_id",
 ]  # fmt: skip
 PROBE_FIELDS = [
     "persistent_id", "date_modified", "disabled", "kind", "track_type", "name", "artist",
@@ -50,7 +50,9 @@ def answer(library: dict[str, Any], args: list[str]) -> dict[str, Any]:
         return {"format": FORMAT, "running": False}
     if library.get("error"):
         return {"format": FORMAT, "running": True, "error": library["error"]}
-    rows: list[list[Any]] = library.get("tracks", [])
+    # A row may stop before the ids Music.app numbers tracks by: they are null then.
+    width = len(TRACK_FIELDS)
+    rows: list[list[Any]] = [[*r, *[None] * (width - len(r))] for r in library.get("tracks", [])]
     count = library.get("count", len(rows))
     fields = TRACK_FIELDS
     if mode == "probe":

@@ -285,7 +285,7 @@ def test_missing_keys_and_booleans() -> None:
     explicit_false = make_track(3, Compilation=False, Disabled=False)
     read = assert_matches_plistlib(library_bytes([bare, flags, explicit_false]))
     first, second, third = read.tracks.values()
-    assert first == Track("ABCDEF0123456789")
+    assert first == Track("ABCDEF0123456789", track_id=1)
     assert (second.compilation, second.disabled) == (True, True)
     assert (third.compilation, third.disabled) == (False, False)
 
@@ -368,7 +368,11 @@ def test_fallback_ids_are_stable_across_reads_and_track_id_renumbering() -> None
     again = parse(library_bytes(tracks))
     renumbered = parse(library_bytes([{**t, "Track ID": t["Track ID"] + 500} for t in tracks]))
     assert list(first.tracks.items()) == list(again.tracks.items())
-    assert list(first.tracks.items()) == list(renumbered.tracks.items())
+    # The keys stay; the Track ID is kept as the field it is.
+    assert list(first.tracks) == list(renumbered.tracks)
+    assert [t.track_id for t in renumbered.tracks.values()] == [
+        t.track_id + 500 for t in first.tracks.values() if t.track_id is not None
+    ]
 
 
 def test_colliding_fallback_ids_get_suffixes_and_no_track_is_lost() -> None:

@@ -11,10 +11,10 @@ from structlog.testing import capture_logs
 
 from daemon.errors import StateError
 from daemon.events import ObserverEvent, TrackAdded, TrackModified, TrackRemoved
-from daemon.models import Track
+from daemon.models import APP_ID_FIELDS, TRACK_FIELDS, Track
 from daemon.stores import cache, journal, tracks
 from daemon.stores.database import checkpoint, open_database, salvage_cache
-from daemon.stores.schema import MIGRATIONS, SCHEMA_VERSION, connect
+from daemon.stores.schema import MIGRATIONS, SCHEMA_VERSION, check_and_migrate, connect
 
 
 def _in_tx(conn: sqlite3.Connection, sql_fn: object) -> None:
@@ -43,6 +43,30 @@ def test_migration_to_1_creates_every_table_and_an_epoch(tmp_path: Path) -> None
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"meta", "tracks", "api_cache", "journal", "cursors"} <= names
     assert len(journal.meta(conn)["epoch"]) == 32
+
+
+def test_migration_to_2_adds_the_music_app_ids_empty_and_keeps_the_tracks(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    conn = connect(path)
+    MIGRATIONS[0](conn)
+    conn.execute("PRAGMA user_version = 1")
+    old_columns = ", ".join(n for n in TRACK_FIELDS if n not in APP_ID_FIELDS)
+    conn.execute(
+        f"INSERT INTO tracks ({old_columns}) VALUES "
+        "('P1', 'So What', 'Miles Davis', NULL, 'Kind of Blue', NULL, 1959, 0, 1, 1, NULL, "
+        "NULL, NULL, NULL, 0)"
+    )
+    assert check_and_migrate(conn, path) == 1
+    assert tracks.get(conn, "P1") == Track(
+        "P1", "So What", "Miles Davis", album="Kind of Blue", year=1959, disc_number=1,
+        track_number=1,
+    )  # fmt: skip
+    tracks.upsert(conn, [Track("P2", track_id=7, music_id=8, database_id=9)])
+    for field, value in (("track_id", 7), ("music_id", 8), ("database_id", 9)):
+        found = tracks.get_by(conn, field, value)
+        assert found is not None and found.persistent_id == "P2"
+    assert tracks.get_by(conn, "music_id", 1234) is None
+    conn.close()
 
 
 def test_new_database_is_at_the_current_schema_in_wal_mode(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ PLIST_KEYS = {
     "Kind": "kind",
     "Track Type": "track_type",
     "Disabled": "disabled",
+    "Track ID": "track_id",
 }
 
 

@@ -19,13 +19,14 @@
 const PROPERTIES = [
   'persistentID', 'name', 'artist', 'albumArtist', 'album', 'genre', 'year', 'compilation',
   'discNumber', 'trackNumber', 'dateAdded', 'modificationDate', 'kind', 'class', 'enabled',
+  'id', 'databaseID',
 ];
 const DATE_PROPERTIES = new Set(['dateAdded', 'modificationDate']);
 // What Music.app answers for a property a track does not have a value for.
 const DEFAULTS = {
   name: '', artist: '', albumArtist: '', album: '', genre: '', kind: '', year: 0,
   discNumber: 0, trackNumber: 0, compilation: false, enabled: true, class: 'fileTrack',
-  dateAdded: null, modificationDate: null,
+  dateAdded: null, modificationDate: null, id: 0, databaseID: 0,
 };
 
 function appleEventError(spec) {
