@@ -107,7 +107,6 @@ class ApiCacheService:
         self._background_tasks: set[asyncio.Task[Any]] = set()
         self._max_background_tasks = 100
         self._shutting_down = False
-        self._cache_lock = asyncio.Lock()
         self.link = link or DaemonLink(_socket(config, socket_path), self.logger)
         # What one turn of the loop asks goes out as one batch call (batches.py).
         self._get = Coalescer(self._send_gets)
