@@ -3,12 +3,13 @@ daemon's database read-only, keeps its writes and sends them when the daemon is 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 import pytest
 
-from daemon.compat import ApiCacheService
+from daemon.compat import ApiCacheService, CacheContentType
 from daemon.compat.link import DaemonLink
 from tests.support import daemon_env
 
@@ -85,3 +86,32 @@ async def test_away_reads_the_database_and_sends_kept_writes_when_back(
             assert client.cache_get("Stale", "Album", "discogs") is None
             assert client.cache_get("Kept", "Album", "musicbrainz") is not None
         d.stop()
+
+
+async def test_shutdown_waits_for_background_work_even_failing_and_can_be_repeated(
+    tmp_path: Path,
+) -> None:
+    logger = logging.getLogger("host")
+    service = away_service(tmp_path / "none.sock", tmp_path / "musicd.db", logger)
+    await service.initialize()
+    assert service.api_cache == {}
+    assert service.cache_config.get_policy(CacheContentType.FAILED_API_LOOKUP).ttl_seconds == 3600
+    done: list[str] = []
+
+    async def work() -> None:
+        await asyncio.sleep(0.01)
+        done.append("work")
+
+    async def fail() -> None:
+        raise RuntimeError("boom")
+
+    for coro in (work(), fail()):
+        task = asyncio.create_task(coro)
+        service._background_tasks.add(task)
+        task.add_done_callback(service._background_tasks.discard)
+    await service.shutdown()
+    assert done == ["work"] and service._background_tasks == set()
+    await service.shutdown()
+    # Shutting down refuses new background work, as the original.
+    service.emit_track_removed("t", "A", "B")
+    assert service._background_tasks == set()
