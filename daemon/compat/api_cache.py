@@ -112,6 +112,8 @@ class ApiCacheService:
         self._get = Coalescer(self._send_gets)
         self._invalidate = Coalescer(self._send_invalidations)
         self._invalidated_at: dict[tuple[str, str], float] = {}
+        # Moves on each invalidation: an answer fetched across one is returned, not kept.
+        self._invalidations = 0
         self.event_manager.register_event_handler(
             CacheEventType.TRACK_REMOVED, self._handle_track_removed
         )
@@ -208,11 +210,14 @@ class ApiCacheService:
         key = hash_api_key(artist, album, source)
         cached = self.api_cache.get(key)
         if cached is None:
+            invalidations = self._invalidations
             entry = await self._get((artist, album, source))
             if entry is None:
                 self.logger.debug("API cache miss: %s - %s (%s)", artist, album, source)
                 return None
-            cached = self.api_cache.setdefault(key, result_from_entry(entry))
+            cached = result_from_entry(entry)
+            if invalidations == self._invalidations:
+                cached = self.api_cache.setdefault(key, cached)
         if self._is_cache_expired(cached):
             self.logger.debug("API cache expired: %s - %s (%s)", artist, album, source)
             self.api_cache.pop(key, None)
@@ -275,6 +280,7 @@ class ApiCacheService:
         )
 
     async def invalidate_for_album(self, artist: str, album: str) -> None:
+        self._invalidations += 1
         wanted = album_key(artist, album)
         stale = [
             key
@@ -294,6 +300,7 @@ class ApiCacheService:
 
     async def invalidate_all(self) -> None:
         count = len(self.api_cache)
+        self._invalidations += 1
         self.api_cache.clear()
         self._invalidated_at.clear()
         removed = await self.link.clear()
