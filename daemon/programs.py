@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -23,6 +22,7 @@ from daemon import feed
 from daemon.config import Config
 from daemon.feed import CursorError
 from daemon.models import APP_ID_FIELDS, TRACK_FIELDS
+from daemon.sources import Sources
 from daemon.stores import cache, journal
 from daemon.stores.database import Database
 from daemon.stores.schema import connect
@@ -47,8 +47,7 @@ class ProgramApi:
     config: Config
     db: Database
     writer: Writer
-    hits: Counter[str]
-    misses: Counter[str]
+    sources: Sources
 
     @property
     def epoch(self) -> str:
@@ -261,33 +260,37 @@ class ProgramApi:
         try:
             for artist, album, source in keys:
                 entry = cache.get(conn, artist, album, source, now)
-                counter = self.misses if entry is None else self.hits
-                counter[cache.normalize_source(source)] += 1
+                self.sources.count(source, hit=entry is not None)
                 results.append(entry.to_dict() if entry is not None else None)
         finally:
             conn.execute("COMMIT")
         return results
 
+    def make_entry(self, e: dict[str, Any], now: float) -> cache.CachedApiResult:
+        """A checked entry from `cache.put`'s params, the one rule of `cache.put` and
+        `cache.put_many`: UnknownSource for a source the configuration does not accept,
+        ValueError/TypeError for a bad value."""
+        return cache.make_entry(
+            e["artist"],
+            e["album"],
+            self.sources.check(e["source"]),
+            success=e["success"],
+            data=e.get("data"),
+            metadata=e.get("metadata"),
+            now=now,
+            failed_ttl_seconds=self.config.cache.failed_ttl_seconds,
+            ttl_seconds=e.get("ttl_seconds"),
+        )
+
     async def cache_put_many(self, entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Store every entry in one transaction, or none: EntryErrors lists the bad ones."""
+        """Store every entry in one transaction, or none: EntryErrors lists the bad ones
+        (a source the configuration does not accept among them, as for `cache.put`)."""
         now = time.time()
         made: list[cache.CachedApiResult] = []
         errors: list[dict[str, Any]] = []
         for index, e in enumerate(entries):
             try:
-                made.append(
-                    cache.make_entry(
-                        e["artist"],
-                        e["album"],
-                        e["source"],
-                        success=e["success"],
-                        data=e.get("data"),
-                        metadata=e.get("metadata"),
-                        now=now,
-                        failed_ttl_seconds=self.config.cache.failed_ttl_seconds,
-                        ttl_seconds=e.get("ttl_seconds"),
-                    )
-                )
+                made.append(self.make_entry(e, now))
             except (TypeError, ValueError) as err:
                 errors.append({"index": index, "error": str(err)})
         if errors:

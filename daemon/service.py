@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +32,7 @@ from daemon.hub import EventHub
 from daemon.models import album_key
 from daemon.programs import ProgramApi
 from daemon.recorder import Recorder
+from daemon.sources import Sources
 from daemon.stores import cache, journal, tracks
 from daemon.stores.database import Database
 from daemon.stores.schema import connect
@@ -62,8 +62,7 @@ class Service:
     shutting_down: bool = False
     stop_sources: anyio.CancelScope | None = None
     applied: dict[str, int] = field(default_factory=dict)
-    hits: Counter[str] = field(default_factory=Counter)
-    misses: Counter[str] = field(default_factory=Counter)
+    sources: Sources = field(init=False)
 
     @classmethod
     def create(cls, config: Config, db: Database) -> Service:
@@ -74,7 +73,8 @@ class Service:
         service.recorder = Recorder(
             service.writer, service.hub, service.signal, journal.head(db.reader)
         )
-        service.programs = ProgramApi(config, db, service.writer, service.hits, service.misses)
+        service.sources = Sources(config.cache.sources)
+        service.programs = ProgramApi(config, db, service.writer, service.sources)
         service.housekeeping = Housekeeping(
             config, db, service.writer, service.recorder, service.dirty
         )
@@ -140,8 +140,7 @@ class Service:
 
     def cache_get(self, artist: str, album: str, source: str) -> dict[str, Any] | None:
         entry = cache.get(self.db.reader, artist, album, source, time.time())
-        counter = self.misses if entry is None else self.hits
-        counter[cache.normalize_source(source)] += 1
+        self.sources.count(source, hit=entry is not None)
         return entry.to_dict() if entry is not None else None
 
     async def cache_put(
@@ -155,23 +154,19 @@ class Service:
         metadata: dict[str, Any] | None = None,
         ttl_seconds: float | None = None,
     ) -> dict[str, Any]:
-        """Store an answer; returns it once committed. ValueError/TypeError for a bad value."""
-        sources = self.config.cache.sources
-        if "*" not in sources and source.strip().lower() not in sources:
-            raise ValueError(
-                f"unknown source {source!r}; known sources: {', '.join(sources)} "
-                "(add one with cache.sources in the config)"
-            )
-        entry = cache.make_entry(
-            artist,
-            album,
-            source,
-            success=success,
-            data=data,
-            metadata=metadata,
-            now=time.time(),
-            failed_ttl_seconds=self.config.cache.failed_ttl_seconds,
-            ttl_seconds=ttl_seconds,
+        """Store an answer; returns it once committed. ValueError/TypeError for a bad value
+        (UnknownSource for a source the configuration does not accept)."""
+        entry = self.programs.make_entry(
+            {
+                "artist": artist,
+                "album": album,
+                "source": source,
+                "success": success,
+                "data": data,
+                "metadata": metadata,
+                "ttl_seconds": ttl_seconds,
+            },
+            time.time(),
         )
         await self.writer.submit(partial(cache.put_many, entries=[entry]))
         return entry.to_dict()
@@ -188,14 +183,15 @@ class Service:
         """Cache counts (a GROUP BY over the table, off the loop) and event counters."""
         counts, albums = await anyio.to_thread.run_sync(self._cache_counts)
         by_source: dict[str, dict[str, int]] = {}
-        for src in sorted(counts.keys() | self.hits.keys() | self.misses.keys()):
+        hits, misses = self.sources.hits, self.sources.misses
+        for src in sorted(counts.keys() | self.sources.counted()):
             ok, failed = counts.get(src, (0, 0))
             by_source[src] = {
                 "entries": ok + failed,
                 "successful": ok,
                 "failed": failed,
-                "hits": self.hits[src],
-                "misses": self.misses[src],
+                "hits": hits[src],
+                "misses": misses[src],
             }
         successful = sum(c[0] for c in counts.values())
         failed = sum(c[1] for c in counts.values())
@@ -205,8 +201,8 @@ class Service:
             "failed": failed,
             "albums": albums,
             "by_source": by_source,
-            "hits": sum(self.hits.values()),
-            "misses": sum(self.misses.values()),
+            "hits": sum(hits.values()),
+            "misses": sum(misses.values()),
             "cache_file": str(self.db.path),
             "cache_file_exists": self.db.path.exists(),
             "persistent": True,

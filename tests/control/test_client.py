@@ -119,7 +119,7 @@ def test_results_have_the_keys_the_table_names(local: LocalServer) -> None:
         "cursor.get": {"consumer": consumer},
         "tracks.list": {"limit": 1},
         "cache.put_many": {
-            "entries": [{"artist": "a", "album": "b", "source": "s", "success": True}]
+            "entries": [{"artist": "a", "album": "b", "source": "discogs", "success": True}]
         },
     }
     skipped = {"rescan", "subscribe", "shutdown"}  # refused while starting, a stream, stops it
