@@ -116,11 +116,47 @@ def json_formatter() -> logging.Formatter:
     )
 
 
+# Records waiting for the listener thread; beyond this they are dropped and counted (a disk
+# that stalls, a flood of lines) instead of growing the daemon's memory without a bound.
+MAX_QUEUED_RECORDS = 10_000
+
+
 class _PassThroughQueueHandler(logging.handlers.QueueHandler):
-    """Hands the record over untouched: ProcessorFormatter needs the original event dict."""
+    """Hands the record over untouched (ProcessorFormatter needs the original event dict), or
+    counts it as dropped when the queue is full; the next record that fits is preceded by a
+    `log_records_dropped` line with the count."""
+
+    def __init__(self, records: queue.Queue[logging.LogRecord]) -> None:
+        super().__init__(records)
+        self.dropped = 0
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        # Called under the handler's lock: `dropped` needs no lock of its own.
+        try:
+            if self.dropped:
+                self.queue.put_nowait(_dropped_notice(self.dropped))
+                self.dropped = 0
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+def _dropped_notice(count: int, reason: str = "queue_full") -> logging.LogRecord:
+    notice = logging.LogRecord(
+        __name__, logging.WARNING, __file__, 0, "log_records_dropped", None, None
+    )
+    notice.__dict__["count"] = count
+    notice.__dict__["reason"] = reason
+    return notice
+
+
+class _Listener(logging.handlers.QueueListener):
+    def enqueue_sentinel(self) -> None:
+        # The queue may be full: wait for the listener to make room rather than raise.
+        self.queue.put(self._sentinel)  # type: ignore[attr-defined]
 
 
 class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
@@ -198,11 +234,7 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
             self._lost_in_gap = 0
 
     def _gap_notice(self) -> str:
-        notice = logging.LogRecord(
-            __name__, logging.WARNING, __file__, 0, "log_records_dropped", None, None
-        )
-        notice.__dict__["count"] = self._lost_in_gap
-        return self.format(notice) + self.terminator
+        return self.format(_dropped_notice(self._lost_in_gap, "write_failed")) + self.terminator
 
     def _dropped(self, err: Exception) -> None:
         self.dropped += 1
@@ -293,14 +325,14 @@ def configure_logging(
         )
         handlers.append(console_handler)
 
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    records: queue.Queue[logging.LogRecord] = queue.Queue(MAX_QUEUED_RECORDS)
     queue_handler = _PassThroughQueueHandler(records)
     root = logging.getLogger()
     root.addHandler(queue_handler)
     root.setLevel(numeric)
     # watchdog is chatty at debug level; its warnings (e.g. inotify overflow) still come through.
     logging.getLogger("watchdog").setLevel(max(numeric, logging.INFO))
-    listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=False)
+    listener = _Listener(records, *handlers, respect_handler_level=False)
     listener.start()
     _pipeline = _Pipeline(queue_handler, listener)
 
