@@ -27,6 +27,8 @@ from daemon.stores import journal
 _CURSOR: Final = re.compile(r"([A-Za-z0-9_-]{1,64})\.(0|[1-9][0-9]{0,17})")
 MAX_PAGE: Final = 10000
 RESERVED_PREFIX: Final = "musicd."
+# What an event's wire form adds to its stored text (seq, cursor), roughly, for a byte bound.
+_EVENT_OVERHEAD: Final = 120
 
 
 class CursorError(ValueError):
@@ -120,15 +122,24 @@ def read_after(
     seq: int,
     limit: int,
     types: Iterable[str] | None,
+    max_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Up to `limit` events after `seq` (of `types`), and the position after what was read.
 
     With fewer than `limit` events left, the position is the journal's head: the events of
-    other types up to there were looked at too, and need not be read again.
+    other types up to there were looked at too, and need not be read again. With `max_bytes`,
+    the page ends (`more`) after the event whose stored text takes it past that size.
     """
     rows = journal.read(conn, seq, limit + 1, types)
     more = len(rows) > limit
     rows = rows[:limit]
+    if max_bytes is not None:
+        size = 0
+        for index, (_seq, _kind, body) in enumerate(rows):
+            size += len(body) + _EVENT_OVERHEAD
+            if size > max_bytes and index > 0:
+                rows, more = rows[:index], True
+                break
     end = rows[-1][0] if more else max(journal.head(conn), seq)
     return {
         "events": [wire_row(s, body, epoch) for s, _kind, body in rows],
@@ -148,6 +159,7 @@ def changes_since(
     types: Iterable[str] | None,
     *,
     consumer: str | None = None,
+    max_bytes: int | None = None,
 ) -> dict[str, Any]:
     """`changes.since`, in one read transaction on `conn` (opened and ended here)."""
     conn.execute("BEGIN")
@@ -164,7 +176,7 @@ def changes_since(
         reason = gap_reason(conn, epoch, cursor_epoch, seq)
         if reason is not None:
             return resync(conn, epoch, reason)
-        result = read_after(conn, epoch, seq, limit, types)
+        result = read_after(conn, epoch, seq, limit, types, max_bytes)
         del result["last_seq"]
         return result
     finally:

@@ -42,6 +42,28 @@ class EntryErrors(ValueError):
         self.errors = errors
 
 
+class AnswerTooLarge(ValueError):
+    """A bulk answer would be over its byte bound; `fits` items of it would not."""
+
+    def __init__(self, fits: int, max_bytes: int) -> None:
+        super().__init__(f"the answer would be over {max_bytes} bytes after {fits} items")
+        self.fits = fits
+        self.max_bytes = max_bytes
+
+
+def encode_within(items: Iterable[Any], max_bytes: int) -> tuple[orjson.Fragment, int]:
+    """A JSON array of the items that fit in `max_bytes` (at least one), and how many."""
+    parts: list[bytes] = []
+    size = 2
+    for item in items:
+        data = orjson.dumps(item)
+        size += len(data) + 1
+        if parts and size > max_bytes:
+            break
+        parts.append(data)
+    return orjson.Fragment(b"[" + b",".join(parts) + b"]"), len(parts)
+
+
 @dataclass
 class ProgramApi:
     config: Config
@@ -73,8 +95,10 @@ class ProgramApi:
         consumer: str | None = None,
         limit: int = 1000,
         types: Iterable[str] | None = None,
+        max_bytes: int | None = None,
     ) -> dict[str, Any]:
-        """CursorError for a cursor that is not ours or is ahead of the journal."""
+        """CursorError for a cursor that is not ours or is ahead of the journal. A page ends
+        early (`more: true`) once its events' stored text passes `max_bytes`."""
         return await self._read(
             partial(
                 feed.changes_since,
@@ -83,6 +107,7 @@ class ProgramApi:
                 limit=limit,
                 types=types,
                 consumer=consumer,
+                max_bytes=max_bytes,
             )
         )
 
@@ -204,13 +229,17 @@ class ProgramApi:
         after: str | None,
         limit: int,
         fields: Sequence[str] | None,
+        max_bytes: int,
         *,
         by: str | None = None,
         ids: Sequence[int] = (),
     ) -> dict[str, Any]:
         """A page of tracks in persistent id order, and the journal position it was read at.
 
-        With `by` (one of APP_ID_FIELDS), only the tracks whose `by` is one of `ids`."""
+        With `by` (one of APP_ID_FIELDS), only the tracks whose `by` is one of `ids`. The page
+        is encoded here, off the event loop, and ends early (with `next`) once it would be
+        over `max_bytes`; it holds at least one track.
+        """
         wanted = None if fields is None else {"persistent_id", *fields}
         names = [n for n in TRACK_FIELDS if wanted is None or n in wanted]
         flags = [i for i, n in enumerate(names) if n in _BOOLEANS]
@@ -241,11 +270,12 @@ class ProgramApi:
                 rows = conn.execute(sql, args).fetchall()
             finally:
                 conn.execute("COMMIT")
-            more = len(rows) > limit
-            page = [as_dict(row) for row in rows[:limit]]
+            page, count = encode_within(map(as_dict, rows[:limit]), max_bytes)
+            more = len(rows) > count
+            last = names.index("persistent_id")
             return {
                 "tracks": page,
-                "next": page[-1]["persistent_id"] if more else None,
+                "next": rows[count - 1][last] if more else None,
                 "cursor": feed.encode_cursor(self.epoch, position),
             }
 
@@ -253,18 +283,34 @@ class ProgramApi:
 
     # -- the cache, in batches -----------------------------------------------------------------
 
-    def cache_get_many(self, keys: Sequence[tuple[str, str, str]]) -> list[dict[str, Any] | None]:
-        conn, now = self.db.reader, time.time()
-        results: list[dict[str, Any] | None] = []
-        conn.execute("BEGIN")
-        try:
-            for artist, album, source in keys:
-                entry = cache.get(conn, artist, album, source, now)
-                self.sources.count(source, hit=entry is not None)
-                results.append(entry.to_dict() if entry is not None else None)
-        finally:
-            conn.execute("COMMIT")
-        return results
+    async def cache_get_many(
+        self, keys: Sequence[tuple[str, str, str]], max_bytes: int
+    ) -> orjson.Fragment:
+        """The entries (null for a miss) in the keys' order, as JSON built off the event loop
+        from the stored JSON text; AnswerTooLarge when they would be over `max_bytes`."""
+
+        def read(conn: sqlite3.Connection) -> tuple[orjson.Fragment, list[bool]]:
+            now = time.time()
+            parts: list[bytes] = []
+            found: list[bool] = []
+            size = 0
+            conn.execute("BEGIN")
+            try:
+                for artist, album, source in keys:
+                    part = cache.get_json(conn, artist, album, source, now)
+                    found.append(part is not None)
+                    parts.append(b"null" if part is None else part)
+                    size += len(parts[-1]) + 1
+                    if size > max_bytes:
+                        raise AnswerTooLarge(len(parts) - 1, max_bytes)
+            finally:
+                conn.execute("COMMIT")
+            return orjson.Fragment(b"[" + b",".join(parts) + b"]"), found
+
+        answer, found = await self._read(read)
+        for (_artist, _album, source), hit in zip(keys, found, strict=True):
+            self.sources.count(source, hit=hit)
+        return answer
 
     def make_entry(self, e: dict[str, Any], now: float) -> cache.CachedApiResult:
         """A checked entry from `cache.put`'s params, the one rule of `cache.put` and

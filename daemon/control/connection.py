@@ -44,6 +44,18 @@ class Outcome:
     after: Callable[[], None] | None = None
 
 
+def encode(message: dict[str, Any], log: Any) -> bytes:
+    """A message's JSON; an internal error in its place when the answer is not JSON."""
+    try:
+        return orjson.dumps(message)
+    except TypeError:
+        log.exception("response_unencodable")
+        req_id = message.get("id")
+        return orjson.dumps(
+            error_message(req_id, INTERNAL_ERROR, "internal error: the answer is not JSON")
+        )
+
+
 class Connection:
     """One client: a line reader, a serialised writer, and maybe a subscription."""
 
@@ -69,18 +81,13 @@ class Connection:
 
     async def send(self, message: Any, *, within: float | None = None) -> None:
         """Write one message line; raise Disconnected if the client is gone or not reading."""
+        await self.send_encoded(encode(message, self.log) + b"\n", within=within)
+
+    async def send_encoded(self, data: bytes, *, within: float | None = None) -> None:
+        """Write bytes that are one or more whole message lines; as `send`."""
         if self.close_reason is not None:
             # Given up on (a line may have been cut short): nothing more goes after it.
             raise Disconnected
-        try:
-            data = orjson.dumps(message, option=orjson.OPT_APPEND_NEWLINE)
-        except TypeError:
-            self.log.exception("response_unencodable")
-            req_id = message.get("id") if isinstance(message, dict) else None
-            data = orjson.dumps(
-                error_message(req_id, INTERNAL_ERROR, "internal error: the answer is not JSON"),
-                option=orjson.OPT_APPEND_NEWLINE,
-            )
         try:
             await self._write(data, within or self.limits.send_timeout_seconds)
         except TimeoutError:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
 from pydantic import ValidationError
 
 from daemon.control.api import DaemonApi
@@ -23,11 +22,16 @@ from daemon.control.params import (
     NoParams,
     TracksListParams,
 )
-from daemon.control.protocol import INVALID_PARAMS, ProtocolError, describe_params_error, json_type
+from daemon.control.protocol import (
+    ANSWER_TOO_LARGE,
+    INVALID_PARAMS,
+    MAX_ANSWER_BYTES,
+    ProtocolError,
+    describe_params_error,
+    json_type,
+)
 from daemon.feed import CursorError
-from daemon.programs import EntryErrors
-
-log = structlog.get_logger(__name__)
+from daemon.programs import AnswerTooLarge, EntryErrors
 
 
 def _cursor_error(method: str, err: CursorError) -> ProtocolError:
@@ -71,12 +75,19 @@ class ProgramMethods(Handlers):
     async def changes_since(self, params: ChangesSinceParams) -> Reply:
         try:
             result = await self.daemon.programs.changes_since(
-                params.cursor, consumer=params.consumer, limit=params.limit, types=params.types
+                params.cursor,
+                consumer=params.consumer,
+                limit=params.limit,
+                types=params.types,
+                max_bytes=MAX_ANSWER_BYTES,
             )
         except CursorError as err:
             raise _cursor_error("changes.since", err) from None
         if result["resync"]:
-            log.info("changes_resync", consumer=params.consumer, reason=result["reason"])
+            return Reply(
+                result,
+                log={"consumer": params.consumer, "resync": True, "reason": result["reason"]},
+            )
         return Reply(result)
 
     @handles("cursor.get")
@@ -91,27 +102,41 @@ class ProgramMethods(Handlers):
             )
         except CursorError as err:
             raise _cursor_error("cursor.commit", err) from None
-        log.info(
-            "cursor_committed",
-            consumer=params.consumer,
-            cursor=result["cursor"],
-            moved=result["committed"],
-            forced=params.force,
+        return Reply(
+            result,
+            log={
+                "consumer": params.consumer,
+                "cursor": result["cursor"],
+                "moved": result["committed"],
+                "forced": params.force,
+            },
         )
-        return Reply(result)
 
     @handles("tracks.list")
     async def tracks_list(self, params: TracksListParams) -> Reply:
         return Reply(
             await self.daemon.programs.tracks_list(
-                params.after, params.limit, params.fields, by=params.by, ids=params.ids or ()
+                params.after,
+                params.limit,
+                params.fields,
+                MAX_ANSWER_BYTES,
+                by=params.by,
+                ids=params.ids or (),
             )
         )
 
     @handles("cache.get_many")
     async def cache_get_many(self, params: CacheGetManyParams) -> Reply:
         keys = [(k.artist, k.album, k.source) for k in params.keys]
-        return Reply(self.daemon.programs.cache_get_many(keys))
+        try:
+            return Reply(await self.daemon.programs.cache_get_many(keys, MAX_ANSWER_BYTES))
+        except AnswerTooLarge as err:
+            raise ProtocolError(
+                ANSWER_TOO_LARGE,
+                f"cache.get_many: the answer would be over {err.max_bytes} bytes; only the "
+                f"first {err.fits} of the {len(keys)} keys fit, ask for the rest in further calls",
+                {"fits": err.fits, "max_bytes": err.max_bytes},
+            ) from None
 
     @handles("cache.put_many")
     async def cache_put_many(self, params: CachePutManyParams) -> Reply:
@@ -125,5 +150,4 @@ class ProgramMethods(Handlers):
     @handles("cache.cleanup")
     async def cache_cleanup(self, params: NoParams) -> Reply:
         removed = await self.daemon.programs.cache_cleanup()
-        log.info("cache_cleaned_up", entries=removed, reason="requested")
-        return Reply({"removed": removed})
+        return Reply({"removed": removed}, log={"entries": removed})

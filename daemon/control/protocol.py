@@ -26,6 +26,16 @@ Error codes (the connection stays usable unless noted):
     -32005  too many connections: the connection is then closed
     -32006  peer refused: the peer runs as another user; the connection is then closed
     -32007  already subscribed: one subscription per connection
+    -32008  answer too large: the answer would be over MAX_ANSWER_BYTES; the message says how
+            to ask for less (fewer keys, a smaller batch)
+    -32009  batch too large: a batch of more than MAX_BATCH_ITEMS requests (one error for the
+            whole batch, none of it is run)
+
+Bounds (README, "What the socket guarantees"): a request line of at most MAX_LINE_BYTES; a
+batch of at most MAX_BATCH_ITEMS requests; an answer (a whole batch's together) of at most
+about MAX_ANSWER_BYTES: `tracks.list` and `changes.since` end a page early (`next`, `more`),
+`cache.get_many` is refused with -32008, and the items of a batch after the answer reached the
+bound are not run and get -32008 each.
 """
 
 from __future__ import annotations
@@ -38,6 +48,10 @@ from pydantic import BaseModel, ValidationError
 JSONRPC: Final = "2.0"
 # One request line may be at most this long; longer input is refused and the connection closed.
 MAX_LINE_BYTES: Final = 1024 * 1024
+# A batch of more requests than this is refused whole, with one error.
+MAX_BATCH_ITEMS: Final = 100
+# An answer grows to about this size at most (see the bounds above).
+MAX_ANSWER_BYTES: Final = 8 * 1024 * 1024
 
 PARSE_ERROR: Final = -32700
 INVALID_REQUEST: Final = -32600
@@ -51,6 +65,8 @@ REQUEST_TOO_LARGE: Final = -32004
 TOO_MANY_CONNECTIONS: Final = -32005
 PEER_REFUSED: Final = -32006
 ALREADY_SUBSCRIBED: Final = -32007
+ANSWER_TOO_LARGE: Final = -32008
+BATCH_TOO_LARGE: Final = -32009
 
 
 class ProtocolError(Exception):

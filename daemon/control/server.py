@@ -31,6 +31,7 @@ from daemon.control.connection import (
     Disconnected,
     Limits,
     Outcome,
+    encode,
 )
 from daemon.control.endpoint import (
     fit_connection_limit,
@@ -40,12 +41,17 @@ from daemon.control.endpoint import (
     remove_socket_if_ours,
     socket_ident,
 )
+from daemon.control.log_limit import LogLimit
 from daemon.control.methods import DaemonMethods, Method, Reply, ms_since
 from daemon.control.program_methods import ProgramMethods
 from daemon.control.protocol import (
+    ANSWER_TOO_LARGE,
+    BATCH_TOO_LARGE,
     DAEMON_BUSY,
     INTERNAL_ERROR,
     INVALID_REQUEST,
+    MAX_ANSWER_BYTES,
+    MAX_BATCH_ITEMS,
     PARSE_ERROR,
     PEER_REFUSED,
     REQUEST_TOO_LARGE,
@@ -87,6 +93,7 @@ class ControlServer:
         self.refused = 0
         self.requests = 0
         self.errors = 0
+        self.log_limit = LogLimit()
         state, programs = (
             DaemonMethods(daemon, self.control_stats).table(),
             ProgramMethods(daemon).table(),
@@ -123,6 +130,7 @@ class ControlServer:
         try:
             async with listener, anyio.create_task_group() as tg:
                 log.info("control_listening", socket=str(path), max_connections=fitted)
+                tg.start_soon(self.log_limit.run)
                 task_status.started()
                 await self._accept_loop(listener, tg)
         finally:
@@ -161,7 +169,8 @@ class ControlServer:
             if refusal is not None:
                 self.refused += 1
                 code, message = refusal
-                log.warning("connection_refused", conn=number, code=code, reason=message)
+                if self.log_limit.allow(number):
+                    log.warning("connection_refused", conn=number, code=code, reason=message)
                 with (
                     contextlib.suppress(
                         anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
@@ -229,14 +238,19 @@ class ControlServer:
             "bytes; closing the connection"
         )
         self.errors += 1
-        conn.log.warning(
-            "request_rejected", method=None, code=REQUEST_TOO_LARGE, error=message, ok=False
+        self._log_line(
+            conn, "warning", "request_rejected", method=None, code=REQUEST_TOO_LARGE, error=message
         )
         with contextlib.suppress(Disconnected):
             await conn.send(
                 error_message(None, REQUEST_TOO_LARGE, message), within=NOTICE_TIMEOUT_SECONDS
             )
         conn.close("request_too_large")
+
+    def _log_line(self, conn: Connection, level: str, event: str, **fields: Any) -> None:
+        """A line a client's request causes, within the clients' allowance (log_limit.py)."""
+        if self.log_limit.allow(conn.number):
+            getattr(conn.log, level)(event, **fields)
 
     async def _handle_line(self, conn: Connection, line: bytes) -> None:
         if not line.strip():
@@ -251,21 +265,61 @@ class ControlServer:
             error = None
             if obj == []:
                 error = ProtocolError(INVALID_REQUEST, "invalid request: an empty batch")
+            elif isinstance(obj, list) and len(obj) > MAX_BATCH_ITEMS:
+                error = ProtocolError(
+                    BATCH_TOO_LARGE,
+                    f"batch too large: {len(obj)} requests, a batch may hold at most "
+                    f"{MAX_BATCH_ITEMS}; none was run, send them in smaller batches",
+                )
         if error is not None:
+            del obj  # a refused batch is not kept while its error is sent
             conn.requests += 1
             self.requests += 1
             await conn.send(self._rejected(conn, started, None, None, error).message)
             return
-        batch = isinstance(obj, list)
-        outcomes = [await self._dispatch(conn, item) for item in (obj if batch else [obj])]
-        try:
-            await conn.send([o.message for o in outcomes] if batch else outcomes[0].message)
-        finally:
-            # Even when the client left before reading the answer: a shutdown it asked for
-            # still happens (a subscription does not start on a closed connection).
-            for outcome in outcomes:
+        if not isinstance(obj, list):
+            outcome = await self._dispatch(conn, obj)
+            try:
+                await conn.send(outcome.message)
+            finally:
+                # Even when the client left before reading the answer: a shutdown it asked for
+                # still happens (a subscription does not start on a closed connection).
                 if outcome.after is not None:
                     outcome.after()
+            return
+        await self._handle_batch(conn, obj)
+
+    async def _handle_batch(self, conn: Connection, items: list[Any]) -> None:
+        """Run a batch's requests in turn, letting other connections in between, and answer
+        them in one array of at most about MAX_ANSWER_BYTES: once the answer reached it, the
+        rest are not run and each gets ANSWER_TOO_LARGE."""
+        parts: list[bytes] = []
+        afters: list[Callable[[], None]] = []
+        size = 0
+        try:
+            for index, item in enumerate(items):
+                if size >= MAX_ANSWER_BYTES:
+                    req_id = request_id(item)
+                    self.errors += 1
+                    message = error_message(
+                        req_id,
+                        ANSWER_TOO_LARGE,
+                        f"not run: the batch's answer reached {size} bytes before request "
+                        f"{index} (at most {MAX_ANSWER_BYTES}); send it in another batch",
+                    )
+                    parts.append(encode(message, conn.log))
+                    continue
+                outcome = await self._dispatch(conn, item)
+                if outcome.after is not None:
+                    afters.append(outcome.after)
+                parts.append(encode(outcome.message, conn.log))
+                size += len(parts[-1])
+                # Let the other connections have a turn between a batch's requests.
+                await anyio.lowlevel.checkpoint()
+            await conn.send_encoded(b"[" + b",".join(parts) + b"]\n")
+        finally:
+            for after in afters:
+                after()
 
     async def _dispatch(self, conn: Connection, obj: Any) -> Outcome:
         started = time.perf_counter()
@@ -285,16 +339,24 @@ class ControlServer:
             return self._rejected(conn, started, req_id, method, ProtocolError(code, str(err)))
         except Exception as err:
             self.errors += 1
-            conn.log.exception(
-                "request_failed", method=method, id=req_id, ok=False, duration_ms=ms_since(started)
-            )
+            if self.log_limit.allow(conn.number):
+                conn.log.exception(
+                    "request_failed",
+                    method=method,
+                    id=req_id,
+                    ok=False,
+                    duration_ms=ms_since(started),
+                )
             text = str(err).splitlines()[0][:200] if str(err) else ""
             message = f"internal error in {method}: {type(err).__name__}"
             return Outcome(
                 error_message(req_id, INTERNAL_ERROR, f"{message}: {text}" if text else message)
             )
-        level = conn.log.debug if method in CHEAP_METHODS else conn.log.info
-        level("request_handled", method=method, id=req_id, ok=True, duration_ms=ms_since(started))
+        fields = {"method": method, "id": req_id, "ok": True, "duration_ms": ms_since(started)}
+        if reply.log is None and method in CHEAP_METHODS:
+            conn.log.debug("request_handled", **fields)
+        else:
+            self._log_line(conn, "info", "request_handled", **fields, **(reply.log or {}))
         return Outcome(result_message(request.id, reply.result), reply.after)
 
     def _rejected(
@@ -306,7 +368,9 @@ class ControlServer:
         err: ProtocolError,
     ) -> Outcome:
         self.errors += 1
-        conn.log.warning(
+        self._log_line(
+            conn,
+            "warning",
             "request_rejected",
             method=method,
             id=req_id,

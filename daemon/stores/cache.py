@@ -143,6 +143,35 @@ def get(
     return None if entry.expired(now) else entry
 
 
+def get_json(
+    conn: sqlite3.Connection, artist: str, album: str, source: str, now: float
+) -> bytes | None:
+    """The live entry's JSON (`to_dict`'s form), built from the stored JSON text without
+    decoding it; None for none or an expired one."""
+    artist_key, album_key_ = album_key(artist, album)
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM api_cache WHERE artist_key = ? AND album_key = ? AND source = ?",
+        (artist_key, album_key_, normalize_source(source)),
+    ).fetchone()
+    if row is None:
+        return None
+    artist_, album_, source_, success, data, metadata, created_at, expires_at = row
+    if expires_at is not None and expires_at <= now:
+        return None
+    return orjson.dumps(
+        {
+            "artist": artist_,
+            "album": album_,
+            "source": source_,
+            "success": bool(success),
+            "data": orjson.Fragment(data if data is not None else "null"),
+            "metadata": orjson.Fragment(metadata),
+            "created_at": created_at,
+            "expires_at": expires_at,
+        }
+    )
+
+
 def get_album(
     conn: sqlite3.Connection, artist: str, album: str, now: float
 ) -> dict[str, CachedApiResult]:
