@@ -11,9 +11,9 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio.to_thread
 import orjson
@@ -64,12 +64,20 @@ def encode_within(items: Iterable[Any], max_bytes: int) -> tuple[orjson.Fragment
     return orjson.Fragment(b"[" + b",".join(parts) + b"]"), len(parts)
 
 
+BULK_READS_AT_ONCE: Final = 2
+
+
 @dataclass
 class ProgramApi:
     config: Config
     db: Database
     writer: Writer
     sources: Sources
+    # Bulk reads build their answers a few at a time: each holds up to a page of rows and its
+    # encoded answer (MAX_ANSWER_BYTES) until it is done.
+    bulk_reads: anyio.CapacityLimiter = field(
+        default_factory=lambda: anyio.CapacityLimiter(BULK_READS_AT_ONCE)
+    )
 
     @property
     def epoch(self) -> str:
@@ -84,7 +92,7 @@ class ProgramApi:
             finally:
                 conn.close()
 
-        return await anyio.to_thread.run_sync(run)
+        return await anyio.to_thread.run_sync(run, limiter=self.bulk_reads)
 
     # -- changes -----------------------------------------------------------------------------
 

@@ -1,5 +1,10 @@
 """One control connection: a line reader, a serialised writer with a send timeout, and maybe a
 subscription. A client that stops reading is given up on (`Disconnected`), never waited for.
+
+What a connection holds is bounded: a request line of at most `max_line_bytes` being read, one
+answer being sent. What all of them hold together is bounded too (`Holdings`): past
+`MAX_HELD_BYTES`, the connection holding most (half-sent lines, answers it does not read) is
+cut off, so well-behaved clients are not starved by a hostile one's buffers.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import anyio
 import orjson
 import structlog
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from daemon.control.protocol import INTERNAL_ERROR, MAX_LINE_BYTES, error_message
 from daemon.hub import Subscription
@@ -22,6 +26,10 @@ log = structlog.get_logger("daemon.control.server")
 
 # A refusal or a last notice to a client that may not be reading gets this long.
 NOTICE_TIMEOUT_SECONDS: Final = 1.0
+# Bytes of request lines being read and answers being sent, of all connections together.
+MAX_HELD_BYTES: Final = 64 * 1024 * 1024
+# A read from the socket takes at most this much.
+_CHUNK: Final = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +40,33 @@ class Limits:
     # A response or notification the client does not take within this long ends the connection.
     send_timeout_seconds: float = 10.0
     max_line_bytes: int = MAX_LINE_BYTES
+
+
+class Holdings:
+    """What all connections hold together (partial request lines, unsent answers), bounded:
+    past `limit`, the connection holding most is cut off ("memory_bound")."""
+
+    def __init__(self, limit: int = MAX_HELD_BYTES) -> None:
+        self.limit = limit
+        self.total = 0
+        self.peak = 0
+        self.cut_off = 0
+        self._held: dict[Connection, int] = {}
+
+    def hold(self, conn: Connection, nbytes: int) -> None:
+        """Set what `conn` holds now; may cut off the connection holding most (maybe `conn`)."""
+        self.total += nbytes - self._held.get(conn, 0)
+        if nbytes:
+            self._held[conn] = nbytes
+        else:
+            self._held.pop(conn, None)
+        self.peak = max(self.peak, self.total)
+        while self.total > self.limit:
+            victim = max(self._held, key=self._held.__getitem__)
+            self.total -= self._held.pop(victim)
+            self.cut_off += 1
+            victim.log.warning("connection_cut_off", reason="memory_bound", total=self.total)
+            victim.close("memory_bound")
 
 
 class Disconnected(Exception):
@@ -59,11 +94,21 @@ def encode(message: dict[str, Any], log: Any) -> bytes:
 class Connection:
     """One client: a line reader, a serialised writer, and maybe a subscription."""
 
-    def __init__(self, number: int, stream: SocketStream, limits: Limits) -> None:
+    def __init__(
+        self,
+        number: int,
+        stream: SocketStream,
+        limits: Limits,
+        holdings: Holdings | None = None,
+    ) -> None:
         self.number = number
         self.stream = stream
-        self.reader = BufferedByteReceiveStream(stream)
         self.limits = limits
+        self.holdings = holdings if holdings is not None else Holdings()
+        self._buffer = bytearray()
+        self._scanned = 0
+        self._unsent = 0
+        self._answer = 0
         self.log = log.bind(conn=number)
         self.subscription: Subscription | None = None
         self.requests = 0
@@ -72,6 +117,55 @@ class Connection:
         self.task_group: TaskGroup | None = None
         self._send_lock = anyio.Lock(fast_acquire=True)
         self._raw: socket.socket = stream.extra(SocketAttribute.raw_socket)
+
+    @property
+    def pending(self) -> bytes:
+        """What was read after the last whole line."""
+        return bytes(self._buffer)
+
+    @property
+    def buffered(self) -> int:
+        """How many bytes were read after the last whole line."""
+        return len(self._buffer)
+
+    def _hold(self) -> None:
+        self.holdings.hold(self, len(self._buffer) + self._answer + self._unsent)
+
+    def hold_answer(self, nbytes: int) -> None:
+        """An answer of `nbytes` is being built or waits to be sent (0: it is being sent,
+        and what the socket did not take is counted as unsent)."""
+        self._answer = nbytes
+        self._hold()
+
+    def release(self) -> None:
+        """The connection ended: it holds nothing any more."""
+        self._buffer = bytearray()
+        self._unsent = self._answer = 0
+        self._hold()
+
+    async def receive_line(self) -> bytes:
+        """The next request line, without its newline.
+
+        Raises anyio.DelimiterNotFound for a line over `max_line_bytes`, anyio.IncompleteRead
+        at the end of the stream (`pending` holds what came after the last newline).
+        """
+        while True:
+            end = self._buffer.find(b"\n", self._scanned)
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 1]
+                self._scanned = 0
+                self._hold()
+                return line
+            self._scanned = len(self._buffer)
+            if len(self._buffer) > self.limits.max_line_bytes:
+                raise anyio.DelimiterNotFound(self.limits.max_line_bytes)
+            try:
+                chunk = await self.stream.receive(_CHUNK)
+            except anyio.EndOfStream:
+                raise anyio.IncompleteRead from None
+            self._buffer += chunk
+            self._hold()
 
     def close(self, reason: str) -> None:
         if self.close_reason is None:
@@ -120,7 +214,14 @@ class Connection:
             except BlockingIOError:
                 sent = 0
             if sent < len(data):
-                with anyio.fail_at(deadline):
-                    await self.stream.send(data[sent:])
+                # Held until the client took it: counted with every connection's holdings.
+                self._unsent = len(data) - sent
+                self._hold()
+                try:
+                    with anyio.fail_at(deadline):
+                        await self.stream.send(data[sent:])
+                finally:
+                    self._unsent = 0
+                    self._hold()
         finally:
             self._send_lock.release()

@@ -12,8 +12,6 @@ import contextlib
 import math
 import os
 import socket
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -29,9 +27,8 @@ from daemon.control.connection import (
     NOTICE_TIMEOUT_SECONDS,
     Connection,
     Disconnected,
+    Holdings,
     Limits,
-    Outcome,
-    encode,
 )
 from daemon.control.endpoint import (
     fit_connection_limit,
@@ -42,36 +39,23 @@ from daemon.control.endpoint import (
     socket_ident,
 )
 from daemon.control.log_limit import LogLimit
-from daemon.control.methods import DaemonMethods, Method, Reply, ms_since
+from daemon.control.methods import DaemonMethods, Method, Reply
 from daemon.control.program_methods import ProgramMethods
 from daemon.control.protocol import (
-    ANSWER_TOO_LARGE,
-    BATCH_TOO_LARGE,
-    DAEMON_BUSY,
-    INTERNAL_ERROR,
-    INVALID_REQUEST,
-    MAX_ANSWER_BYTES,
-    MAX_BATCH_ITEMS,
-    PARSE_ERROR,
     PEER_REFUSED,
     REQUEST_TOO_LARGE,
     TOO_MANY_CONNECTIONS,
-    ProtocolError,
     error_message,
-    parse_request,
-    request_id,
-    result_message,
 )
-from daemon.control.spec import CHEAP_METHODS, HandlerMismatch, check_handlers, validate_params
+from daemon.control.requests import Answer, Handler, Requests
+from daemon.control.spec import HandlerMismatch, check_handlers
 from daemon.control.subscriptions import Subscriptions
-from daemon.errors import DaemonError, StateError, describe_os_error
+from daemon.errors import describe_os_error
 
 # Limits is part of serve_control's signature.
 __all__ = ["ControlServer", "Limits", "serve_control"]
 
 log = structlog.get_logger(__name__)
-
-Handler = Callable[[Connection, Any], Awaitable[Reply]]
 
 
 def _without_conn(method: Method) -> Handler:
@@ -91,9 +75,8 @@ class ControlServer:
         self.open = 0
         self.total = 0
         self.refused = 0
-        self.requests = 0
-        self.errors = 0
         self.log_limit = LogLimit()
+        self.holdings = Holdings()
         state, programs = (
             DaemonMethods(daemon, self.control_stats).table(),
             ProgramMethods(daemon).table(),
@@ -105,6 +88,7 @@ class ControlServer:
         self.methods["subscribe"] = Subscriptions(daemon).subscribe
         # A method without a handler, or a handler without a method, stops the daemon here.
         check_handlers(self.methods)
+        self.answering = Requests(self.methods, self.log_limit)
 
     def control_stats(self) -> dict[str, Any]:
         return {
@@ -112,8 +96,12 @@ class ControlServer:
             "connections_total": self.total,
             "connections_refused": self.refused,
             "max_connections": self.limits.max_connections,
-            "requests": self.requests,
-            "errors": self.errors,
+            "requests": self.answering.requests,
+            "errors": self.answering.errors,
+            "held_bytes": self.holdings.total,
+            "held_bytes_peak": self.holdings.peak,
+            "max_held_bytes": self.holdings.limit,
+            "cut_off_memory_bound": self.holdings.cut_off,
         }
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -179,7 +167,7 @@ class ControlServer:
                 ):
                     await stream.send(orjson.dumps(error_message(None, code, message)) + b"\n")
                 return
-            conn = Connection(number, stream, self.limits)
+            conn = Connection(number, stream, self.limits, self.holdings)
             self.open += 1
             conn.log.debug("client_connected", open=self.open)
             try:
@@ -195,6 +183,7 @@ class ControlServer:
                     conn.close("eof")
             finally:
                 self.open -= 1
+                conn.release()
                 if conn.subscription is not None:
                     self.daemon.hub.unsubscribe(conn.subscription)
                     conn.subscription.receive.close()
@@ -210,12 +199,12 @@ class ControlServer:
             idle = math.inf if conn.subscription is not None else limits.idle_timeout_seconds
             with anyio.move_on_after(idle) as idle_scope:
                 try:
-                    line = await conn.reader.receive_until(b"\n", limits.max_line_bytes)
+                    line = await conn.receive_line()
                 except anyio.IncompleteRead:
                     # The client closed its end; a last request without a newline still counts.
-                    rest = conn.reader.buffer
+                    rest = conn.pending
                     if rest.strip():
-                        await self._handle_line(conn, rest)
+                        await self._send_answer(conn, await self.answering.answer(conn, rest))
                     return
                 except anyio.DelimiterNotFound:
                     await self._refuse_oversized(conn)
@@ -226,8 +215,11 @@ class ControlServer:
             if idle_scope.cancelled_caught:
                 conn.close("idle_timeout")
                 return
-            await self._handle_line(conn, line)
-            if conn.reader.buffer:
+            answer = await self.answering.answer(conn, line)
+            conn.hold_answer(len(answer.data))
+            line = b""  # not kept while a client that does not read holds up the answer
+            await self._send_answer(conn, answer)
+            if conn.buffered:
                 # Requests sent ahead of their answers: let the other connections have a turn
                 # (an answer that fits the socket buffer is sent without one).
                 await anyio.lowlevel.checkpoint()
@@ -237,8 +229,8 @@ class ControlServer:
             f"request too large: a request line may be at most {self.limits.max_line_bytes} "
             "bytes; closing the connection"
         )
-        self.errors += 1
-        self._log_line(
+        self.answering.errors += 1
+        self.answering.log_line(
             conn, "warning", "request_rejected", method=None, code=REQUEST_TOO_LARGE, error=message
         )
         with contextlib.suppress(Disconnected):
@@ -247,139 +239,16 @@ class ControlServer:
             )
         conn.close("request_too_large")
 
-    def _log_line(self, conn: Connection, level: str, event: str, **fields: Any) -> None:
-        """A line a client's request causes, within the clients' allowance (log_limit.py)."""
-        if self.log_limit.allow(conn.number):
-            getattr(conn.log, level)(event, **fields)
-
-    async def _handle_line(self, conn: Connection, line: bytes) -> None:
-        if not line.strip():
-            return
-        started = time.perf_counter()
-        error: ProtocolError | None
+    async def _send_answer(self, conn: Connection, answer: Answer) -> None:
         try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as err:
-            obj, error = None, ProtocolError(PARSE_ERROR, f"parse error: {err}")
-        else:
-            error = None
-            if obj == []:
-                error = ProtocolError(INVALID_REQUEST, "invalid request: an empty batch")
-            elif isinstance(obj, list) and len(obj) > MAX_BATCH_ITEMS:
-                error = ProtocolError(
-                    BATCH_TOO_LARGE,
-                    f"batch too large: {len(obj)} requests, a batch may hold at most "
-                    f"{MAX_BATCH_ITEMS}; none was run, send them in smaller batches",
-                )
-        if error is not None:
-            del obj  # a refused batch is not kept while its error is sent
-            conn.requests += 1
-            self.requests += 1
-            await conn.send(self._rejected(conn, started, None, None, error).message)
-            return
-        if not isinstance(obj, list):
-            outcome = await self._dispatch(conn, obj)
-            try:
-                await conn.send(outcome.message)
-            finally:
-                # Even when the client left before reading the answer: a shutdown it asked for
-                # still happens (a subscription does not start on a closed connection).
-                if outcome.after is not None:
-                    outcome.after()
-            return
-        await self._handle_batch(conn, obj)
-
-    async def _handle_batch(self, conn: Connection, items: list[Any]) -> None:
-        """Run a batch's requests in turn, letting other connections in between, and answer
-        them in one array of at most about MAX_ANSWER_BYTES: once the answer reached it, the
-        rest are not run and each gets ANSWER_TOO_LARGE."""
-        parts: list[bytes] = []
-        afters: list[Callable[[], None]] = []
-        size = 0
-        try:
-            for index, item in enumerate(items):
-                if size >= MAX_ANSWER_BYTES:
-                    req_id = request_id(item)
-                    self.errors += 1
-                    message = error_message(
-                        req_id,
-                        ANSWER_TOO_LARGE,
-                        f"not run: the batch's answer reached {size} bytes before request "
-                        f"{index} (at most {MAX_ANSWER_BYTES}); send it in another batch",
-                    )
-                    parts.append(encode(message, conn.log))
-                    continue
-                outcome = await self._dispatch(conn, item)
-                if outcome.after is not None:
-                    afters.append(outcome.after)
-                parts.append(encode(outcome.message, conn.log))
-                size += len(parts[-1])
-                # Let the other connections have a turn between a batch's requests.
-                await anyio.lowlevel.checkpoint()
-            await conn.send_encoded(b"[" + b",".join(parts) + b"]\n")
+            conn.hold_answer(0)
+            if answer.data:
+                await conn.send_encoded(answer.data)
         finally:
-            for after in afters:
+            # Even when the client left before reading the answer: a shutdown it asked for
+            # still happens (a subscription does not start on a closed connection).
+            for after in answer.afters:
                 after()
-
-    async def _dispatch(self, conn: Connection, obj: Any) -> Outcome:
-        started = time.perf_counter()
-        conn.requests += 1
-        self.requests += 1
-        req_id = request_id(obj)
-        raw_method = obj.get("method") if isinstance(obj, dict) else None
-        method = raw_method[:100] if isinstance(raw_method, str) else None
-        try:
-            request = parse_request(obj)
-            params = validate_params(request.method, request.params)
-            reply = await self.methods[request.method](conn, params)
-        except ProtocolError as err:
-            return self._rejected(conn, started, req_id, method, err)
-        except DaemonError as err:
-            code = DAEMON_BUSY if isinstance(err, StateError) else INTERNAL_ERROR
-            return self._rejected(conn, started, req_id, method, ProtocolError(code, str(err)))
-        except Exception as err:
-            self.errors += 1
-            if self.log_limit.allow(conn.number):
-                conn.log.exception(
-                    "request_failed",
-                    method=method,
-                    id=req_id,
-                    ok=False,
-                    duration_ms=ms_since(started),
-                )
-            text = str(err).splitlines()[0][:200] if str(err) else ""
-            message = f"internal error in {method}: {type(err).__name__}"
-            return Outcome(
-                error_message(req_id, INTERNAL_ERROR, f"{message}: {text}" if text else message)
-            )
-        fields = {"method": method, "id": req_id, "ok": True, "duration_ms": ms_since(started)}
-        if reply.log is None and method in CHEAP_METHODS:
-            conn.log.debug("request_handled", **fields)
-        else:
-            self._log_line(conn, "info", "request_handled", **fields, **(reply.log or {}))
-        return Outcome(result_message(request.id, reply.result), reply.after)
-
-    def _rejected(
-        self,
-        conn: Connection,
-        started: float,
-        req_id: str | int | None,
-        method: str | None,
-        err: ProtocolError,
-    ) -> Outcome:
-        self.errors += 1
-        self._log_line(
-            conn,
-            "warning",
-            "request_rejected",
-            method=method,
-            id=req_id,
-            code=err.code,
-            error=err.message[:300],
-            ok=False,
-            duration_ms=ms_since(started),
-        )
-        return Outcome(error_message(req_id, err.code, err.message, err.data))
 
 
 async def serve_control(

@@ -13,11 +13,13 @@ from daemon.control.log_limit import LogLimit
 from daemon.control.protocol import (
     ANSWER_TOO_LARGE,
     BATCH_TOO_LARGE,
+    INVALID_REQUEST,
     MAX_ANSWER_BYTES,
     MAX_BATCH_ITEMS,
 )
 from daemon.logs import _PassThroughQueueHandler
 from tests.control.local_server import LocalServer
+from tests.support import wait_for
 
 
 def request(n: int, method: str = "ping", **params: Any) -> dict[str, Any]:
@@ -129,3 +131,20 @@ def test_the_log_queue_is_bounded_and_counts_what_it_dropped() -> None:
     handler.handle(record("after"))
     notice, after = records.get_nowait(), records.get_nowait()
     assert (notice.msg, notice.__dict__["count"], after.msg) == ("log_records_dropped", 3, "after")
+
+
+def test_past_the_total_held_the_connection_holding_most_is_cut_off(local: LocalServer) -> None:
+    holdings = local.server.holdings
+    local.call(setattr, holdings, "limit", 1_000_000)
+    big = local.raw()
+    big.send(b'{"half": "' + b"a" * 900_000)
+    wait_for(lambda: holdings.total >= 900_000, what="the half-sent line to be read")
+    small = local.raw()
+    small.send(b'{"half": "' + b"b" * 200_000)
+    assert big.closed_by_server()
+    small.send(b'"}\n')
+    assert small.read()["error"]["code"] == INVALID_REQUEST
+    assert holdings.cut_off == 1
+    wait_for(lambda: holdings.total == 0, what="what was held to be let go")
+    with local.client() as client:
+        assert client.ping()["pong"] is True
