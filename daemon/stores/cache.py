@@ -128,15 +128,20 @@ def _params(entry: CachedApiResult) -> tuple[Any, ...]:
     )
 
 
+def _row(conn: sqlite3.Connection, artist: str, album: str, source: str) -> tuple[Any, ...] | None:
+    artist_key, album_key_ = album_key(artist, album)
+    row: tuple[Any, ...] | None = conn.execute(
+        f"SELECT {_COLUMNS} FROM api_cache WHERE artist_key = ? AND album_key = ? AND source = ?",
+        (artist_key, album_key_, normalize_source(source)),
+    ).fetchone()
+    return row
+
+
 def get(
     conn: sqlite3.Connection, artist: str, album: str, source: str, now: float
 ) -> CachedApiResult | None:
     """The live entry for this album and source, or None (an expired one counts as none)."""
-    artist_key, album_key_ = album_key(artist, album)
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM api_cache WHERE artist_key = ? AND album_key = ? AND source = ?",
-        (artist_key, album_key_, normalize_source(source)),
-    ).fetchone()
+    row = _row(conn, artist, album, source)
     if row is None:
         return None
     entry = _from_row(row)
@@ -148,11 +153,7 @@ def get_json(
 ) -> bytes | None:
     """The live entry's JSON (`to_dict`'s form), built from the stored JSON text without
     decoding it; None for none or an expired one."""
-    artist_key, album_key_ = album_key(artist, album)
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM api_cache WHERE artist_key = ? AND album_key = ? AND source = ?",
-        (artist_key, album_key_, normalize_source(source)),
-    ).fetchone()
+    row = _row(conn, artist, album, source)
     if row is None:
         return None
     artist_, album_, source_, success, data, metadata, created_at, expires_at = row
