@@ -297,7 +297,7 @@ class ProgramApi:
         """The entries (null for a miss) in the keys' order, as JSON built off the event loop
         from the stored JSON text; AnswerTooLarge when they would be over `max_bytes`."""
 
-        def read(conn: sqlite3.Connection) -> tuple[orjson.Fragment, list[bool]]:
+        def read(conn: sqlite3.Connection) -> tuple[orjson.Fragment | int, list[bool]]:
             now = time.time()
             parts: list[bytes] = []
             found: list[bool] = []
@@ -310,14 +310,18 @@ class ProgramApi:
                     parts.append(b"null" if part is None else part)
                     size += len(parts[-1]) + 1
                     if size > max_bytes:
-                        raise AnswerTooLarge(len(parts) - 1, max_bytes)
+                        # How many fit, not an exception: one raised here would keep this
+                        # frame's megabytes alive in a reference cycle until a full collection.
+                        return len(parts) - 1, found
             finally:
                 conn.execute("COMMIT")
             return orjson.Fragment(b"[" + b",".join(parts) + b"]"), found
 
         answer, found = await self._read(read)
-        for (_artist, _album, source), hit in zip(keys, found, strict=True):
+        for (_artist, _album, source), hit in zip(keys, found, strict=False):
             self.sources.count(source, hit=hit)
+        if isinstance(answer, int):
+            raise AnswerTooLarge(answer, max_bytes)
         return answer
 
     def make_entry(self, e: dict[str, Any], now: float) -> cache.CachedApiResult:
