@@ -51,7 +51,7 @@ MAX_LINE_BYTES: Final = 1024 * 1024
 # A batch of more requests than this is refused whole, with one error.
 MAX_BATCH_ITEMS: Final = 100
 # An answer grows to about this size at most (see the bounds above).
-MAX_ANSWER_BYTES: Final = 8 * 1024 * 1024
+MAX_ANSWER_BYTES: Final = 4 * 1024 * 1024
 
 PARSE_ERROR: Final = -32700
 INVALID_REQUEST: Final = -32600

@@ -101,11 +101,11 @@ class Requests:
             conn.requests += 1
             self.requests += 1
             message = self.rejected(conn, started, None, None, error).message
-            return Answer(encode(message, conn.log) + b"\n", [])
+            return Answer(encode(message, conn.log), [])
         if not isinstance(obj, list):
             outcome = await self._dispatch(conn, obj)
             afters = [outcome.after] if outcome.after is not None else []
-            return Answer(encode(outcome.message, conn.log) + b"\n", afters)
+            return Answer(encode(outcome.message, conn.log), afters)
         return await self._answer_batch(conn, obj)
 
     async def _answer_batch(self, conn: Connection, items: list[Any]) -> Answer:
@@ -125,16 +125,20 @@ class Requests:
                         f"not run: the batch's answer reached {size} bytes before request "
                         f"{index} (at most {MAX_ANSWER_BYTES}); send it in another batch",
                     )
-                    parts.append(encode(message, conn.log))
+                    parts.append(encode(message, conn.log, line=False))
                     continue
                 outcome = await self._dispatch(conn, item)
                 if outcome.after is not None:
                     afters.append(outcome.after)
-                parts.append(encode(outcome.message, conn.log))
+                parts.append(encode(outcome.message, conn.log, line=False))
                 size += len(parts[-1])
                 conn.hold_answer(size)
-                # Let the other connections have a turn between a batch's requests.
+                # Let the other connections have a turn between a batch's requests; stop if
+                # the client left meanwhile.
                 await anyio.lowlevel.checkpoint()
+                if conn.peer_closed():
+                    conn.close("peer_gone")
+                    break
         except BaseException:
             # What earlier requests asked for still happens (as after a failed send).
             for after in afters:

@@ -215,6 +215,10 @@ class ControlServer:
             if idle_scope.cancelled_caught:
                 conn.close("idle_timeout")
                 return
+            if conn.buffered and conn.peer_closed():
+                # Requests sent ahead by a client that left: their answers would go nowhere.
+                conn.close("peer_gone")
+                return
             answer = await self.answering.answer(conn, line)
             conn.hold_answer(len(answer.data))
             line = b""  # not kept while a client that does not read holds up the answer
