@@ -8,6 +8,7 @@ primary key) run on the loop's read connection. Writes go through the one `Write
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -51,17 +52,43 @@ class AnswerTooLarge(ValueError):
         self.max_bytes = max_bytes
 
 
-def encode_within(items: Iterable[Any], max_bytes: int) -> tuple[orjson.Fragment, int]:
-    """A JSON array of the items that fit in `max_bytes` (at least one), and how many."""
-    parts: list[bytes] = []
-    size = 2
+@dataclass
+class Encoded:
+    """A JSON array built item by item within a byte bound."""
+
+    array: orjson.Fragment
+    count: int
+    # The last item in the array (None when empty).
+    last: Any
+    # Whether an item was left out because it did not fit.
+    cut: bool
+
+
+def encode_within(items: Iterable[Any], max_bytes: int) -> Encoded:
+    """A JSON array of the items that fit in `max_bytes` (at least one). Items are encoded as
+    they come into one buffer, so only the encoded array is ever held whole (orjson gives each
+    item a buffer of several KiB: kept one by one, 3,000 tracks took 25 MiB)."""
+    out = bytearray(b"[")
+    count = 0
+    last = None
     for item in items:
         data = orjson.dumps(item)
-        size += len(data) + 1
-        if parts and size > max_bytes:
-            break
-        parts.append(data)
-    return orjson.Fragment(b"[" + b",".join(parts) + b"]"), len(parts)
+        if count and len(out) + len(data) + 1 > max_bytes:
+            out[-1:] = b"]"
+            return Encoded(orjson.Fragment(bytes(out)), count, last, True)
+        out += data
+        out += b","
+        count += 1
+        last = item
+    if count:
+        out[-1:] = b"]"
+    else:
+        out += b"]"
+    return Encoded(orjson.Fragment(bytes(out)), count, last, False)
+
+
+def _array(parts: list[bytes]) -> orjson.Fragment:
+    return orjson.Fragment(b"[" + b",".join(parts) + b"]")
 
 
 BULK_READS_AT_ONCE: Final = 2
@@ -275,15 +302,16 @@ class ProgramApi:
             conn.execute("BEGIN")
             try:
                 position = feed.snapshot_position(conn)
-                rows = conn.execute(sql, args).fetchall()
+                # Encoded as they are read, never all held: 10,000 rows as Python objects
+                # are some 15 MiB, their answer a quarter of it.
+                rows = conn.execute(sql, args)
+                page = encode_within(map(as_dict, itertools.islice(rows, limit)), max_bytes)
+                more = page.cut or (page.count == limit and rows.fetchone() is not None)
             finally:
                 conn.execute("COMMIT")
-            page, count = encode_within(map(as_dict, rows[:limit]), max_bytes)
-            more = len(rows) > count
-            last = names.index("persistent_id")
             return {
-                "tracks": page,
-                "next": rows[count - 1][last] if more else None,
+                "tracks": page.array,
+                "next": page.last["persistent_id"] if more else None,
                 "cursor": feed.encode_cursor(self.epoch, position),
             }
 
@@ -315,7 +343,7 @@ class ProgramApi:
                         return len(parts) - 1, found
             finally:
                 conn.execute("COMMIT")
-            return orjson.Fragment(b"[" + b",".join(parts) + b"]"), found
+            return _array(parts), found
 
         answer, found = await self._read(read)
         for (_artist, _album, source), hit in zip(keys, found, strict=False):
