@@ -6,6 +6,7 @@ process boundaries: signals, resource limits, file system state.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -14,6 +15,8 @@ import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from hypothesis import strategies as st
 
 from daemon.client import MusicdClient
 from tests.support import (
@@ -115,3 +118,26 @@ def settle(c: MusicdClient) -> None:
     (the tracks table and the cache follow a scan's commit a moment later)."""
     c.flush()
     wait_for(lambda: c.status()["pending_events"] == 0, 20, what="consumers caught up")
+
+
+# -- hypothesis strategies for fuzzing the socket ------------------------------------------
+
+json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=30)
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def to_json(value: Any) -> bytes:
+    # The stdlib writes any integer, and Infinity/NaN (not JSON: a parse error to answer).
+    return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")

@@ -5,7 +5,6 @@ and a well-behaved client's requests keep succeeding throughout.
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -20,7 +19,14 @@ from hypothesis import strategies as st
 
 from daemon.client import ClientError, MusicdClient
 from tests.reliability.conftest import Report
-from tests.reliability.harness import faulty_env, iterations, soak_factor
+from tests.reliability.harness import (
+    faulty_env,
+    iterations,
+    json_leaf,
+    json_value,
+    soak_factor,
+    to_json,
+)
 from tests.support.common import wait_for
 from tests.support.library import SynthLibrary, write_library
 from tests.support.runner import DaemonProc
@@ -125,27 +131,6 @@ def read_lines(s: socket.socket, count: int) -> list[bytes]:
 
 
 # -- fuzzing ---------------------------------------------------------------------------------
-
-json_leaf = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=30)
-)
-json_value = st.recursive(
-    json_leaf,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
-
-
-def to_json(value: Any) -> bytes:
-    # The stdlib writes any integer, and Infinity/NaN (not JSON: a parse error to answer).
-    return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
-
 
 rpc_request = st.fixed_dictionaries(
     {},
