@@ -20,6 +20,7 @@ import orjson
 import structlog
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
+from daemon.control.log_limit import LogLimit
 from daemon.control.protocol import INTERNAL_ERROR, MAX_LINE_BYTES, error_message
 from daemon.hub import Subscription
 
@@ -47,8 +48,11 @@ class Holdings:
     """What all connections hold together (partial request lines, unsent answers), bounded:
     past `limit`, the connection holding most is cut off ("memory_bound")."""
 
-    def __init__(self, limit: int = MAX_HELD_BYTES) -> None:
+    def __init__(self, limit: int = MAX_HELD_BYTES, log_limit: LogLimit | None = None) -> None:
         self.limit = limit
+        # A hostile client can be cut off as fast as it sends: its lines count in the clients'
+        # allowance like its requests' (none to count against in tests of a lone connection).
+        self.log_limit = log_limit
         self.total = 0
         self.peak = 0
         self.cut_off = 0
@@ -66,7 +70,8 @@ class Holdings:
             victim = max(self._held, key=self._held.__getitem__)
             self.total -= self._held.pop(victim)
             self.cut_off += 1
-            victim.log.warning("connection_cut_off", reason="memory_bound", total=self.total)
+            if self.log_limit is None or self.log_limit.allow(victim.number):
+                victim.log.warning("connection_cut_off", reason="memory_bound", total=self.total)
             victim.close("memory_bound")
 
 

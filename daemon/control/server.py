@@ -76,7 +76,7 @@ class ControlServer:
         self.total = 0
         self.refused = 0
         self.log_limit = LogLimit()
-        self.holdings = Holdings()
+        self.holdings = Holdings(log_limit=self.log_limit)
         state, programs = (
             DaemonMethods(daemon, self.control_stats).table(),
             ProgramMethods(daemon).table(),
