@@ -148,3 +148,15 @@ def test_past_the_total_held_the_connection_holding_most_is_cut_off(local: Local
     wait_for(lambda: holdings.total == 0, what="what was held to be let go")
     with local.client() as client:
         assert client.ping()["pong"] is True
+
+
+def test_requests_sent_ahead_by_a_client_that_left_are_not_run(local: LocalServer) -> None:
+    before = local.server.answering.requests
+    conn = local.raw()
+    line = orjson.dumps(request(1, "tracks.list", limit=10000)) + b"\n"
+    conn.send(line * 200)
+    conn.close()
+    wait_for(lambda: local.server.open == 0, what="the connection to end")
+    assert local.server.answering.requests - before < 200
+    with local.client() as client:
+        assert client.ping()["pong"] is True
