@@ -92,6 +92,8 @@ def _array(parts: list[bytes]) -> orjson.Fragment:
 
 
 BULK_READS_AT_ONCE: Final = 2
+# Named cursors kept at most (the daemon's own among them): what `cursor.commit` may add.
+MAX_CONSUMERS: Final = 1000
 
 
 @dataclass
@@ -216,6 +218,12 @@ class ProgramApi:
                     f"event is {head}); it was not handed out by this database"
                 )
             previous = journal.cursor(conn, consumer)
+            if previous is None and len(journal.cursors(conn)) >= MAX_CONSUMERS:
+                # Each one is listed by `stats` and may keep the journal from being trimmed.
+                raise CursorError(
+                    f"too many named cursors (at most {MAX_CONSUMERS}, the daemon's own "
+                    "included); use one name per program, not one per run"
+                )
             moved = previous is None or seq >= previous or force
             if moved:
                 journal.set_cursor(conn, consumer, seq, time.time())

@@ -18,6 +18,7 @@ from daemon.control.protocol import (
     MAX_BATCH_ITEMS,
 )
 from daemon.logs import _PassThroughQueueHandler
+from daemon.programs import MAX_CONSUMERS
 from tests.control.local_server import LocalServer
 from tests.support import wait_for
 
@@ -160,3 +161,19 @@ def test_requests_sent_ahead_by_a_client_that_left_are_not_run(local: LocalServe
     assert local.server.answering.requests - before < 200
     with local.client() as client:
         assert client.ping()["pong"] is True
+
+
+def test_named_cursors_are_bounded_and_the_existing_ones_still_move(local: LocalServer) -> None:
+    conn = local.raw()
+    cursor = conn.request("changes.since")["result"]["cursor"]
+    refused = []
+    for start in range(0, MAX_CONSUMERS + 100, MAX_BATCH_ITEMS):
+        batch = [
+            request(n, "cursor.commit", consumer=f"program {n}", cursor=cursor)
+            for n in range(start, start + MAX_BATCH_ITEMS)
+        ]
+        refused += [a for a in conn.exchange(orjson.dumps(batch)) if "error" in a]
+    assert len(refused) >= 100
+    assert "too many named cursors (at most 1000" in refused[0]["error"]["message"]
+    again = conn.request("cursor.commit", consumer="program 0", cursor=cursor)
+    assert again["result"]["committed"] is True
