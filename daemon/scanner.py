@@ -279,9 +279,20 @@ class Scanner:
                 cancel()
             log.info("library_read_abandoned", path=str(self.library.path))
 
-    async def scan(self, reason: str, *, accept_removals: bool = False) -> ScanOutcome:
-        """Read the library once and record what changed. Never raises for a bad library."""
+    async def scan(
+        self,
+        reason: str,
+        *,
+        accept_removals: bool = False,
+        on_start: Callable[[], None] | None = None,
+    ) -> ScanOutcome:
+        """Read the library once and record what changed. Never raises for a bad library.
+
+        `on_start` is called once this scan's turn came (after any scan before it), just
+        before it looks at the file."""
         async with self._lock:
+            if on_start is not None:
+                on_start()
             with self.progress.scanning(reason, expected_tracks=len(self.baseline)):
                 return await self._scan_locked(reason, accept_removals=accept_removals)
 

@@ -46,6 +46,14 @@ log = structlog.get_logger(__name__)
 
 
 @dataclass
+class SharedScan:
+    """A requested scan not started yet; the requests that came meanwhile wait for it."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    outcome: ScanOutcome | None = None
+
+
+@dataclass
 class Service:
     config: Config
     db: Database
@@ -63,6 +71,7 @@ class Service:
     stop_sources: anyio.CancelScope | None = None
     applied: dict[str, int] = field(default_factory=dict)
     sources: Sources = field(init=False)
+    _next_rescan: SharedScan | None = None
 
     @classmethod
     def create(cls, config: Config, db: Database) -> Service:
@@ -102,9 +111,34 @@ class Service:
             self.stop_sources.cancel()
 
     async def rescan(self, *, accept_removals: bool = False) -> ScanOutcome:
+        """A scan now. Requests that come while a requested scan waits for its turn share it
+        (its outcome is theirs: it starts after they asked), so any number of them costs at
+        most the scan running and one more."""
         if self.scanner is None:
             raise StateError("the daemon is still starting; try again in a moment")
-        return await self.scanner.scan("requested", accept_removals=accept_removals)
+        if accept_removals:
+            # Its own: it applies what the others would hold back.
+            return await self.scanner.scan("requested", accept_removals=True)
+        shared = self._next_rescan
+        if shared is not None:
+            await shared.done.wait()
+            if shared.outcome is None:
+                raise StateError("the rescan this request waited for did not finish; try again")
+            return shared.outcome
+        shared = self._next_rescan = SharedScan()
+        try:
+            shared.outcome = await self.scanner.scan(
+                "requested", on_start=partial(self._rescan_started, shared)
+            )
+        finally:
+            self._rescan_started(shared)
+            shared.done.set()
+        return shared.outcome
+
+    def _rescan_started(self, shared: SharedScan) -> None:
+        # From here on, a new request needs a scan of its own: this one may have read already.
+        if self._next_rescan is shared:
+            self._next_rescan = None
 
     # -- the journal's consumers report here -------------------------------------------------
 

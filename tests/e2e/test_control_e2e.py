@@ -22,6 +22,7 @@ from tests.support import (
     wait_for,
     write_config,
 )
+from tests.support.library import SynthLibrary
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -231,3 +232,25 @@ def test_socket_directory_open_to_others_stops_the_daemon_with_one_line() -> Non
         assert len(err.splitlines()) == 1 and "Traceback" not in err
         assert f"socket directory {shared} is open to other users (mode 0755)" in err
         assert not (shared / "d.sock").exists()
+
+
+def test_rescans_asked_while_one_waits_share_it() -> None:
+    requests = 20
+    with daemon_env(SynthLibrary.generate(3000).render()) as d:
+        d.start()
+        d.wait_log("flush_finished")
+        mark = d.mark()
+        together = threading.Barrier(requests)
+
+        def rescan(_: int) -> dict[str, Any]:
+            with MusicdClient(d.socket, timeout=60) as client:
+                together.wait(10)
+                answer: dict[str, Any] = client.rescan()
+                return answer
+
+        with ThreadPoolExecutor(requests) as pool:
+            answers = list(pool.map(rescan, range(requests)))
+        scans = [e for e in d.events_since(mark, "scan_finished") if e["reason"] == "requested"]
+        # The one running when they came (if any) and the one they waited for together.
+        assert len(answers) == requests
+        assert 1 <= len(scans) <= 3, len(scans)
