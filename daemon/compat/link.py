@@ -27,6 +27,7 @@ from typing import Any, Final, TypeVar
 
 from daemon.client import AsyncMusicdClient
 from daemon.config import load_config
+from daemon.control.protocol import ANSWER_TOO_LARGE
 from daemon.errors import DaemonError, RemoteError
 from daemon.models import album_key
 from daemon.stores import cache
@@ -46,6 +47,15 @@ AWAY_MEANS: Final = (
     "this program goes on: answers are read from musicd's database and writes wait in memory "
     "until it answers"
 )
+
+
+def _keys_that_fit(err: RemoteError) -> int | None:
+    """How many keys of a refused `cache.get_many` fit the daemon's answer bound; None when
+    the error is another one."""
+    if err.rpc_code != ANSWER_TOO_LARGE or not isinstance(err.data, dict):
+        return None
+    fits = err.data.get("fits")
+    return fits if isinstance(fits, int) and fits >= 0 else None
 
 
 class DaemonAway(Exception):
@@ -228,8 +238,20 @@ class DaemonLink:
 
         async def ask(client: AsyncMusicdClient) -> list[dict[str, Any] | None]:
             found: list[dict[str, Any] | None] = []
-            for start in range(0, len(keys), BATCH):
-                found += await client.cache_get_many(keys[start : start + BATCH])
+            size = BATCH
+            while len(found) < len(keys):
+                chunk = keys[len(found) : len(found) + size]
+                try:
+                    found += await client.cache_get_many(chunk)
+                except RemoteError as err:
+                    # Big answers: the daemon bounds an answer's bytes and says how many of
+                    # these keys fit, so the rest go in further calls (never a miss).
+                    fits = _keys_that_fit(err)
+                    if fits is None:
+                        raise
+                    if fits == 0:
+                        found.append(await client.cache_get(*chunk[0]))
+                    size = max(fits, 1)
             return found
 
         try:

@@ -11,6 +11,7 @@ import pytest
 
 from daemon.compat import ApiCacheService, CacheContentType
 from daemon.compat.link import DaemonLink
+from tests.compat.support import count_requests
 from tests.support import daemon_env
 
 pytestmark = pytest.mark.timeout(60)
@@ -115,3 +116,25 @@ async def test_shutdown_waits_for_background_work_even_failing_and_can_be_repeat
     # Shutting down refuses new background work, as the original.
     service.emit_track_removed("t", "A", "B")
     assert service._background_tasks == set()
+
+
+async def test_a_gather_of_big_answers_is_read_in_as_many_calls_as_the_answer_bound_needs() -> None:
+    # 60 answers of 100 KB are over the daemon's 4 MiB answer bound together: the daemon
+    # refuses the one get_many and says how many fit; compat asks for the rest, never a miss.
+    logger = logging.getLogger("host")
+    big = "x" * 100_000
+    with daemon_env() as d:
+        d.start()
+        d.wait_log("snapshot_built")
+        with d.client() as client:
+            for i in range(60):
+                client.cache_put(f"Artist {i}", "Album", "musicbrainz", data={"year": 1, "n": big})
+        link = DaemonLink(d.socket, logger, database=d.state_dir / "musicd.db")
+        service = ApiCacheService(None, logger, link=link)
+        await service.initialize()
+        sent = count_requests(service)
+        keys = [(f"Artist {i}", "Album", "musicbrainz") for i in range(60)]
+        found = await link.get_many(keys)
+        await service.shutdown()
+    assert [entry is not None and entry["data"]["n"] == big for entry in found] == [True] * 60
+    assert sent.count("cache.get_many") >= 3  # refused once, then the keys that fit, then the rest
