@@ -21,7 +21,7 @@ import orjson
 
 from daemon.consumers.merger import CONSUMER as SNAPSHOT
 from daemon.events import AnyEvent
-from daemon.stores import journal
+from daemon.stores import journal, tracks
 
 # The epoch as `open_database` makes it (uuid4 hex), loosely; the seq without leading zeros.
 _CURSOR: Final = re.compile(r"([A-Za-z0-9_-]{1,64})\.(0|[1-9][0-9]{0,17})")
@@ -113,7 +113,26 @@ def gap_reason(conn: sqlite3.Connection, epoch: str, cursor_epoch: str, seq: int
             f"the journal no longer holds the events after this cursor ({kept}); read the "
             "library again with tracks.list and follow changes from the cursor given here"
         )
+    built = journal.meta_value(conn, journal.SNAPSHOT_BUILT)
+    if isinstance(built, int) and seq < built:
+        # The build filled the tracks table without an event per track: the events after a
+        # position handed out before it (during it, say) do not lead to the library.
+        return (
+            "the library snapshot was built after this cursor was handed out (the first build, "
+            "or the rebuild of a damaged database), without an event per track; read the "
+            "library again with tracks.list and follow changes from the cursor given here"
+        )
     return None
+
+
+def building(conn: sqlite3.Connection) -> bool:
+    """Whether the snapshot's first build (or the rebuild of a damaged database) is still to
+    be committed: until then `tracks.list` answers an empty library with `building: true`."""
+    if journal.meta_value(conn, journal.SNAPSHOT_BUILT) is not None:
+        return False
+    # A database built before the build recorded its position, or one that imported an older
+    # snapshot (which needs no build), has a full scan or tracks.
+    return journal.meta_value(conn, "last_full_scan") is None and tracks.count(conn) == 0
 
 
 def read_after(

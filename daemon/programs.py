@@ -310,6 +310,7 @@ class ProgramApi:
             conn.execute("BEGIN")
             try:
                 position = feed.snapshot_position(conn)
+                building = feed.building(conn)
                 # Encoded as they are read, never all held: 10,000 rows as Python objects
                 # are some 15 MiB, their answer a quarter of it.
                 rows = conn.execute(sql, args)
@@ -321,6 +322,7 @@ class ProgramApi:
                 "tracks": page.array,
                 "next": page.last["persistent_id"] if more else None,
                 "cursor": feed.encode_cursor(self.epoch, position),
+                "building": building,
             }
 
         return await self._read(read)

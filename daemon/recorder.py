@@ -38,7 +38,8 @@ class ScanRecord:
     full: bool
     scanned_at: float
     library_path: str
-    # First build with an empty snapshot: fill the tracks table directly, emit no events.
+    # First build with an empty snapshot: fill the tracks table directly, emit no events; the
+    # transaction records its position as `journal.SNAPSHOT_BUILT`.
     replace: dict[str, Track] | None = None
 
     def meta(self) -> dict[str, Any]:
@@ -91,8 +92,10 @@ def _record(
         journal.set_meta(conn, scan.meta())
         if scan.replace is not None and numbered:
             # The tracks table now reflects the journal up to here (a build emits no track
-            # events): the snapshot's position says so, in the same transaction.
+            # events): the snapshot's position says so, in the same transaction, and so does
+            # the build's own position, before which no cursor can be followed (feed.py).
             journal.set_cursor(conn, SNAPSHOT_CONSUMER, numbered[-1].seq, now)
+            journal.set_meta(conn, {journal.SNAPSHOT_BUILT: numbered[-1].seq})
     return numbered
 
 

@@ -343,9 +343,12 @@ class Scanner:
             library_path=str(self.library.path),
             replace=replace,
         )
-        finished = ObserverEvent(
-            SCAN_FINISHED, dict(duration_ms=duration_ms, reason=reason, **counts)
-        )
+        data: dict[str, object] = dict(duration_ms=duration_ms, reason=reason, **counts)
+        if self.initial_build:
+            # A live subscriber's only sign of the build (it has no track events): read the
+            # library with tracks.list now.
+            data["build"] = True
+        finished = ObserverEvent(SCAN_FINISHED, data)
         try:
             await self.recorder.record([*events, finished], record)
         except DatabaseUnavailable as err:

@@ -90,7 +90,11 @@ METHODS: Final = _table(
         "cursor_commit",
     ),
     MethodSpec(
-        "tracks.list", p.TracksListParams, "{tracks, next, cursor}", "tracks_list", cheap=True
+        "tracks.list",
+        p.TracksListParams,
+        "{tracks, next, cursor, building}",
+        "tracks_list",
+        cheap=True,
     ),
     MethodSpec(
         "cache.get_many",

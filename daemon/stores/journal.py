@@ -27,6 +27,9 @@ from daemon.events import (
 from daemon.models import Track
 
 TRACK_EVENT_TYPES: Final = (TRACK_ADDED, TRACK_MODIFIED, TRACK_REMOVED)
+# The meta key holding the seq of the build's `scan_finished`: the position at which the first
+# build (or the rebuild of a corrupt database) filled the tracks table without track events.
+SNAPSHOT_BUILT: Final = "snapshot_built_seq"
 
 
 def head(conn: sqlite3.Connection) -> int:
@@ -181,6 +184,12 @@ def cursors(conn: sqlite3.Connection) -> dict[str, tuple[int, float]]:
 
 def meta(conn: sqlite3.Connection) -> dict[str, Any]:
     return {key: orjson.loads(value) for key, value in conn.execute("SELECT key, value FROM meta")}
+
+
+def meta_value(conn: sqlite3.Connection, key: str) -> Any:
+    """One metadata value, or None when it is not set."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return orjson.loads(row[0]) if row is not None else None
 
 
 def set_meta(conn: sqlite3.Connection, values: dict[str, Any]) -> None:

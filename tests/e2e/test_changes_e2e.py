@@ -12,7 +12,15 @@ import pytest
 from daemon.client import ClientTimeout, MusicdClient
 from daemon.errors import RemoteError
 from tests.benchmarks.generate import generate_library, rename_album
-from tests.support import DaemonProc, daemon_env, edit_tracks, find_track, load_plist, wait_for
+from tests.support import (
+    DaemonProc,
+    daemon_env,
+    db_meta,
+    edit_tracks,
+    find_track,
+    load_plist,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -263,16 +271,19 @@ def test_bad_positions_limits_names_and_batches_get_clear_errors() -> None:
             refused("tracks.list", fields=["nope"])
 
         # A client that leaves in the middle of a replay harms nothing.
+        # (From the build's position: one before it answers resync, with no replay.)
+        built = db_meta(d.state_dir)["snapshot_built_seq"]
         quitter = MusicdClient(d.socket)
-        quitter.call("subscribe", since=f"{epoch}.0")
+        quitter.call("subscribe", since=f"{epoch}.{built}")
         quitter.close()
         leaver = MusicdClient(d.socket)
-        replayed = leaver.subscribe(since=f"{epoch}.0")
-        assert next(replayed)["seq"] == 1  # it is in the middle of the replay, then leaves
+        replayed = leaver.subscribe(since=f"{epoch}.{built}")
+        # It is in the middle of the replay, then leaves.
+        assert next(replayed)["seq"] == built + 1
         leaver.close()
         with MusicdClient(d.socket) as client:
             assert client.ping()["pong"]
-            assert not client.changes_since(f"{epoch}.0")["resync"]
+            assert not client.changes_since(f"{epoch}.{built}")["resync"]
             wait_for(lambda: client.status()["subscribers"] == 0, what="both gone")
         assert not d.find_logs("event_forwarding_failed")
         assert not d.find_logs("connection_failed")
