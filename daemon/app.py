@@ -39,8 +39,7 @@ from daemon.scanner import Reader, Scanner
 from daemon.service import Service
 from daemon.stores import journal, tracks
 from daemon.stores._atomic import ensure_private_dir
-from daemon.stores.database import Database, checkpoint, open_database
-from daemon.stores.legacy import import_legacy_state
+from daemon.stores.database import Database, checkpoint, open_state
 from daemon.stores.schema import connect
 from daemon.watcher import LibraryWatcher
 
@@ -102,16 +101,17 @@ def make_reader(config: Config, known_tracks: Mapping[str, Track] | None = None)
 
 
 def _open_state(config: Config) -> Database:
-    """Open the database; on its first start, import the old JSON state files."""
+    """Open the database (as every command does: see `open_state`)."""
     from daemon.control.endpoint import prepare_socket_path
 
     # A second daemon on the same socket (with another state dir) must stop here, with a
     # plain message, before anything is opened.
     prepare_socket_path(config.control.socket)
-    db = open_database(config.state.dir, durable_commits=config.state.sync_every_commit)
-    if db.created:
-        import_legacy_state(db.writer, config.state.dir, config.cache.failed_ttl_seconds)
-    return db
+    return open_state(
+        config.state.dir,
+        failed_ttl_seconds=config.cache.failed_ttl_seconds,
+        durable_commits=config.state.sync_every_commit,
+    )
 
 
 def _baseline(db: Database) -> tuple[dict[str, Track], FileStat | None, dict[str, object]]:

@@ -1,7 +1,10 @@
 """`musicd import-cache PATH` and `musicd export snapshot [PATH]`: the database, from outside.
 
 Both open `state.dir/musicd.db` directly (SQLite lets a second process read, and write in turn,
-while the daemon runs), so they work whether or not the daemon is running.
+while the daemon runs), so they work whether or not the daemon is running, and they open it
+the way the daemon does (`open_state`): whichever runs first makes the same database. Every
+error of a path they are given is one line and an exit status (73 before anything is written,
+74 after).
 """
 
 from __future__ import annotations
@@ -13,12 +16,23 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
 from daemon.cli.command import Output, Subcommands, add_config_arg, add_group, add_json_arg
-from daemon.errors import InputError, MissingInput, StateError
+from daemon.errors import (
+    EX_CANTCREAT,
+    EX_IOERR,
+    DaemonError,
+    InputError,
+    MissingInput,
+    StateError,
+    describe_os_error,
+)
+
+if TYPE_CHECKING:
+    from daemon.stores.database import Database
 
 
 def register(sub: Subcommands) -> None:
@@ -71,26 +85,21 @@ def _quiet_logs() -> None:
     )
 
 
-def _state_db(config_arg: str | None, *, create: bool) -> tuple[Path, sqlite3.Connection]:
+def _state_db(config_arg: str | None, *, create: bool) -> Database:
+    """The state database, opened as the daemon opens it (owner-only files, migrations, the
+    old JSON state files imported), except that a damaged one is left for the daemon."""
     from daemon.config import load_config
-    from daemon.stores._atomic import ensure_private_dir
-    from daemon.stores.schema import DB_FILE, DatabaseCorrupt, check_and_migrate, connect
+    from daemon.stores.database import open_state
+    from daemon.stores.schema import DB_FILE
 
     _quiet_logs()
     cfg = load_config(config_arg)
     path = cfg.state.dir / DB_FILE
     if not path.exists() and not create:
         raise StateError(f"no database at {path} yet; start musicd once to build it")
-    ensure_private_dir(cfg.state.dir)
-    try:
-        conn = connect(path)
-        check_and_migrate(conn, path)
-    except (sqlite3.DatabaseError, DatabaseCorrupt) as err:
-        raise StateError(
-            f"cannot use {path}: {err}; start musicd, which moves a damaged database aside and "
-            "rebuilds it"
-        ) from None
-    return path, conn
+    return open_state(
+        cfg.state.dir, failed_ttl_seconds=cfg.cache.failed_ttl_seconds, rebuild_damaged=False
+    )
 
 
 def cmd_import_cache(args: argparse.Namespace) -> Output:
@@ -114,14 +123,14 @@ def cmd_import_cache(args: argparse.Namespace) -> Output:
             "entries); nothing was imported"
         )
     failed_ttl = load_config(args.config).cache.failed_ttl_seconds
-    path, conn = _state_db(args.config, create=True)
+    db = _state_db(args.config, create=True)
     try:
-        report = import_original_cache(conn, data, failed_ttl=failed_ttl)
+        report = import_original_cache(db.writer, data, failed_ttl=failed_ttl)
     except sqlite3.OperationalError as err:
-        raise StateError(f"cannot write {path}: {err}; nothing was imported") from None
+        raise StateError(f"cannot write {db.path}: {err}; nothing was imported") from None
     finally:
-        conn.close()
-    return Output({"file": str(source), "database": str(path), **report.as_dict()}, show_import)
+        db.close()
+    return Output({"file": str(source), "database": str(db.path), **report.as_dict()}, show_import)
 
 
 def show_import(result: dict[str, Any]) -> None:
@@ -130,23 +139,69 @@ def show_import(result: dict[str, Any]) -> None:
         print(f"  skipped {count}: {reason}")
 
 
+class OutputNotCreated(DaemonError, code="cannot_create_output", exit_status=EX_CANTCREAT):
+    """The file to write cannot be created (a missing directory, a directory in its place)."""
+
+
+class OutputNotWritten(DaemonError, code="output_io_error", exit_status=EX_IOERR):
+    """Writing the output failed part way (a full disk); nothing was left in its place."""
+
+
+@contextlib.contextmanager
+def _written(what: object, *, kept: bool = False) -> Iterator[None]:
+    """An OSError while writing becomes OutputNotWritten (74); a reader that left does not."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise  # `musicd export snapshot | head`: `main` ends quietly
+    except OSError as err:
+        tail = "; it was left as it was" if kept else ""
+        raise OutputNotWritten(f"cannot write {what}: {describe_os_error(err)}{tail}") from None
+
+
 @contextlib.contextmanager
 def _output(path: str | None) -> Iterator[IO[bytes]]:
-    """Standard output, or a file replaced atomically once it is complete."""
+    """Standard output, or a file replaced atomically once it is complete.
+
+    Every error of the path is one line and an exit status: OutputNotCreated (73) before
+    anything is written, OutputNotWritten (74) after; a file is then left as it was.
+    """
     if path is None:
-        yield sys.stdout.buffer
-        sys.stdout.flush()
+        with _written("to standard output"):
+            yield sys.stdout.buffer
+            sys.stdout.flush()
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise OutputNotCreated(
+            f"{target} is a directory; give a file name, e.g. {target / 'snapshot.json'}"
+        )
+    if target.exists() and not target.is_file():
+        # A device or a pipe (/dev/stdout, a FIFO) is written as it is: replacing it with a
+        # file would break it for everyone.
+        try:
+            fh = target.open("wb")
+        except OSError as err:
+            raise OutputNotCreated(f"cannot open {target}: {describe_os_error(err)}") from None
+        with _written(target), fh:
+            yield fh
         return
     import tempfile  # only when writing a file: every command imports this module
 
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as err:
+        raise OutputNotCreated(
+            f"cannot create {target}: {describe_os_error(err)}; check that {target.parent} "
+            "exists and that you can write to it"
+        ) from None
+    try:
+        with _written(target, kept=True):
+            with os.fdopen(fd, "wb") as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -157,7 +212,8 @@ def cmd_export_snapshot(args: argparse.Namespace) -> int:
     from daemon.models import TRACK_FIELDS
     from daemon.stores import journal, tracks
 
-    _, conn = _state_db(args.config, create=False)
+    db = _state_db(args.config, create=False)
+    conn = db.writer
     try:
         # One read transaction: every row and the position come from the same moment.
         conn.execute("BEGIN")
@@ -179,5 +235,5 @@ def cmd_export_snapshot(args: argparse.Namespace) -> int:
             out.write(b"]}\n")
         conn.execute("COMMIT")
     finally:
-        conn.close()
+        db.close()
     return 0

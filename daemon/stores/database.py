@@ -1,5 +1,8 @@
 """Opening `musicd.db`: check it, migrate it, set a damaged one aside, import old state files.
 
+`open_state` is the one way every command opens it (the daemon, `import-cache`, `export`), so
+whichever runs first the files are the owner's alone and the old JSON state files are imported.
+
 The returned `Database` holds the writer connection (given to the `Writer` task) and a read
 connection for point lookups on the event loop; WAL readers never block the writer.
 """
@@ -18,6 +21,8 @@ import structlog
 
 from daemon.errors import StateError, describe_os_error
 from daemon.stores import journal
+from daemon.stores._atomic import ensure_private_dir
+from daemon.stores.legacy import import_legacy_state
 from daemon.stores.schema import (
     DB_FILE,
     DatabaseCorrupt,
@@ -59,14 +64,32 @@ class Database:
                 log.warning("database_close_failed", path=str(self.path))
 
 
+def _owner_only(path: Path) -> None:
+    """Make the database and its -wal and -shm the owner's alone, whoever created them.
+
+    SQLite creates the file 0644 less the umask, and its -wal and -shm copy that mode: the
+    cached answers and the library are the user's alone. A file an older version (or another
+    tool) made readable to others is narrowed; one that cannot be is reported, not fatal.
+    """
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = os.stat(file).st_mode
+            if mode & 0o077:
+                os.chmod(file, mode & 0o700)
+                log.info("database_permissions_narrowed", path=str(file), mode=oct(mode & 0o777))
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            log.warning("database_permissions_kept", path=str(file), error=describe_os_error(err))
+
+
 def _open_checked(path: Path, *, durable_commits: bool) -> tuple[sqlite3.Connection, int]:
     conn: sqlite3.Connection | None = None
     try:
-        # SQLite would create the file 0644 less the umask, and its -wal and -shm copy that
-        # mode: the cached answers and the library are the user's alone.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     except OSError as err:
         raise StateError(f"cannot open {path}: {describe_os_error(err)}") from err
+    _owner_only(path)
     try:
         conn = connect(path, durable_commits=durable_commits)
         return conn, check_and_migrate(conn, path)
@@ -82,11 +105,39 @@ def _open_checked(path: Path, *, durable_commits: bool) -> tuple[sqlite3.Connect
         raise
 
 
-def open_database(state_dir: Path, *, durable_commits: bool = False) -> Database:
+def open_state(
+    state_dir: Path,
+    *,
+    failed_ttl_seconds: float,
+    durable_commits: bool = False,
+    rebuild_damaged: bool = True,
+) -> Database:
+    """Open the state database the way every command does, whichever runs first.
+
+    The state dir is made (private), the database's files are the owner's alone, the schema
+    is migrated, and a database made now imports the old JSON state files (then moved aside,
+    so only once). Raises StateError as `open_database` does.
+    """
+    ensure_private_dir(state_dir)
+    db = open_database(state_dir, durable_commits=durable_commits, rebuild_damaged=rebuild_damaged)
+    if db.created:
+        try:
+            import_legacy_state(db.writer, state_dir, failed_ttl_seconds)
+        except BaseException:
+            db.close()
+            raise
+    return db
+
+
+def open_database(
+    state_dir: Path, *, durable_commits: bool = False, rebuild_damaged: bool = True
+) -> Database:
     """Open (creating, migrating or rebuilding) the state database.
 
     Raises StateError when the file cannot be opened at all (permissions, a newer schema).
-    A file that is not a sound database is moved aside and a new one made: never fatal.
+    A file that is not a sound database is moved aside and a new one made: never fatal. A
+    command that runs beside the daemon passes `rebuild_damaged=False` (the daemon may have
+    the file open): then a damaged file is a StateError that says to start musicd.
     """
     path = state_dir / DB_FILE
     existed = path.exists()
@@ -94,6 +145,11 @@ def open_database(state_dir: Path, *, durable_commits: bool = False) -> Database
     try:
         conn, old_version = _open_checked(path, durable_commits=durable_commits)
     except DatabaseCorrupt as err:
+        if not rebuild_damaged:
+            raise StateError(
+                f"cannot use {path}: {err}; start musicd, which moves a damaged database aside "
+                "and rebuilds it"
+            ) from None
         moved = move_aside(path, str(err))
         conn, old_version = _open_checked(path, durable_commits=durable_commits)
         salvage_cache(moved, conn)
