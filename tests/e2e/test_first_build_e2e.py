@@ -77,7 +77,10 @@ def _edit_during_the_build(d: DaemonProc, lib: SynthLibrary, album: int) -> Rows
 
     def reading() -> bool:
         with d.client() as client:
-            return client.status()["scan_in_progress"] is not None
+            status = client.status()
+        # On a fast machine the build may be over before a look sees it: then the edit comes
+        # after it, which must not be lost either.
+        return status["scan_in_progress"] is not None or status["last_scan_at"] is not None
 
     wait_for(reading, 60, what="the build to start reading")
     for pid in lib.album_pids(artist_of(album), album_of(album)):
