@@ -14,6 +14,8 @@ from daemon import feed
 from daemon.consumers.merger import CONSUMER as SNAPSHOT
 from daemon.events import ObserverEvent, TrackAdded
 from daemon.models import Track
+from daemon.recorder import ScanRecord
+from daemon.recorder import _record as record_scan
 from daemon.stores import journal
 from daemon.stores.database import Database, open_database
 
@@ -111,3 +113,28 @@ def test_the_snapshot_position_is_the_mergers(db: Database) -> None:
     journal.set_cursor(conn, SNAPSHOT, 3, time.time())
     conn.execute("COMMIT")
     assert feed.snapshot_position(db.reader) == 3
+
+
+def test_a_position_before_the_build_answers_resync_and_tracks_list_says_building(
+    db: Database,
+) -> None:
+    assert feed.building(db.reader)
+    record(db, [ObserverEvent("scan_started")])
+    during = since(db, None)["cursor"]  # what a program is handed while the build reads
+    build = ScanRecord(
+        stat=None,
+        full=True,
+        scanned_at=time.time(),
+        library_path="Library.xml",
+        replace={"P0001": Track("P0001", name="t")},
+    )
+    conn = db.writer
+    conn.execute("BEGIN IMMEDIATE")
+    [finished] = record_scan(conn, [ObserverEvent("scan_finished")], build)
+    conn.execute("COMMIT")
+    assert not feed.building(db.reader)
+    assert journal.meta_value(db.reader, journal.SNAPSHOT_BUILT) == finished.seq
+    answer = since(db, during)
+    assert answer["resync"] and "built after this cursor" in answer["reason"], answer
+    assert answer["cursor"] == feed.encode_cursor(db.epoch, finished.seq)
+    assert not since(db, answer["cursor"])["resync"]
