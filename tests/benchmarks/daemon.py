@@ -147,13 +147,26 @@ def subscriber(socket_path: Path, events: queue.Queue[tuple[float, dict[str, Any
             events.put((time.monotonic(), event))
 
 
+def read_floor(path: Path) -> float:
+    """The least any reader of the file pays to notice a change: read it whole (from the page
+    cache) and hash its bytes once."""
+    started = time.perf_counter()
+    with path.open("rb", buffering=0) as fh:
+        data = fh.readall()
+    hash(data)
+    return time.perf_counter() - started
+
+
 def measure_latency(
     d: DaemonProc, data: bytes, settings: DaemonSettings
-) -> tuple[list[float], bytes]:
+) -> tuple[list[float], list[float], bytes]:
+    """Change-to-event latencies past the settle window, and the floor measured on the same
+    file right before each change."""
     events: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
     threading.Thread(target=subscriber, args=(d.socket, events), daemon=True).start()
     time.sleep(0.5)  # the subscription is in place
     latencies: list[float] = []
+    floors: list[float] = []
     album = 100
     for round_ in range(settings.latency_rounds):
         while True:
@@ -165,6 +178,7 @@ def measure_latency(
         album += 37
         new = new.replace(b"2026-01-01T00:00:00Z", f"2026-02-{round_ + 1:02d}T00:00:00Z".encode())
         data = new
+        floors.append(min(read_floor(d.library) for _ in range(2)))
         written = write_like_music_app(d.library, new)
         arrived: list[float] = []
         deadline = time.monotonic() + 60
@@ -174,7 +188,7 @@ def measure_latency(
                 arrived.append(at)
         latencies.append(max(arrived) - written - settings.settle_seconds)
         time.sleep(1.0)
-    return latencies, data
+    return latencies, floors, data
 
 
 # -- one single-track edit: bytes and CPU
@@ -327,6 +341,10 @@ class Measured:
     json_lookup_s: float = 0.0
     edit: DaemonEdit | None = None
     latencies: list[float] = field(default_factory=list)
+    # Reading the library file and hashing its bytes, right before each latency round.
+    floors: list[float] = field(default_factory=list)
+    # VmHWM of the first start (the build of musicd.db from the library).
+    build_peak: float = 0.0
     # The daemon's own duration of each scan in the latency rounds (read + diff).
     scan_ms: list[float] = field(default_factory=list)
     plistlib_s: float | None = None
@@ -351,6 +369,7 @@ def bench_daemon(settings: DaemonSettings) -> Measured:
             status_when_serving(d, n, timeout)
             m.build_s = time.monotonic() - started
             m.build_rss = d.rss_kib() / 1024
+            m.build_peak = d.peak_rss_kib() / 1024
             assert d.stop(timeout=30)[0] == 0
             settings.timings["daemon first start (build musicd.db)"] = m.build_s
 
@@ -380,7 +399,7 @@ def bench_daemon(settings: DaemonSettings) -> Measured:
 
             before_edit = kept_tracks(library) if settings.plistlib_baseline else {}
             mark = d.mark()
-            m.latencies, data = measure_latency(d, data, settings)
+            m.latencies, m.floors, data = measure_latency(d, data, settings)
             m.scan_ms = [e["duration_ms"] for e in d.logs()[mark:] if e["event"] == "scan_finished"]
             if settings.plistlib_baseline:
                 m.plistlib_s = seed_parse_and_diff(library, before_edit)

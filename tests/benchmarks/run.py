@@ -1,7 +1,8 @@
 """Measure musicd's state database beside the former whole-file design, and print the tables.
 
     .venv/bin/python -m tests.benchmarks.run                 # 100k tracks, 60 s idle window
-    .venv/bin/python -m tests.benchmarks.run --scale         # 100k, then 300k: how costs grow
+    .venv/bin/python -m tests.benchmarks.run --scale         # 10k, 100k, 300k: how costs grow
+    .venv/bin/python -m tests.benchmarks.run --scale --save after.json --before before.json
     .venv/bin/python -m tests.benchmarks.run --quick         # 20k tracks, shorter windows
     .venv/bin/python -m tests.benchmarks.run --only stores   # no daemon subprocess
 
@@ -13,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import os
 import platform
 import statistics
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -97,6 +101,7 @@ def _daemon_figures(m: Measured) -> list[Figure]:
     assert m.edit is not None and m.state_db is not None and m.state_json is not None
     edit, db, js = m.edit, m.state_db, m.state_json
     latency = statistics.median(m.latencies)
+    floor = statistics.median(m.floors)
     get, put = m.get, m.put
     return [
         Figure(
@@ -196,8 +201,8 @@ def _daemon_figures(m: Measured) -> list[Figure]:
             m.rss,
             m.json_load["rss_mib"],
             "a process holding the former design's state as loaded",
-            "<= 150 MiB",
-            m.rss <= 150,
+            "<= 80 MiB",
+            m.rss <= 80,
             note=(
                 f"VmRSS after start + one scan + {s.idle_seconds:g} s idle; peak (VmHWM) "
                 f"{m.hwm:.0f} MiB; {m.build_rss:.0f} MiB right after the first start"
@@ -220,6 +225,26 @@ def _daemon_figures(m: Measured) -> list[Figure]:
             ),
         ),
         Figure(
+            f"change-to-event latency vs the floor, {s.tracks // 1000}k tracks",
+            "s",
+            latency,
+            floor,
+            "read the file + hash() its bytes, right before each change",
+            "<= 1.5x the floor",
+            latency <= 1.5 * floor,
+            note=f"{latency / floor:.2f}x the floor (median of {len(m.floors)} rounds)",
+        ),
+        Figure(
+            f"daemon CPU for one single-track edit, {size}",
+            "s",
+            edit.cpu_s,
+            None,
+            "-",
+            "<= 0.1 s",
+            edit.cpu_s <= 0.1,
+            note="the whole process, from the file's replacement to its checkpoint",
+        ),
+        Figure(
             "idle CPU per minute, no library changes",
             "s",
             m.idle_cpu,
@@ -230,6 +255,82 @@ def _daemon_figures(m: Measured) -> list[Figure]:
             note=f"measured over {s.idle_seconds:g} s",
         ),
     ]
+
+
+# Targets of the scale table that are set for a size other than TARGET_TRACKS.
+RSS_TARGET_MIB = {100_000: 80.0, 300_000: 100.0}
+BUILD_PEAK_TARGET_MIB = {300_000: 150.0}
+
+
+def scale_row(m: Measured) -> dict[str, Any]:
+    """One size's figures for the scale table, and for --save / --before."""
+    assert m.edit is not None
+    latency, floor = statistics.median(m.latencies), statistics.median(m.floors)
+    return {
+        "tracks": m.settings.tracks,
+        "cache_entries": m.settings.cache_entries,
+        "rss_mib": m.rss,
+        "build_peak_mib": m.build_peak,
+        "floor_s": floor,
+        "latency_s": latency,
+        "ratio": latency / floor,
+        "edit_cpu_s": m.edit.cpu_s,
+        "edit_write_kib": m.edit.write_bytes / KIB,
+        "cold_s": m.cold_s,
+        "build_s": m.build_s,
+        "idle_cpu_s": m.idle_cpu,
+        "get_rate": m.get["rate"],
+        "put_rate": m.put["rate"],
+    }
+
+
+_SCALE_COLUMNS: list[tuple[str, str, str]] = [
+    ("steady RSS", "rss_mib", "MiB"),
+    ("peak RSS, first build", "build_peak_mib", "MiB"),
+    ("floor", "floor_s", "s"),
+    ("change-to-event", "latency_s", "s"),
+    ("/ floor", "ratio", "x"),
+    ("edit CPU", "edit_cpu_s", "s"),
+    ("edit written", "edit_write_kib", "KiB"),
+    ("cold start", "cold_s", "s"),
+    ("first build", "build_s", "s"),
+    ("idle CPU/min", "idle_cpu_s", "s"),
+    ("cache.get", "get_rate", "/s"),
+    ("cache.put", "put_rate", "/s"),
+]
+
+
+def _cell(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}x" if unit == "x" else fmt(value, unit)
+
+
+def scale_table(rows: list[dict[str, Any]], before: dict[int, dict[str, Any]]) -> str:
+    """A line per size (so the growth per track shows), the former figures (--before) beside."""
+    head = ["tracks (cache entries)"] + [name for name, _, _ in _SCALE_COLUMNS] + ["targets"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for row in rows:
+        n = row["tracks"]
+        old = before.get(n, {})
+        cells = [f"{n // 1000}k ({row['cache_entries'] // 1000}k)"]
+        for _, key, unit in _SCALE_COLUMNS:
+            cell = _cell(row[key], unit)
+            if key in old:
+                cell += f" (was {_cell(old[key], unit)})"
+            cells.append(cell)
+        met = [f"change-to-event <= 1.5x floor: {'yes' if row['ratio'] <= 1.5 else 'NO'}"]
+        if n in RSS_TARGET_MIB:
+            ok = row["rss_mib"] <= RSS_TARGET_MIB[n]
+            met.append(f"RSS <= {RSS_TARGET_MIB[n]:.0f} MiB: {'yes' if ok else 'NO'}")
+        if n in BUILD_PEAK_TARGET_MIB:
+            ok = row["build_peak_mib"] <= BUILD_PEAK_TARGET_MIB[n]
+            met.append(f"build peak <= {BUILD_PEAK_TARGET_MIB[n]:.0f} MiB: {'yes' if ok else 'NO'}")
+        if n == TARGET_TRACKS:
+            met.append(f"edit CPU <= 0.1 s: {'yes' if row['edit_cpu_s'] <= 0.1 else 'NO'}")
+        cells.append("; ".join(met))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def growth(runs: list[Measured]) -> str:
@@ -265,15 +366,22 @@ def growth(runs: list[Measured]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.run", description=__doc__)
     parser.add_argument("--tracks", type=int, default=None, help="library size (100000)")
-    parser.add_argument("--scale", action="store_true", help="run 100k, then 300k tracks")
+    parser.add_argument("--scale", action="store_true", help="run 10k, 100k, then 300k tracks")
     parser.add_argument("--quick", action="store_true", help="smaller and shorter")
     parser.add_argument("--idle-seconds", type=float, default=None, help="idle window (60)")
     parser.add_argument(
         "--only", choices=("stores", "daemon", "programs"), default=None, help="run one part only"
     )
+    parser.add_argument("--save", type=Path, help="write the scale figures to this JSON file")
+    parser.add_argument(
+        "--before", type=Path, help="a --save file of a former build: its figures go beside"
+    )
     args = parser.parse_args(argv)
+    before: dict[int, dict[str, Any]] = {}
+    if args.before:
+        before = {row["tracks"]: row for row in json.loads(args.before.read_text())}
     if args.scale:
-        sizes = [100_000, 300_000]
+        sizes = [10_000, 100_000, 300_000]
     else:
         sizes = [args.tracks or (20_000 if args.quick else 100_000)]
     idle = args.idle_seconds or (10.0 if args.quick else 60.0)
@@ -289,13 +397,15 @@ def main(argv: list[str] | None = None) -> int:
             size_started = time.monotonic()
             settings = DaemonSettings(
                 tracks=n,
-                cache_entries=n,
+                # The API cache's size does not follow the library's: the memory per track
+                # shows from one size to the next.
+                cache_entries=20_000 if args.quick else 100_000,
                 idle_seconds=idle,
                 socket_seconds=3.0 if args.quick else 10.0,
                 socket_clients=16,
                 latency_rounds=3 if args.quick else 7,
                 settle_seconds=0.2,
-                plistlib_baseline=n <= 100_000,
+                plistlib_baseline=n == min(sizes[-1], TARGET_TRACKS),
             )
             measured = bench_daemon(settings)
             runs.append(measured)
@@ -317,6 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     for title, figs in tables:
         print(f"\n{title}\n")
         print(table(figs))
+    if runs:
+        rows = [scale_row(m) for m in runs]
+        print("\nby library size\n")
+        print(scale_table(rows, before))
+        if args.save:
+            args.save.write_text(json.dumps(rows, indent=1))
     if len(runs) > 1:
         print("\ngrowth\n")
         print(growth(runs))
