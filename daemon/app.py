@@ -13,7 +13,7 @@ import fcntl
 import os
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -32,7 +32,6 @@ from daemon.errors import AlreadyRunning
 from daemon.library import FileStat
 from daemon.library.fast_xml import FastXmlReader
 from daemon.logs import stop_logging
-from daemon.models import Track
 from daemon.process import apply_process_policy
 from daemon.read_job import run_abandonable
 from daemon.scanner import Reader, Scanner
@@ -79,25 +78,18 @@ def instance_lock(state_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def make_reader(config: Config, known_tracks: Mapping[str, Track] | None = None) -> Reader:
-    """The library reader chosen by `library.source`.
-
-    `known_tracks` (the snapshot as loaded) lets the XML reader hand back those same Track
-    objects for unchanged tracks, so the scanner's baseline and the reader share one copy.
-    """
+def make_reader(config: Config) -> Reader:
+    """The library reader chosen by `library.source`."""
     if config.library.source == "music-app":
         from daemon.library.music_app import make_music_app_reader
 
         return make_music_app_reader(config)
     # Re-parses only the tracks whose bytes changed; a full read first and every
     # full_scan_interval_seconds (see daemon/library/fast_xml.py).
-    reader = FastXmlReader(
+    return FastXmlReader(
         config.library.path,
         full_interval_seconds=config.library.full_scan_interval_seconds,
     )
-    if known_tracks:
-        reader.adopt(known_tracks)
-    return reader
 
 
 def _open_state(config: Config) -> Database:
@@ -114,13 +106,14 @@ def _open_state(config: Config) -> Database:
     )
 
 
-def _baseline(db: Database) -> tuple[dict[str, Track], FileStat | None, dict[str, object]]:
-    """The tracks, library stat and metadata the journal's head describes (after catch-up)."""
+def _baseline(db: Database) -> tuple[int, FileStat | None, dict[str, object]]:
+    """The track count, library stat and metadata the journal's head describes (after
+    catch-up)."""
     # Its own connection: this runs in a worker thread while the loop reads through db.reader.
     conn = connect(db.path)
     try:
         meta = journal.meta(conn)
-        known = tracks.load_all(conn)
+        known = tracks.count(conn)
     finally:
         conn.close()
     parts = (meta.get("library_mtime_ns"), meta.get("library_size"), meta.get("library_inode"))
@@ -269,17 +262,22 @@ async def _scan(service: Service, wakeup: Wakeup) -> None:
     config = service.config
     known, stat, meta = await anyio.to_thread.run_sync(_baseline, service.db)
     last_full = meta.get("last_full_scan")
+    # The scanner's worker threads read the baseline on a connection of their own.
+    head = tracks.HeadTracks(service.db.path, merger.CONSUMER)
     service.scanner = Scanner(
         library=config.library,
-        reader=make_reader(config, known),
-        baseline=known,
+        reader=make_reader(config),
+        load_tracks=head,
+        baseline_count=known,
         baseline_stat=stat,
         initial_build=not known and last_full is None,
         recorder=service.recorder,
         wakeup=wakeup,
     )
-    del known
-    await service.scanner.run()
+    try:
+        await service.scanner.run()
+    finally:
+        head.close()
 
 
 async def _serve_control(service: Service, *, task_status: TaskStatus[None]) -> None:

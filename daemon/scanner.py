@@ -2,7 +2,11 @@
 
 Its baseline is the library as the journal's head describes it (the tracks of the last recorded
 scan): a new diff never waits for, or races with, the consumers still applying the previous one.
-A scan's events are committed to the journal in one transaction; the baseline moves only then.
+The baseline is not held in memory: an incremental read names the few tracks that changed, and
+their former selves are loaded from the database (`stores.tracks.at_head`); a full read is
+compared with all of them, loaded for that comparison only. A scan's events are committed to the
+journal in one transaction; the baseline moves only then. A scan whose events were not recorded
+makes the reader forget what it read (`forget()`), so the next read is compared in full.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import contextlib
 import dataclasses
 import errno
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import anyio
@@ -32,7 +36,7 @@ from daemon.events import (
     TrackRemoved,
 )
 from daemon.library import FileStat, LibraryRead, library_stat
-from daemon.library.differ import diff_tracks
+from daemon.library.differ import diff_changes, diff_tracks
 from daemon.models import Track
 from daemon.progress import ScanProgress
 from daemon.read_job import ReadJob, run_abandonable
@@ -44,6 +48,8 @@ from daemon.stores.writer import DatabaseUnavailable
 log = structlog.get_logger(__name__)
 
 Reader = Callable[[], LibraryRead]
+# The tracks at the journal's head of these keys, or of every key for None (on a worker thread).
+LoadTracks = Callable[[Collection[str] | None], dict[str, Track]]
 CHANGED_DURING_READ_RETRIES = 5
 # A scan whose events could not be committed (disk full, database locked) is tried again after
 # this long, then less often, but at least every verify_seconds.
@@ -93,7 +99,8 @@ class Scanner:
         *,
         library: LibraryConfig,
         reader: Reader,
-        baseline: dict[str, Track],
+        load_tracks: LoadTracks,
+        baseline_count: int,
         baseline_stat: FileStat | None,
         initial_build: bool,
         recorder: Recorder,
@@ -101,7 +108,9 @@ class Scanner:
     ) -> None:
         self.library = library
         self.reader = reader
-        self.baseline = baseline
+        self.load_tracks = load_tracks
+        # How many tracks the baseline holds (for the removal guard and progress).
+        self.baseline_count = baseline_count
         self.last_stat: Stat = baseline_stat
         self._job: ReadJob | None = None
         self._stat_pending: _PendingStat | None = None
@@ -210,6 +219,13 @@ class Scanner:
         except Exception:
             log.exception("scan_failed", reason=reason)
             self.last_stat = None
+            self._forget_read()
+
+    def _forget_read(self) -> None:
+        """The reader moved on but the baseline did not: its next read must be a full one."""
+        forget = getattr(self.reader, "forget", None)
+        if callable(forget):
+            forget()
 
     # -- one scan ------------------------------------------------------------------------
 
@@ -293,7 +309,7 @@ class Scanner:
         async with self._lock:
             if on_start is not None:
                 on_start()
-            with self.progress.scanning(reason, expected_tracks=len(self.baseline)):
+            with self.progress.scanning(reason, expected_tracks=self.baseline_count):
                 return await self._scan_locked(reason, accept_removals=accept_removals)
 
     async def _scan_locked(self, reason: str, *, accept_removals: bool) -> ScanOutcome:
@@ -303,6 +319,11 @@ class Scanner:
         before = await self._stat()
         try:
             read = await self._read()
+            if self.initial_build and read.gone is not None:
+                # An incremental read cannot build a snapshot (the build's commit failed after
+                # the reader moved on): read again in full.
+                self._forget_read()
+                read = await self._read()
         except LibraryReadError as err:
             return await self._failed(err, reason, before)
         self.status.read_succeeded(read, self.library.path)
@@ -315,9 +336,9 @@ class Scanner:
             replace: dict[str, Track] | None = read.tracks
             held: dict[str, Track] = {}
         else:
-            raw = await anyio.to_thread.run_sync(diff_tracks, self.baseline, read.tracks)
+            raw = await anyio.to_thread.run_sync(self._diff, read)
             events, held = self.removal_guard.check(
-                raw, baseline_size=len(self.baseline), accept=accept_removals, now=now
+                raw, baseline_size=self.baseline_count, accept=accept_removals, now=now
             )
             self.status.held_removals = len(held)
             self.status.held_since = self.removal_guard.since
@@ -333,7 +354,7 @@ class Scanner:
             "modified": outcome.modified,
             "removed": outcome.removed,
             "held_removals": outcome.held_removals,
-            "tracks": len(read.tracks),
+            "tracks": read.count(),
         }
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         record = ScanRecord(
@@ -353,6 +374,7 @@ class Scanner:
             await self.recorder.record([*events, finished], record)
         except DatabaseUnavailable as err:
             # Nothing of this scan was recorded: keep the baseline, read again shortly.
+            self._forget_read()
             self._commit_failures += 1
             self.status.database_error = str(err)
             log.warning("scan_not_recorded", reason=reason, error=str(err))
@@ -362,22 +384,31 @@ class Scanner:
         self._commit_failures = 0
         self._full_read_unrecorded = False
         self.status.database_error = None
-        new_baseline = read.tracks
-        if held:
-            new_baseline = {**read.tracks, **held}
-        self.baseline = new_baseline
+        # Held removals stay in the baseline (the database keeps them).
+        self.baseline_count = read.count() + len(held)
         self.last_stat = read.stat
         self.status.scan_recorded(reason, at=now, duration_ms=duration_ms, counts=counts)
         if self.initial_build:
             log.info(
                 "snapshot_built",
-                tracks=len(read.tracks),
+                tracks=read.count(),
                 duration_ms=duration_ms,
                 without_persistent_id=read.without_persistent_id,
             )
             self.initial_build = False
         log.info("scan_finished", reason=reason, duration_ms=duration_ms, **counts)
         return outcome
+
+    def _diff(self, read: LibraryRead) -> list[TrackEvent]:
+        """The read's events against the baseline (on a worker thread)."""
+        if read.gone is None:
+            return diff_tracks(self.load_tracks(None), read.tracks)
+        # A held removal is still in the baseline but no longer in the reader's memory: it
+        # counts as gone again until its track comes back.
+        held = (pid for pid in self.removal_guard.held if pid not in read.tracks)
+        gone = list(dict.fromkeys([*read.gone, *held]))
+        old = self.load_tracks([*read.tracks, *gone])
+        return diff_changes(old, read.tracks, gone)
 
     async def _failed(self, err: LibraryReadError, reason: str, before: Stat) -> ScanOutcome:
         busy = isinstance(err, LibraryChangedDuringRead)

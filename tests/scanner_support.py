@@ -10,7 +10,7 @@ from daemon.config import LibraryConfig
 from daemon.debounce import Wakeup
 from daemon.library import LibraryRead
 from daemon.recorder import Recorder
-from daemon.scanner import Scanner
+from daemon.scanner import LoadTracks, Scanner
 
 
 def fresh_scanner(
@@ -20,9 +20,11 @@ def fresh_scanner(
     *,
     settle_seconds: float = 0.01,
     settle_max_seconds: float = 0.1,
+    load_tracks: LoadTracks = lambda keys: {},
     **library: Any,
 ) -> Scanner:
-    """No snapshot yet: its first scan builds one. `library` are LibraryConfig's fields."""
+    """No snapshot yet: its first scan builds one. `library` are LibraryConfig's fields;
+    `load_tracks` reads the baseline (the default: a test that never diffs)."""
     return Scanner(
         library=LibraryConfig(
             path=path,
@@ -31,7 +33,8 @@ def fresh_scanner(
             **library,
         ),
         reader=reader,
-        baseline={},
+        load_tracks=load_tracks,
+        baseline_count=0,
         baseline_stat=None,
         initial_build=True,
         recorder=recorder,  # type: ignore[arg-type]  # None: the test never records a scan

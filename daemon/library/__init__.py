@@ -2,7 +2,9 @@
 
 Every reader returns a `LibraryRead`: the tracks keyed by persistent id in library order (by
 the rules of `daemon.library.identity`), plus the stat of the file taken *before* the read (so
-a change during the read is never missed) and warnings that carry a stable code.
+a change during the read is never missed) and warnings that carry a stable code. An incremental
+read may instead hand back only what changed since the read before it (`LibraryRead.gone`):
+nothing then holds the whole library in memory between two scans.
 """
 
 from __future__ import annotations
@@ -77,6 +79,15 @@ class LibraryRead:
     warnings: list[LibraryWarning] = field(default_factory=list)
     # Whether this read looked at the whole library (False: an incremental read reused work).
     full: bool = True
+    # None: `tracks` is the whole library. A list: a read of the changes since the read before
+    # it. `tracks` then holds only the tracks whose entries are new or changed (one may equal
+    # its former self), `gone` the keys no longer in the library, `track_count` the total.
+    gone: list[str] | None = None
+    track_count: int = 0
+
+    def count(self) -> int:
+        """How many tracks the library holds."""
+        return len(self.tracks) if self.gone is None else self.track_count
 
 
 # The database inside Music.app's library bundle: Music.app rewrites it in place, which moves

@@ -3,29 +3,33 @@
 Music.app rewrites all of Library.xml (100-200 MB at 100k tracks) for any edit, and a full
 expat parse of that costs seconds. Between two versions almost every track's `<dict>` is byte
 for byte the same, so `FastXmlReader` keeps, from the previous read, a fingerprint of each
-track entry's bytes and the `Track` parsed from them:
+track entry's bytes and the Persistent ID it stands for, and hands back only what changed:
 
 - The Tracks dict is cut into *entries* at each `</dict>` (an entry is the `<key>` with the
   track id, then the track's `<dict>` up to its `</dict>`). Consecutive entries form *runs* of
   up to `RUN_ENTRIES`, each also fingerprinted as a whole: an unchanged run costs one hash and
   one lookup, however its position moved, so a 150 MB file is scanned in about a tenth of a
   second with no per-line Python.
-- An entry whose fingerprint was seen before reuses its `Track` (the very same object, which
-  the differ then finds equal at once). A new entry is checked for the expected shape (no
-  nested dict, comment, CDATA section or processing instruction) and parsed by the full
-  reader's expat parser (`parse_library`) in a small document that holds only the new entries.
+- What is kept between reads costs bytes, not objects: the fingerprints and Persistent IDs (as
+  64-bit numbers) in sorted `array`s, looked up by bisection, and each run's fingerprints in an
+  `array` (about 32 bytes a track in all). No `Track` is held: the database has them.
+- An entry whose fingerprint is new is checked for the expected shape (no nested dict,
+  comment, CDATA section or processing instruction) and parsed by the full reader's expat
+  parser (`parse_library`) in a small document that holds only the new entries. An entry of
+  the previous version that is not found again names a track that changed or is gone.
 - The bytes before the first entry and after the Tracks dict are checked once per distinct
   version, by parsing them around a sentinel track: a truncated or malformed file, or a second
   Tracks dict, is still rejected. A file declaring entities (or any DOCTYPE internal subset) or
   another encoding than UTF-8 always goes to the full reader, which refuses or handles it.
-- The tracks are assembled in file order with the full reader's identity rules: upper-cased
-  Persistent IDs, fallback ids with "-2", "-3" suffixes, and the first of a repeated id wins,
-  with the same counts and warnings.
 
-Anything else falls back to `read_library_xml` on the file: the first read, a layout that is
-not recognised, a change to more than half of the tracks, any entry that does not parse, and a
-full read every `full_interval_seconds` (the periodic full comparison, which also logs
-`fast_read_mismatch` if the incremental result ever differed from it). After a full read the
+The fast read is a `LibraryRead` with `gone` set: `tracks` holds the tracks of the new
+entries, `gone` the keys whose entries went without a successor. It takes the fast path only
+for a library whose every track has its own Persistent ID of 16 hex digits (every library
+Music.app or iTunes 7 and later writes); tracks without one or repeated ids make their
+versions read in full, as does the first read, a layout that is not recognised, a change to
+more than half of the tracks, any entry that does not parse, and a full read every
+`full_interval_seconds` (the periodic full comparison, which also logs `fast_read_mismatch` if
+what the fast path kept ever differed from what the full read finds). After a full read the
 fingerprints are rebuilt from the same version of the file.
 
 Fingerprints are Python's `hash()` of the bytes: SipHash-1-3 under the per-process random key,
@@ -40,18 +44,20 @@ in `daemon.library.xml_entries`; this module decides which path a read takes.
 from __future__ import annotations
 
 import os
+import re
 import stat as stat_mod
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import structlog
 
 from daemon.library import FileStat, LibraryRead
-from daemon.library.identity import TrackKeys
 from daemon.library.xml_entries import (
     END,
     RUN_ENTRIES,
@@ -74,29 +80,102 @@ log = structlog.get_logger(__name__)
 # Above this share of new entries a full parse costs about as much, and verifies everything.
 _MAX_NEW_SHARE: Final = 0.5
 _MIN_NEW_FOR_FULL: Final = 64
+# Up to this many changes the sorted arrays are edited in place (a memmove each), beyond it
+# rebuilt by one sort.
+_EDITS_IN_PLACE: Final = 64
+_HEX16: Final = re.compile(r"[0-9A-F]{16}")
+
+
+def _number(persistent_id: str) -> int | None:
+    """A normalised Persistent ID as the 64-bit number it spells, or None if it spells none."""
+    return int(persistent_id, 16) if _HEX16.fullmatch(persistent_id) else None
+
+
+def _key(number: int) -> str:
+    return f"{number:016X}"
+
+
+def _find(values: array[int], value: int) -> int:
+    """The index of `value` in the sorted `values`, or -1."""
+    i = bisect_left(values, value)
+    return i if i < len(values) and values[i] == value else -1
+
+
+class _SortedSet:
+    """`in` for a sorted array, for `cut_entries`."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: array[int]) -> None:
+        self.values = values
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, int) and _find(self.values, value) >= 0
 
 
 @dataclass(slots=True)
-class _Fingerprints:
-    """The fingerprints of the last version read, and the tracks they stand for.
+class _Known:
+    """What the last version read leaves for the next read: arrays, not objects.
 
-    Replaced as a whole, never half-updated.
+    Replaced as a whole, never half-updated. Its fingerprints and Persistent IDs are each
+    distinct (a version where they are not is read in full).
     """
 
-    tracks: dict[int, Track]  # entry fingerprint -> Track (a fallback id without suffix)
-    without_id: set[int]  # fingerprints of entries without a Persistent ID
-    runs: dict[bytes, Run]
+    fps: array[int]  # 'q': every entry's fingerprint, sorted
+    pids: array[int]  # 'Q': the Persistent ID (as a number) of the entry at the same index
+    ids: array[int]  # 'Q': every Persistent ID, sorted
+    runs: dict[bytes, Run]  # by the bytes of their first entry's head
+    all_runs: list[Run]  # every run of the version, a run another one's head hides included
     prefix: bytes
     suffix: int
+
+    def same_tracks(self, other: _Known) -> bool:
+        return self.fps == other.fps and self.pids == other.pids
+
+
+def _sorted_pairs(fps: Iterable[int], pids: Iterable[int]) -> tuple[array[int], array[int]]:
+    pairs = sorted(zip(fps, pids, strict=True))
+    return array("q", [f for f, _ in pairs]), array("Q", [p for _, p in pairs])
+
+
+def _edited(
+    fps: array[int], pids: array[int], remove: set[int], add: list[tuple[int, int]]
+) -> tuple[array[int], array[int]]:
+    """Copies of the parallel sorted arrays without the fingerprints `remove`, with `add`."""
+    if len(remove) + len(add) > _EDITS_IN_PLACE:
+        kept = [(f, p) for f, p in zip(fps, pids, strict=True) if f not in remove]
+        kept += add
+        return _sorted_pairs((f for f, _ in kept), (p for _, p in kept))
+    fps, pids = array("q", fps), array("Q", pids)
+    for fingerprint in remove:
+        i = _find(fps, fingerprint)
+        del fps[i], pids[i]
+    for fingerprint, pid in add:
+        i = bisect_left(fps, fingerprint)
+        fps.insert(i, fingerprint)
+        pids.insert(i, pid)
+    return fps, pids
+
+
+def _edited_ids(ids: array[int], remove: set[int], add: set[int]) -> array[int]:
+    if len(remove) + len(add) > _EDITS_IN_PLACE:
+        return array("Q", sorted({*ids} - remove | add))
+    ids = array("Q", ids)
+    for pid in remove:
+        del ids[_find(ids, pid)]
+    for pid in add:
+        ids.insert(bisect_left(ids, pid), pid)
+    return ids
 
 
 class FastXmlReader:
     """A stateful reader for `library.source = "xml"`: call it for a `LibraryRead`.
 
-    Same contract as `read_library_xml(path)`: the same tracks (same order, same fields), counts
-    and warnings, the stat taken before the read, `LibraryReadError` for a bad file (from the
-    full reader) and `LibraryChangedDuringRead` for a file that changed during the read. Only
-    `full` differs: it is False for a read that took the fast path.
+    Same contract as `read_library_xml(path)` for a full read: the same tracks (same order,
+    same fields), counts and warnings, the stat taken before the read, `LibraryReadError` for
+    a bad file (from the full reader) and `LibraryChangedDuringRead` for a file that changed
+    during the read. A read that took the fast path has `full` False and `gone` set: it holds
+    only what changed since the read before it.
     Thread-safe: calls are serialised (the scanner may abandon a cancelled read's thread).
     """
 
@@ -113,8 +192,7 @@ class FastXmlReader:
         self._clock = clock
         self._fp: Fingerprint = fingerprint or default_fingerprint()
         self._lock = threading.Lock()
-        self._fingerprints: _Fingerprints | None = None
-        self._adopted: Mapping[str, Track] | None = None
+        self._known: _Known | None = None
         self._last_full: float | None = None
         # What the last call did, for logs and benchmarks: "fast" or "full", and why.
         self.last_mode = ""
@@ -128,18 +206,7 @@ class FastXmlReader:
     def forget(self) -> None:
         """Drop what earlier reads established: the next read is a full one."""
         with self._lock:
-            self._fingerprints = None
-
-    def adopt(self, tracks: Mapping[str, Track]) -> None:
-        """Return these Track objects, not new equal ones, from the next full read.
-
-        The daemon has its snapshot in memory before the first read: handed here, the snapshot,
-        the scanner's baseline and this reader share one set of Track objects instead of two
-        (about 80 MB at 100k tracks). Later full reads share with the previous read by
-        themselves.
-        """
-        with self._lock:
-            self._adopted = tracks
+            self._known = None
 
     # -- one read ------------------------------------------------------------------------
 
@@ -159,22 +226,22 @@ class FastXmlReader:
             return self._full(None, None, "file not readable", started)
         check_unchanged(self.path, before)
 
-        fingerprints = self._fingerprints
-        if fingerprints is None:
+        known = self._known
+        if known is None:
             return self._full(data, before, "first read", started)
         due = (
             self._last_full is None or self._clock() - self._last_full >= self.full_interval_seconds
         )
         try:
-            result, commit = self._fast(data, fingerprints)
+            result, commit = self._fast(data, known)
         except FullReadNeeded as why:
             return self._full(data, before, str(why), started)
         if due:
-            return self._full(data, before, "periodic full read", started, expected=result)
+            return self._full(data, before, "periodic full read", started, expected=commit)
         result.stat = before
         result.full = False
-        self._fingerprints = commit
-        self._note("fast", "", started, len(result.tracks))
+        self._known = commit
+        self._note("fast", "", started, result.track_count)
         return result
 
     def _full(
@@ -184,26 +251,20 @@ class FastXmlReader:
         reason: str,
         started: float,
         *,
-        expected: LibraryRead | None = None,
+        expected: _Known | None = None,
     ) -> LibraryRead:
         self.last_mode, self.last_reason, self.last_new_entries = "full", reason, 0
-        # Equal tracks keep the objects the rest of the daemon already holds.
-        previous = self._fingerprints
-        reuse = self._adopted
-        if previous is not None:
-            reuse = {t.persistent_id: t for t in previous.tracks.values()}
         # A bad version leaves what is known as it was: fingerprints name bytes, not versions.
-        result = read_library_xml(self.path, reuse=reuse)
-        del reuse
-        self._fingerprints = self._adopted = None
+        result = read_library_xml(self.path)
+        self._known = None
         self._last_full = self._clock()
-        if expected is not None and not _same_read(expected, result):
-            log.warning("fast_read_mismatch", path=str(self.path), tracks=len(result.tracks))
         if data is not None and result.stat == before:
             try:
-                self._fingerprints = self._rebuild(data, result)
+                self._known = self._rebuild(data, result)
             except FullReadNeeded as why:
                 log.info("fast_read_unavailable", path=str(self.path), reason=str(why))
+        if expected is not None and not (self._known and self._known.same_tracks(expected)):
+            log.warning("fast_read_mismatch", path=str(self.path), tracks=len(result.tracks))
         self._note("full", reason, started, len(result.tracks))
         return result
 
@@ -220,9 +281,9 @@ class FastXmlReader:
 
     # -- the fast path -------------------------------------------------------------------
 
-    def _fast(self, data: bytes, known: _Fingerprints) -> tuple[LibraryRead, _Fingerprints]:
+    def _fast(self, data: bytes, known: _Known) -> tuple[LibraryRead, _Known]:
         view = memoryview(data)
-        layout = cut_entries(data, view, self._fp, known.tracks, known.runs)
+        layout = cut_entries(data, view, self._fp, _SortedSet(known.fps), known.runs)
         self.last_new_entries = len(layout.new)
         if len(layout.new) > max(_MIN_NEW_FOR_FULL, len(layout.entries) * _MAX_NEW_SHARE):
             raise FullReadNeeded(f"{len(layout.new)} of {len(layout.entries)} tracks changed")
@@ -232,97 +293,86 @@ class FastXmlReader:
         suffix = self._fp(view[layout.tracks_end :])
         if suffix != known.suffix:
             check_suffix(view[layout.tracks_end :])
-        tracks, without_id = known.tracks, known.without_id
-        if layout.new:
-            tracks, without_id = dict(tracks), set(without_id)
-            for fingerprint, (track, has_id) in parse_entries(data, layout.new).items():
-                tracks[fingerprint] = track
-                if not has_id:
-                    without_id.add(fingerprint)
-        if len(tracks) > len(layout.entries) * 1.25 + RUN_ENTRIES:
-            live = set(layout.entries)
-            tracks = {f: t for f, t in tracks.items() if f in live}
-            without_id = without_id & live
-        result = _assemble(layout.entries, tracks, without_id)
-        commit = _Fingerprints(
-            tracks=tracks,
-            without_id=without_id,
+
+        # The entries of the previous version's runs not found again are the only ones that
+        # can be gone; the entries cut one by one are the only ones that can be new or moved.
+        matched = {id(run) for run in layout.matched}
+        if len(matched) != len(layout.matched):
+            raise FullReadNeeded("a run of entries repeats")
+        unmatched: set[int] = set()
+        for run in known.all_runs:
+            if id(run) not in matched:
+                unmatched.update(run.entries)
+        loose = set(layout.loose)
+        if len(loose) != len(layout.loose):
+            raise FullReadNeeded("an entry repeats")
+        for fingerprint in loose:
+            if fingerprint not in layout.new and fingerprint not in unmatched:
+                raise FullReadNeeded("an entry repeats")  # it is in a run found again too
+        gone_fps = unmatched - loose
+        gone_pids = {known.pids[_find(known.fps, f)] for f in gone_fps}
+
+        changed: dict[str, Track] = {}
+        added: list[tuple[int, int]] = []
+        for fingerprint, (track, has_id) in parse_entries(data, layout.new).items():
+            pid = _number(track.persistent_id) if has_id else None
+            if pid is None:
+                raise FullReadNeeded("a track has no Persistent ID of 16 hex digits")
+            if track.persistent_id in changed or (
+                pid not in gone_pids and _find(known.ids, pid) >= 0
+            ):
+                raise FullReadNeeded("a Persistent ID repeats")
+            changed[track.persistent_id] = track
+            added.append((fingerprint, pid))
+        new_pids = {pid for _, pid in added}
+        fps, pids = _edited(known.fps, known.pids, gone_fps, added)
+        commit = _Known(
+            fps=fps,
+            pids=pids,
+            ids=_edited_ids(known.ids, gone_pids - new_pids, new_pids - gone_pids),
             runs={run.head: run for run in layout.runs},
+            all_runs=layout.runs,
             prefix=prefix,
             suffix=suffix,
         )
+        result = LibraryRead(
+            tracks=changed,
+            stat=None,
+            source="xml",
+            gone=sorted(_key(pid) for pid in gone_pids - new_pids),
+            track_count=len(layout.entries),
+        )
         return result, commit
 
-    def _rebuild(self, data: bytes, result: LibraryRead) -> _Fingerprints:
+    def _rebuild(self, data: bytes, result: LibraryRead) -> _Known:
         """Fingerprints for the version of the file `result` was fully parsed from."""
+        if result.without_persistent_id or result.duplicate_ids:
+            raise FullReadNeeded("tracks without a Persistent ID or with a repeated one")
         view = memoryview(data)
-        layout = cut_entries(data, view, self._fp, {}, {})
-        tracks: dict[int, Track] = {}
-        without_id: set[int] = set()
-        parsed = list(result.tracks.values())
-        # The usual case: one track per entry, in order. The entry must name its track's id.
-        positional = (
-            not result.without_persistent_id
-            and not result.duplicate_ids
-            and len(parsed) == len(layout.entries) == len(layout.new)
-        )
-        if positional:
-            for fingerprint, track in zip(layout.entries, parsed, strict=True):
-                start = layout.new[fingerprint]
-                end = data.find(END, start)
-                pid = track.persistent_id.encode()
-                if data.find(pid, start, end) < 0 and pid not in data[start:end].upper():
-                    positional = False
-                    break
-                tracks[fingerprint] = track
-        if not positional:
-            tracks.clear()
-            for fingerprint, (track, has_id) in parse_entries(data, layout.new).items():
-                tracks[fingerprint] = track
-                if not has_id:
-                    without_id.add(fingerprint)
-            if not _same_read(_assemble(layout.entries, tracks, without_id), result):
-                raise FullReadNeeded("entries parsed one by one differ from the full read")
-            for fingerprint, track in tracks.items():
-                same = result.tracks.get(track.persistent_id)
-                if same is not None and same == track:
-                    tracks[fingerprint] = same
-        return _Fingerprints(
-            tracks=tracks,
-            without_id=without_id,
+        layout = cut_entries(data, view, self._fp, (), {})
+        parsed = result.tracks
+        if not len(parsed) == len(layout.entries) == len(layout.new):
+            raise FullReadNeeded("entries and tracks do not pair up")
+        pids = array("Q")
+        find = data.find
+        for fingerprint, key in zip(layout.entries, parsed, strict=True):
+            # One track per entry, in order: the entry must name its track's id.
+            start = layout.new[fingerprint]
+            end = find(END, start)
+            pid = _number(key)
+            if pid is None or (
+                find(key.encode(), start, end) < 0 and key.encode() not in data[start:end].upper()
+            ):
+                raise FullReadNeeded("entries and tracks do not pair up")
+            pids.append(pid)
+        # Distinct: as many as layout.new has keys.
+        fps, by_fp = _sorted_pairs(layout.entries, pids)
+        return _Known(
+            fps=fps,
+            pids=by_fp,
+            ids=array("Q", sorted(pids)),
             runs={run.head: run for run in layout.runs},
+            all_runs=layout.runs,
             prefix=data[: layout.tracks_start],
             suffix=self._fp(view[layout.tracks_end :]),
         )
-
-
-def _assemble(entries: list[int], known: dict[int, Track], without_id: set[int]) -> LibraryRead:
-    """The tracks of the entries in order, with the full reader's identity rules."""
-    found = list(map(known.__getitem__, entries))
-    if not without_id or without_id.isdisjoint(entries):
-        tracks = {t.persistent_id: t for t in found}
-        if len(tracks) == len(found):
-            return LibraryRead(tracks=tracks, stat=None, source="xml")
-    keys = TrackKeys()
-    for fingerprint, track in zip(entries, found, strict=True):
-        pid = keys.claim(track.persistent_id, fallback=fingerprint in without_id)
-        if pid is not None:
-            # A fallback id is parsed without its suffix: add the one it got here.
-            same = pid == track.persistent_id
-            keys.tracks[pid] = track if same else replace(track, persistent_id=pid)
-    return keys.read("xml")
-
-
-def _same_read(a: LibraryRead, b: LibraryRead) -> bool:
-    """The same tracks in the same order, counts and warnings (by their facts, not wording)."""
-    return (
-        _tracks_in_order(a) == _tracks_in_order(b)
-        and [w.facts() for w in a.warnings] == [w.facts() for w in b.warnings]
-        and a.without_persistent_id == b.without_persistent_id
-        and a.duplicate_ids == b.duplicate_ids
-    )
-
-
-def _tracks_in_order(read: LibraryRead) -> list[tuple[str, Track]]:
-    """(persistent id, track) in library order: two reads must agree on the order too."""
-    return list(read.tracks.items())

@@ -14,6 +14,7 @@ import io
 import os
 import re
 import secrets
+from array import array
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Final
@@ -94,7 +95,7 @@ class Run:
     head: bytes
     length: int
     fingerprint: int
-    entries: list[int]
+    entries: array[int]  # 'q': 8 bytes an entry, not an int object each
 
 
 @dataclass(slots=True)
@@ -103,9 +104,12 @@ class Layout:
 
     tracks_start: int
     tracks_end: int  # where the `</dict>` that closes the Tracks dict starts
-    entries: list[int] = field(default_factory=list)
+    entries: array[int] = field(default_factory=lambda: array("q"))
     new: dict[int, int] = field(default_factory=dict)  # fingerprint -> where the entry starts
     runs: list[Run] = field(default_factory=list)
+    # The runs of the previous version found again, and the entries cut one by one.
+    matched: list[Run] = field(default_factory=list)
+    loose: list[int] = field(default_factory=list)
 
 
 def cut_entries(
@@ -154,6 +158,7 @@ def cut_entries(
                 run_fps = []
             entries.extend(run.entries)
             layout.runs.append(run)
+            layout.matched.append(run)
             pos += run.length
             continue
         fingerprint = fp(view[pos:end])
@@ -163,6 +168,7 @@ def cut_entries(
                     raise FullReadNeeded("a track holds a nested dict, comment or CDATA")
             new[fingerprint] = pos
         entries.append(fingerprint)
+        layout.loose.append(fingerprint)
         if not run_fps:
             run_start, run_head_end = pos, head_end
         run_fps.append(fingerprint)
@@ -186,7 +192,7 @@ def _add_run(
     layout: Layout,
 ) -> None:
     fingerprint = fp(view[start:stop])
-    layout.runs.append(Run(data[start:head_end], stop - start, fingerprint, fps))
+    layout.runs.append(Run(data[start:head_end], stop - start, fingerprint, array("q", fps)))
 
 
 def _only_sentinel(document: bytes) -> bool:

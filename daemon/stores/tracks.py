@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import sqlite3
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import make_dataclass
 from itertools import repeat
+from pathlib import Path
 from typing import Any, Final, cast
 
+from daemon.events import TrackAdded, TrackModified, TrackRemoved
 from daemon.models import APP_ID_FIELDS, TRACK_FIELDS, Track, normalize_name
+from daemon.stores import journal
+from daemon.stores.schema import connect
 
 _COLUMNS: Final = ", ".join(TRACK_FIELDS)
 _KEY_COLUMNS: Final = ("artist_key", "album_artist_key", "album_key")
@@ -158,3 +162,67 @@ def album(conn: sqlite3.Connection, artist: str, album_name: str) -> list[Track]
     ).fetchall()
     tracks = [track_from_row(row) for row in rows]
     return sorted(tracks, key=lambda t: (t.disc_number or 0, t.track_number or 0))
+
+
+def at_head(
+    conn: sqlite3.Connection, consumer: str, keys: Collection[str] | None
+) -> dict[str, Track]:
+    """The tracks as the journal's head describes them, in one read transaction.
+
+    The snapshot lags the journal while `consumer` (the snapshot's merger) catches up: the
+    track events past its cursor are replayed on top of what the table holds. `keys`: only
+    the tracks of these keys (those that exist); None: every track, in snapshot order.
+    """
+    conn.execute("BEGIN")
+    try:
+        position = journal.cursor(conn, consumer) or 0
+        chosen = None if keys is None else set(keys)
+        if chosen is None:
+            found = load_all(conn)
+        else:
+            found = {}
+            wanted = list(chosen)
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM tracks "
+                    f"WHERE persistent_id IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+                for row in rows:
+                    track = track_from_row(row)
+                    found[track.persistent_id] = track
+        for row in journal.read(conn, position, -1, journal.TRACK_EVENT_TYPES):
+            event = journal.event_from_row(*row)
+            if not isinstance(event, TrackAdded | TrackModified | TrackRemoved):
+                continue
+            pid = event.persistent_id
+            if chosen is not None and pid not in chosen:
+                continue
+            if isinstance(event, TrackRemoved):
+                found.pop(pid, None)
+            else:
+                found[pid] = event.track if isinstance(event, TrackAdded) else event.new
+    finally:
+        conn.execute("COMMIT")  # a read: nothing to roll back
+    return found
+
+
+class HeadTracks:
+    """`at_head` on a read-only connection of its own, for the scanner's worker threads (one
+    call at a time)."""
+
+    def __init__(self, path: Path, consumer: str) -> None:
+        self.path = path
+        self.consumer = consumer
+        self._conn: sqlite3.Connection | None = None
+
+    def __call__(self, keys: Collection[str] | None) -> dict[str, Track]:
+        if self._conn is None:
+            self._conn = connect(self.path, read_only=True)
+        return at_head(self._conn, self.consumer, keys)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

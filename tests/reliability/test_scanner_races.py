@@ -22,6 +22,7 @@ import anyio.to_thread
 import pytest
 
 from daemon import scanner as scanner_mod
+from daemon.consumers import merger
 from daemon.consumers.follow import JournalSignal
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError
 from daemon.events import SCAN_FINISHED
@@ -30,7 +31,7 @@ from daemon.library import LibraryRead
 from daemon.library.xml_reader import read_library_xml
 from daemon.recorder import Recorder
 from daemon.scanner import CHANGED_DURING_READ_RETRIES, Scanner
-from daemon.stores import journal
+from daemon.stores import journal, tracks
 from daemon.stores.database import Database, open_database
 from daemon.stores.writer import Writer
 from tests.reliability.conftest import Report
@@ -62,7 +63,10 @@ async def scanner_running(
         hub = EventHub()
         scans = hub.subscribe([SCAN_FINISHED])
         recorder = Recorder(writer, hub, JournalSignal(), last_seq=0)
-        scanner = fresh_scanner(path, reader, recorder, verify_seconds=verify_seconds)
+        head = tracks.HeadTracks(db.path, merger.CONSUMER)
+        scanner = fresh_scanner(
+            path, reader, recorder, verify_seconds=verify_seconds, load_tracks=head
+        )
         async with anyio.create_task_group() as tg:
             tg.start_soon(writer.run)
             tg.start_soon(scanner.run)
@@ -70,17 +74,22 @@ async def scanner_running(
             tg.cancel_scope.cancel()
         hub.close()
         scans.receive.close()
+        head.close()
     finally:
         db.close()
 
 
-async def until_scanned(scanner: Scanner, genre: str) -> None:
+async def until_scanned(db: Database, genre: str) -> None:
     """Until a recorded scan saw a track of `genre` (the baseline moves after the commit)."""
+    head = tracks.HeadTracks(db.path, merger.CONSUMER)
 
     def seen() -> bool:
-        return any(track.genre == genre for track in scanner.baseline.values())
+        return any(track.genre == genre for track in head(None).values())
 
-    await anyio.to_thread.run_sync(partial(wait_for, seen, timeout=5, what=genre))
+    try:
+        await anyio.to_thread.run_sync(partial(wait_for, seen, timeout=5, what=genre))
+    finally:
+        head.close()
 
 
 async def run_until_read(
@@ -161,7 +170,7 @@ async def test_a_scan_bug_cannot_stop_watching(
         monkeypatch.setattr(scanner_mod, "diff_tracks", bug)
     async with scanner_running(path, tmp_path / "state", reader, verify_seconds=3600) as (
         scanner,
-        _,
+        db,
         scans,
     ):
         with anyio.fail_after(5):
@@ -177,7 +186,7 @@ async def test_a_scan_bug_cannot_stop_watching(
             )
         write_library(path, final_bytes)
         scanner.wakeup.notify("modified")
-        await until_scanned(scanner, "Final")
+        await until_scanned(db, "Final")
 
 
 async def test_last_full_scan_records_whether_the_read_was_full(tmp_path: Path) -> None:
@@ -243,7 +252,7 @@ async def test_a_full_read_whose_scan_was_not_recorded_counts_when_the_next_one_
                 await anyio.to_thread.run_sync(
                     wait_for, lambda: bug.fired and not scanner._lock.locked()
                 )
-        await until_scanned(scanner, "Kept")
+        await until_scanned(db, "Kept")
         kept = journal.meta(db.reader)
     assert full == []  # three reads: the build, the one whose scan failed, the recorded one
     assert kept["last_scan"] > first["last_scan"]
