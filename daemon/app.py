@@ -263,7 +263,7 @@ async def _scan(service: Service, wakeup: Wakeup) -> None:
     known, stat, meta = await anyio.to_thread.run_sync(_baseline, service.db)
     last_full = meta.get("last_full_scan")
     # The scanner's worker threads read the baseline on a connection of their own.
-    head = tracks.HeadTracks(service.db.path, merger.CONSUMER)
+    head = await anyio.to_thread.run_sync(tracks.HeadTracks, service.db.path, merger.CONSUMER)
     service.scanner = Scanner(
         library=config.library,
         reader=make_reader(config),

@@ -336,7 +336,10 @@ class Scanner:
             replace: dict[str, Track] | None = read.tracks
             held: dict[str, Track] = {}
         else:
-            raw = await anyio.to_thread.run_sync(self._diff, read)
+            try:
+                raw = await anyio.to_thread.run_sync(self._diff, read)
+            except DatabaseUnavailable as err:
+                return self._not_recorded(reason, err)
             events, held = self.removal_guard.check(
                 raw, baseline_size=self.baseline_count, accept=accept_removals, now=now
             )
@@ -373,12 +376,7 @@ class Scanner:
         try:
             await self.recorder.record([*events, finished], record)
         except DatabaseUnavailable as err:
-            # Nothing of this scan was recorded: keep the baseline, read again shortly.
-            self._forget_read()
-            self._commit_failures += 1
-            self.status.database_error = str(err)
-            log.warning("scan_not_recorded", reason=reason, error=str(err))
-            return ScanOutcome(ok=False, error=str(err))
+            return self._not_recorded(reason, err)
         if self._commit_failures:
             log.info("scan_recorded_again", after_failures=self._commit_failures)
         self._commit_failures = 0
@@ -398,6 +396,14 @@ class Scanner:
             self.initial_build = False
         log.info("scan_finished", reason=reason, duration_ms=duration_ms, **counts)
         return outcome
+
+    def _not_recorded(self, reason: str, err: DatabaseUnavailable) -> ScanOutcome:
+        # Nothing of this scan was recorded: keep the baseline, read again shortly.
+        self._forget_read()
+        self._commit_failures += 1
+        self.status.database_error = str(err)
+        log.warning("scan_not_recorded", reason=reason, error=str(err))
+        return ScanOutcome(ok=False, error=str(err))
 
     def _diff(self, read: LibraryRead) -> list[TrackEvent]:
         """The read's events against the baseline (on a worker thread)."""

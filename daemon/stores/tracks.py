@@ -19,6 +19,7 @@ from daemon.events import TrackAdded, TrackModified, TrackRemoved
 from daemon.models import APP_ID_FIELDS, TRACK_FIELDS, Track, normalize_name
 from daemon.stores import journal
 from daemon.stores.schema import connect
+from daemon.stores.writer import DatabaseUnavailable
 
 _COLUMNS: Final = ", ".join(TRACK_FIELDS)
 _KEY_COLUMNS: Final = ("artist_key", "album_artist_key", "album_key")
@@ -210,19 +211,22 @@ def at_head(
 
 class HeadTracks:
     """`at_head` on a read-only connection of its own, for the scanner's worker threads (one
-    call at a time)."""
+    call at a time). Opened at once, like the writer's connection: it follows the database
+    file if the state dir is moved while the daemon runs."""
 
     def __init__(self, path: Path, consumer: str) -> None:
-        self.path = path
         self.consumer = consumer
-        self._conn: sqlite3.Connection | None = None
+        self._conn = connect(path, read_only=True)
 
     def __call__(self, keys: Collection[str] | None) -> dict[str, Track]:
-        if self._conn is None:
-            self._conn = connect(self.path, read_only=True)
-        return at_head(self._conn, self.consumer, keys)
+        """The tracks at the journal's head; DatabaseUnavailable when they cannot be read."""
+        try:
+            return at_head(self._conn, self.consumer, keys)
+        except sqlite3.Error as err:
+            raise DatabaseUnavailable(
+                f"the snapshot could not be read from the database ({err}); the scan is "
+                "tried again shortly"
+            ) from None
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._conn.close()
