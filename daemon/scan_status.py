@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno as errno_mod
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import structlog
@@ -126,3 +126,18 @@ class ScanStatus:
             error=os.strerror(number),
             hint=hint,
         )
+
+
+@dataclass
+class ScanOutcome:
+    """What one scan did, as `rescan` answers it."""
+
+    added: int = 0
+    modified: int = 0
+    removed: int = 0
+    held_removals: int = 0
+    ok: bool = True
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)

@@ -1,27 +1,24 @@
 """The scanner task: for each settled burst of changes, read the library once, diff, record.
 
-Its baseline is the library as the journal's head describes it (the tracks of the last recorded
-scan): a new diff never waits for, or races with, the consumers still applying the previous one.
-The baseline is not held in memory: an incremental read names the few tracks that changed, and
-their former selves are loaded from the database (`stores.tracks.at_head`); a full read is
-compared with all of them, loaded for that comparison only. A scan's events are committed to the
-journal in one transaction; the baseline moves only then. A scan whose events were not recorded
-makes the reader forget what it read (`forget()`), so the next read is compared in full.
+Its baseline is the library as the journal's head describes it (`daemon.baseline`). A scan's
+events are committed to the journal in one transaction; the baseline moves only then. A scan
+whose events were not recorded makes the reader forget what it read (`forget()`), so the next
+read is compared in full.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
 import anyio.to_thread
 import structlog
 
+from daemon.baseline import LoadTracks, diff_read
 from daemon.config import LibraryConfig
 from daemon.debounce import Debouncer, Wakeup
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, LibraryReadStalled
@@ -36,20 +33,17 @@ from daemon.events import (
     TrackRemoved,
 )
 from daemon.library import FileStat, LibraryRead, library_stat
-from daemon.library.differ import diff_changes, diff_tracks
 from daemon.models import Track
 from daemon.progress import ScanProgress
 from daemon.read_job import ReadJob, run_abandonable
 from daemon.recorder import Recorder, ScanRecord
 from daemon.removal_guard import RemovalGuard
-from daemon.scan_status import ScanStatus
+from daemon.scan_status import ScanOutcome, ScanStatus
 from daemon.stores.writer import DatabaseUnavailable
 
 log = structlog.get_logger(__name__)
 
 Reader = Callable[[], LibraryRead]
-# The tracks at the journal's head of these keys, or of every key for None (on a worker thread).
-LoadTracks = Callable[[Collection[str] | None], dict[str, Track]]
 CHANGED_DURING_READ_RETRIES = 5
 # A scan whose events could not be committed (disk full, database locked) is tried again after
 # this long, then less often, but at least every verify_seconds.
@@ -76,19 +70,6 @@ class _PendingStat:
 
     result: Stat = None
     done: anyio.Event = field(default_factory=anyio.Event)
-
-
-@dataclass
-class ScanOutcome:
-    added: int = 0
-    modified: int = 0
-    removed: int = 0
-    held_removals: int = 0
-    ok: bool = True
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
 
 
 class Scanner:
@@ -337,7 +318,9 @@ class Scanner:
             held: dict[str, Track] = {}
         else:
             try:
-                raw = await anyio.to_thread.run_sync(self._diff, read)
+                raw = await anyio.to_thread.run_sync(
+                    diff_read, read, self.load_tracks, self.removal_guard.held
+                )
             except DatabaseUnavailable as err:
                 return self._not_recorded(reason, err)
             events, held = self.removal_guard.check(
@@ -404,17 +387,6 @@ class Scanner:
         self.status.database_error = str(err)
         log.warning("scan_not_recorded", reason=reason, error=str(err))
         return ScanOutcome(ok=False, error=str(err))
-
-    def _diff(self, read: LibraryRead) -> list[TrackEvent]:
-        """The read's events against the baseline (on a worker thread)."""
-        if read.gone is None:
-            return diff_tracks(self.load_tracks(None), read.tracks)
-        # A held removal is still in the baseline but no longer in the reader's memory: it
-        # counts as gone again until its track comes back.
-        held = (pid for pid in self.removal_guard.held if pid not in read.tracks)
-        gone = list(dict.fromkeys([*read.gone, *held]))
-        old = self.load_tracks([*read.tracks, *gone])
-        return diff_changes(old, read.tracks, gone)
 
     async def _failed(self, err: LibraryReadError, reason: str, before: Stat) -> ScanOutcome:
         busy = isinstance(err, LibraryChangedDuringRead)

@@ -39,7 +39,8 @@ from daemon.stores.schema import connect
 from daemon.stores.writer import Writer
 
 if TYPE_CHECKING:
-    from daemon.scanner import Scanner, ScanOutcome
+    from daemon.scan_status import ScanOutcome
+    from daemon.scanner import Scanner
     from daemon.watcher import LibraryWatcher
 
 log = structlog.get_logger(__name__)

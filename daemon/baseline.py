@@ -1,0 +1,37 @@
+"""The scanner's baseline: the library as the journal's head describes it, never held whole.
+
+A new diff never waits for, or races with, the consumers still applying the previous one: the
+baseline is the tracks of the last recorded scan, which is the snapshot (the `tracks` table)
+with the journal's events its merger has yet to apply on top (`stores.tracks.at_head`). An
+incremental read names the few tracks that changed, and only their former selves are loaded;
+a full read is compared with every track, loaded for that comparison only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+
+from daemon.events import TrackEvent
+from daemon.library import LibraryRead
+from daemon.library.differ import diff_changes, diff_tracks
+from daemon.models import Track
+
+# The tracks at the journal's head of these keys, or of every key for None. It raises
+# DatabaseUnavailable when the database cannot be read.
+LoadTracks = Callable[[Collection[str] | None], dict[str, Track]]
+
+
+def diff_read(
+    read: LibraryRead, load_tracks: LoadTracks, held: Mapping[str, Track]
+) -> list[TrackEvent]:
+    """The read's events against the baseline (on a worker thread: it reads the database).
+
+    `held`: the tracks whose removal the removal guard holds back. They are still in the
+    baseline but no longer in an incremental reader's memory, so they count as gone again
+    until their tracks come back.
+    """
+    if read.gone is None:
+        return diff_tracks(load_tracks(None), read.tracks)
+    gone = list(dict.fromkeys([*read.gone, *(pid for pid in held if pid not in read.tracks)]))
+    old = load_tracks([*read.tracks, *gone])
+    return diff_changes(old, read.tracks, gone)
