@@ -267,7 +267,7 @@ async def _scan(service: Service, wakeup: Wakeup) -> None:
     service.scanner = Scanner(
         library=config.library,
         reader=make_reader(config),
-        load_tracks=head,
+        snapshot=head,
         baseline_count=known,
         baseline_stat=stat,
         initial_build=not known and last_full is None,

@@ -9,21 +9,29 @@ a full read is compared with every track, loaded for that comparison only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from typing import Protocol
 
 from daemon.events import TrackEvent
 from daemon.library import LibraryRead
 from daemon.library.differ import diff_changes, diff_tracks
 from daemon.models import Track
 
-# The tracks at the journal's head of these keys, or of every key for None. It raises
-# DatabaseUnavailable when the database cannot be read.
-LoadTracks = Callable[[Collection[str] | None], dict[str, Track]]
+
+class Snapshot(Protocol):
+    """The tracks at the journal's head (`stores.tracks.HeadTracks`). Both raise
+    DatabaseUnavailable when the database cannot be read."""
+
+    def get(self, keys: Collection[str]) -> dict[str, Track]:
+        """The tracks of these keys, those that exist."""
+        ...
+
+    def each(self) -> Iterator[Track]:
+        """Every track, in snapshot order."""
+        ...
 
 
-def diff_read(
-    read: LibraryRead, load_tracks: LoadTracks, held: Mapping[str, Track]
-) -> list[TrackEvent]:
+def diff_read(read: LibraryRead, snapshot: Snapshot, held: Mapping[str, Track]) -> list[TrackEvent]:
     """The read's events against the baseline (on a worker thread: it reads the database).
 
     `held`: the tracks whose removal the removal guard holds back. They are still in the
@@ -31,7 +39,7 @@ def diff_read(
     until their tracks come back.
     """
     if read.gone is None:
-        return diff_tracks(load_tracks(None), read.tracks)
+        return diff_tracks(snapshot.each(), read.tracks)
     gone = list(dict.fromkeys([*read.gone, *(pid for pid in held if pid not in read.tracks)]))
-    old = load_tracks([*read.tracks, *gone])
+    old = snapshot.get([*read.tracks, *gone])
     return diff_changes(old, read.tracks, gone)

@@ -18,7 +18,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from daemon.baseline import LoadTracks, diff_read
+from daemon.baseline import Snapshot, diff_read
 from daemon.config import LibraryConfig
 from daemon.debounce import Debouncer, Wakeup
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, LibraryReadStalled
@@ -80,7 +80,7 @@ class Scanner:
         *,
         library: LibraryConfig,
         reader: Reader,
-        load_tracks: LoadTracks,
+        snapshot: Snapshot,
         baseline_count: int,
         baseline_stat: FileStat | None,
         initial_build: bool,
@@ -89,7 +89,7 @@ class Scanner:
     ) -> None:
         self.library = library
         self.reader = reader
-        self.load_tracks = load_tracks
+        self.snapshot = snapshot
         # How many tracks the baseline holds (for the removal guard and progress).
         self.baseline_count = baseline_count
         self.last_stat: Stat = baseline_stat
@@ -319,7 +319,7 @@ class Scanner:
         else:
             try:
                 raw = await anyio.to_thread.run_sync(
-                    diff_read, read, self.load_tracks, self.removal_guard.held
+                    diff_read, read, self.snapshot, self.removal_guard.held
                 )
             except DatabaseUnavailable as err:
                 return self._not_recorded(reason, err)

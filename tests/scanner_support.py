@@ -6,11 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from daemon.baseline import Snapshot
 from daemon.config import LibraryConfig
 from daemon.debounce import Wakeup
 from daemon.library import LibraryRead
 from daemon.recorder import Recorder
-from daemon.scanner import LoadTracks, Scanner
+from daemon.scanner import Scanner
 
 
 def fresh_scanner(
@@ -20,11 +21,11 @@ def fresh_scanner(
     *,
     settle_seconds: float = 0.01,
     settle_max_seconds: float = 0.1,
-    load_tracks: LoadTracks = lambda keys: {},
+    snapshot: Snapshot | None = None,
     **library: Any,
 ) -> Scanner:
     """No snapshot yet: its first scan builds one. `library` are LibraryConfig's fields;
-    `load_tracks` reads the baseline (the default: a test that never diffs)."""
+    `snapshot` reads the baseline (a test that never diffs needs none)."""
     return Scanner(
         library=LibraryConfig(
             path=path,
@@ -33,7 +34,7 @@ def fresh_scanner(
             **library,
         ),
         reader=reader,
-        load_tracks=load_tracks,
+        snapshot=snapshot,  # type: ignore[arg-type]  # None: the test never diffs
         baseline_count=0,
         baseline_stat=None,
         initial_build=True,

@@ -161,7 +161,7 @@ def record_versions(
                 hub = EventHub()
                 recorder = Recorder(writer, hub, JournalSignal(), last_seq=0)
                 reader = FastXmlReader(path)
-                scanner = fresh_scanner(path, reader, recorder, load_tracks=head)
+                scanner = fresh_scanner(path, reader, recorder, snapshot=head)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(writer.run)
                     for i, data in enumerate(versions):

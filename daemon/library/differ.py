@@ -8,21 +8,30 @@ from daemon.events import TrackAdded, TrackEvent, TrackModified, TrackRemoved
 from daemon.models import Track
 
 
-def diff_tracks(old: Mapping[str, Track], new: Mapping[str, Track]) -> list[TrackEvent]:
-    """Events that turn `old` into `new`, without sequence numbers.
+def diff_tracks(old: Iterable[Track], new: Mapping[str, Track]) -> list[TrackEvent]:
+    """Events that turn `old` (tracks with distinct keys, taken one at a time: a full
+    comparison never needs them all at once) into `new`, without sequence numbers.
 
     Order: removals (in old order), then modifications and additions (in new order), so a
     consumer that applies them one by one ends with `new`'s tracks. Tracks compare equal
     only when every kept field is equal, which is what makes an untouched track cheap.
     """
-    events: list[TrackEvent] = [TrackRemoved(track) for pid, track in old.items() if pid not in new]
+    events: list[TrackEvent] = []
+    seen: set[str] = set()
+    modified: dict[str, TrackModified] = {}
+    for before in old:
+        pid = before.persistent_id
+        seen.add(pid)
+        track = new.get(pid)
+        if track is None:
+            events.append(TrackRemoved(before))
+        elif before != track:
+            modified[pid] = TrackModified(before, track, before.changed_fields(track))
     for pid, track in new.items():
-        before = old.get(pid)
-        if before is None:
+        if pid not in seen:
             events.append(TrackAdded(track))
-        # Readers hand back the very same object for an unchanged track: skip the comparison.
-        elif before is not track and before != track:
-            events.append(TrackModified(before, track, before.changed_fields(track)))
+        elif (change := modified.get(pid)) is not None:
+            events.append(change)
     return events
 
 

@@ -165,48 +165,76 @@ def album(conn: sqlite3.Connection, artist: str, album_name: str) -> list[Track]
     return sorted(tracks, key=lambda t: (t.disc_number or 0, t.track_number or 0))
 
 
-def at_head(
-    conn: sqlite3.Connection, consumer: str, keys: Collection[str] | None
-) -> dict[str, Track]:
-    """The tracks as the journal's head describes them, in one read transaction.
+def _pending(
+    conn: sqlite3.Connection, consumer: str, chosen: set[str] | None
+) -> dict[str, Track | None]:
+    """The tracks the journal's events past `consumer`'s cursor set (None: removed)."""
+    position = journal.cursor(conn, consumer) or 0
+    pending: dict[str, Track | None] = {}
+    for row in journal.read(conn, position, -1, journal.TRACK_EVENT_TYPES):
+        event = journal.event_from_row(*row)
+        if not isinstance(event, TrackAdded | TrackModified | TrackRemoved):
+            continue
+        pid = event.persistent_id
+        if chosen is not None and pid not in chosen:
+            continue
+        if isinstance(event, TrackRemoved):
+            pending[pid] = None
+        else:
+            pending[pid] = event.track if isinstance(event, TrackAdded) else event.new
+    return pending
+
+
+def at_head(conn: sqlite3.Connection, consumer: str, keys: Collection[str]) -> dict[str, Track]:
+    """The tracks of these keys (those that exist) as the journal's head describes them, in
+    one read transaction.
 
     The snapshot lags the journal while `consumer` (the snapshot's merger) catches up: the
-    track events past its cursor are replayed on top of what the table holds. `keys`: only
-    the tracks of these keys (those that exist); None: every track, in snapshot order.
+    track events past its cursor are replayed on top of what the table holds.
     """
+    chosen = set(keys)
+    wanted = list(chosen)
+    found: dict[str, Track] = {}
     conn.execute("BEGIN")
     try:
-        position = journal.cursor(conn, consumer) or 0
-        chosen = None if keys is None else set(keys)
-        if chosen is None:
-            found = load_all(conn)
-        else:
-            found = {}
-            wanted = list(chosen)
-            for i in range(0, len(wanted), 500):
-                chunk = wanted[i : i + 500]
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM tracks "
-                    f"WHERE persistent_id IN ({', '.join('?' * len(chunk))})",
-                    chunk,
-                )
-                for row in rows:
-                    track = track_from_row(row)
-                    found[track.persistent_id] = track
-        for row in journal.read(conn, position, -1, journal.TRACK_EVENT_TYPES):
-            event = journal.event_from_row(*row)
-            if not isinstance(event, TrackAdded | TrackModified | TrackRemoved):
-                continue
-            pid = event.persistent_id
-            if chosen is not None and pid not in chosen:
-                continue
-            if isinstance(event, TrackRemoved):
-                found.pop(pid, None)
-            else:
-                found[pid] = event.track if isinstance(event, TrackAdded) else event.new
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM tracks "
+                f"WHERE persistent_id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            for row in rows:
+                track = track_from_row(row)
+                found[track.persistent_id] = track
+        pending = _pending(conn, consumer, chosen)
     finally:
         conn.execute("COMMIT")  # a read: nothing to roll back
+    for pid, replaced in pending.items():
+        if replaced is None:
+            found.pop(pid, None)
+        else:
+            found[pid] = replaced
     return found
+
+
+def each_at_head(conn: sqlite3.Connection, consumer: str) -> Iterator[Track]:
+    """Every track as the journal's head describes it, in snapshot order, one at a time (a
+    full comparison never holds them all), in one read transaction."""
+    conn.execute("BEGIN")
+    try:
+        pending = _pending(conn, consumer, None)
+        shared: dict[str, str] = {}
+        for row in conn.execute(f"SELECT {_COLUMNS} FROM tracks ORDER BY rowid"):
+            track: Track | None = track_from_row(row, shared)
+            if track is not None and track.persistent_id in pending:
+                track = pending.pop(track.persistent_id)
+            if track is not None:
+                yield track
+    finally:
+        conn.execute("COMMIT")
+    # Added past the merger's cursor: last, as the merger will add them.
+    yield from (track for track in pending.values() if track is not None)
 
 
 class HeadTracks:
@@ -218,15 +246,25 @@ class HeadTracks:
         self.consumer = consumer
         self._conn = connect(path, read_only=True)
 
-    def __call__(self, keys: Collection[str] | None) -> dict[str, Track]:
-        """The tracks at the journal's head; DatabaseUnavailable when they cannot be read."""
+    def get(self, keys: Collection[str]) -> dict[str, Track]:
+        """`at_head`; DatabaseUnavailable when the database cannot be read."""
         try:
             return at_head(self._conn, self.consumer, keys)
         except sqlite3.Error as err:
-            raise DatabaseUnavailable(
-                f"the snapshot could not be read from the database ({err}); the scan is "
-                "tried again shortly"
-            ) from None
+            raise _unavailable(err) from None
+
+    def each(self) -> Iterator[Track]:
+        """`each_at_head`; DatabaseUnavailable when the database cannot be read."""
+        try:
+            yield from each_at_head(self._conn, self.consumer)
+        except sqlite3.Error as err:
+            raise _unavailable(err) from None
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _unavailable(err: sqlite3.Error) -> DatabaseUnavailable:
+    return DatabaseUnavailable(
+        f"the snapshot could not be read from the database ({err}); the scan is tried again shortly"
+    )

@@ -17,7 +17,7 @@ def test_added_modified_removed_are_reported_with_old_and_new_values() -> None:
     b = Track("B", name="Two", artist="X", album="Al")
     c = Track("C", name="Three")
     b2 = Track("B", name="Two", artist="X", album="Al (Remaster)")
-    events = diff_tracks(lib(a, b), lib(b2, c))
+    events = diff_tracks(lib(a, b).values(), lib(b2, c))
     assert events == [
         TrackRemoved(a),
         TrackModified(b, b2, ("album",)),
@@ -27,7 +27,7 @@ def test_added_modified_removed_are_reported_with_old_and_new_values() -> None:
 
 def test_identical_libraries_produce_no_events() -> None:
     a = Track("A", name="One")
-    assert diff_tracks(lib(a), lib(Track("A", name="One"))) == []
+    assert diff_tracks(lib(a).values(), lib(Track("A", name="One"))) == []
 
 
 def test_removed_track_invalidates_its_album_under_both_artists() -> None:
@@ -70,7 +70,7 @@ def test_applying_the_diff_to_old_gives_new(old_list: list[Track], new_list: lis
     old = lib(*old_list)
     new = lib(*new_list)
     result = dict(old)
-    for event in diff_tracks(old, new):
+    for event in diff_tracks(old.values(), new):
         if isinstance(event, TrackRemoved):
             del result[event.persistent_id]
         elif isinstance(event, TrackModified):

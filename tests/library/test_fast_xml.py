@@ -186,7 +186,9 @@ class Checker:
         if read.gone is None:
             assert_same(read, expected)
             library = dict(read.tracks)
-            events = None if self.library is None else diff_tracks(self.library, read.tracks)
+            events = (
+                None if self.library is None else diff_tracks(self.library.values(), read.tracks)
+            )
         else:
             # Only the changes: the tracks they leave are the full reader's, as are the events.
             assert self.library is not None, "a read of the changes follows a read"
@@ -201,7 +203,7 @@ class Checker:
             events = diff_changes(self.library, read.tracks, read.gone)
         if events is not None and self.previous_full is not None:
             assert by_track(events) == by_track(
-                diff_tracks(self.previous_full.tracks, expected.tracks)
+                diff_tracks(self.previous_full.tracks.values(), expected.tracks)
             )
         self.library, self.previous_full = library, expected
         # Only the fast path reuses earlier work: every other read is a full one.

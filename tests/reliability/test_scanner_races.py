@@ -21,7 +21,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from daemon import scanner as scanner_mod
+from daemon import baseline as baseline_mod
 from daemon.consumers import merger
 from daemon.consumers.follow import JournalSignal
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError
@@ -65,7 +65,7 @@ async def scanner_running(
         recorder = Recorder(writer, hub, JournalSignal(), last_seq=0)
         head = tracks.HeadTracks(db.path, merger.CONSUMER)
         scanner = fresh_scanner(
-            path, reader, recorder, verify_seconds=verify_seconds, load_tracks=head
+            path, reader, recorder, verify_seconds=verify_seconds, snapshot=head
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(writer.run)
@@ -84,7 +84,7 @@ async def until_scanned(db: Database, genre: str) -> None:
     head = tracks.HeadTracks(db.path, merger.CONSUMER)
 
     def seen() -> bool:
-        return any(track.genre == genre for track in head(None).values())
+        return any(track.genre == genre for track in head.each())
 
     try:
         await anyio.to_thread.run_sync(partial(wait_for, seen, timeout=5, what=genre))
@@ -163,11 +163,11 @@ async def test_a_scan_bug_cannot_stop_watching(
     # safety net is an hour away, so only the change's notification can start that scan.
     path, final, final_bytes = versions(tmp_path)
     reader: Callable[[], LibraryRead] = partial(read_library_xml, path)
-    bug = BugOnce(reader if where == "reader" else scanner_mod.diff_tracks)
+    bug = BugOnce(reader if where == "reader" else baseline_mod.diff_tracks)
     if where == "reader":
         reader = bug
     else:
-        monkeypatch.setattr(scanner_mod, "diff_tracks", bug)
+        monkeypatch.setattr(baseline_mod, "diff_tracks", bug)
     async with scanner_running(path, tmp_path / "state", reader, verify_seconds=3600) as (
         scanner,
         db,
@@ -234,8 +234,8 @@ async def test_a_full_read_whose_scan_was_not_recorded_counts_when_the_next_one_
     def reader() -> LibraryRead:
         return dataclasses.replace(read_library_xml(path), full=full.pop(0))
 
-    bug = BugOnce(scanner_mod.diff_tracks)
-    monkeypatch.setattr(scanner_mod, "diff_tracks", bug)
+    bug = BugOnce(baseline_mod.diff_tracks)
+    monkeypatch.setattr(baseline_mod, "diff_tracks", bug)
     async with scanner_running(path, tmp_path / "state", reader, verify_seconds=3600) as (
         scanner,
         db,
