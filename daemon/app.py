@@ -29,7 +29,7 @@ from daemon.consumers import invalidator, merger
 from daemon.consumers.follow import catch_up, follow_journal
 from daemon.debounce import Wakeup
 from daemon.errors import AlreadyRunning
-from daemon.library import FileStat
+from daemon.library import FileStat, KnownTracks
 from daemon.library.fast_xml import FastXmlReader
 from daemon.logs import stop_logging
 from daemon.process import apply_process_policy
@@ -78,8 +78,9 @@ def instance_lock(state_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def make_reader(config: Config) -> Reader:
-    """The library reader chosen by `library.source`."""
+def make_reader(config: Config, snapshot: KnownTracks) -> Reader:
+    """The library reader chosen by `library.source`; the XML reader compares a full read with
+    `snapshot` as it parses, never holding the whole library."""
     if config.library.source == "music-app":
         from daemon.library.music_app import make_music_app_reader
 
@@ -89,6 +90,7 @@ def make_reader(config: Config) -> Reader:
     return FastXmlReader(
         config.library.path,
         full_interval_seconds=config.library.full_scan_interval_seconds,
+        snapshot=snapshot,
     )
 
 
@@ -266,7 +268,7 @@ async def _scan(service: Service, wakeup: Wakeup) -> None:
     head = await anyio.to_thread.run_sync(tracks.HeadTracks, service.db.path, merger.CONSUMER)
     service.scanner = Scanner(
         library=config.library,
-        reader=make_reader(config),
+        reader=make_reader(config, head),
         snapshot=head,
         baseline_count=known,
         baseline_stat=stat,

@@ -9,22 +9,18 @@ a full read is compared with every track, loaded for that comparison only.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 from daemon.events import TrackEvent
-from daemon.library import LibraryRead
+from daemon.library import KnownTracks, LibraryRead
 from daemon.library.differ import diff_changes, diff_tracks
 from daemon.models import Track
 
 
-class Snapshot(Protocol):
-    """The tracks at the journal's head (`stores.tracks.HeadTracks`). Both raise
+class Snapshot(KnownTracks, Protocol):
+    """The tracks at the journal's head (`stores.tracks.HeadTracks`). Each method raises
     DatabaseUnavailable when the database cannot be read."""
-
-    def get(self, keys: Collection[str]) -> dict[str, Track]:
-        """The tracks of these keys, those that exist."""
-        ...
 
     def each(self) -> Iterator[Track]:
         """Every track, in snapshot order."""

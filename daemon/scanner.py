@@ -300,13 +300,16 @@ class Scanner:
         before = await self._stat()
         try:
             read = await self._read()
-            if self.initial_build and read.gone is not None:
+            if self.initial_build and read.gone is not None and not read.full:
                 # An incremental read cannot build a snapshot (the build's commit failed after
                 # the reader moved on): read again in full.
                 self._forget_read()
                 read = await self._read()
         except LibraryReadError as err:
             return await self._failed(err, reason, before)
+        except DatabaseUnavailable as err:
+            # A full read compares with the snapshot as it goes.
+            return self._not_recorded(reason, err)
         self.status.read_succeeded(read, self.library.path)
         # A full read whose scan was not recorded (a failed commit, a bug) still counts when a
         # later read is: that one is likely incremental, the reader having moved on.

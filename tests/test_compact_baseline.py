@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import anyio
 import pytest
@@ -28,6 +29,7 @@ from daemon.consumers import merger
 from daemon.consumers.follow import JournalSignal, catch_up
 from daemon.events import TrackAdded, TrackModified, TrackRemoved
 from daemon.hub import EventHub
+from daemon.library import plist_tracks
 from daemon.library.fast_xml import FastXmlReader
 from daemon.library.identity import TrackKeys, fallback_id, normalize_persistent_id
 from daemon.models import TRACK_FIELDS, Track
@@ -139,12 +141,14 @@ class Recorded:
 
 
 def record_versions(
-    versions: list[bytes], merge_after: list[bool] | None = None
+    versions: list[bytes], merge_after: list[bool] | None = None, *, streamed: bool = True
 ) -> Iterator[Recorded]:
     """Scan each version in turn (the first builds the snapshot); yield each scan's events.
 
     `merge_after[i]`: let the snapshot's merger catch up after scan i (otherwise the next
-    diff reads the former tracks past the merger's cursor from the journal).
+    diff reads the former tracks past the merger's cursor from the journal). `streamed`: the
+    reader compares a full read with the snapshot as it parses, in batches of 3 tracks, as
+    the daemon's does (else a full read holds the whole library and is compared after).
     """
     results: list[Recorded] = []
     with tempfile.TemporaryDirectory(prefix="musicd-cb-") as tmp:
@@ -160,7 +164,7 @@ def record_versions(
                 writer = Writer(db.writer)
                 hub = EventHub()
                 recorder = Recorder(writer, hub, JournalSignal(), last_seq=0)
-                reader = FastXmlReader(path)
+                reader = FastXmlReader(path, snapshot=head if streamed else None)
                 scanner = fresh_scanner(path, reader, recorder, snapshot=head)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(writer.run)
@@ -180,15 +184,19 @@ def record_versions(
                 head.close()
                 db.close()
 
-        anyio.run(main)
+        with patch.object(plist_tracks, "SINK_BATCH", 3):
+            anyio.run(main)
     yield from results
 
 
-def assert_same_events(versions: list[bytes], merge_after: list[bool] | None = None) -> list[str]:
+def assert_same_events(
+    versions: list[bytes], merge_after: list[bool] | None = None, *, streamed: bool = True
+) -> list[str]:
     """Every scan after the first records the reference diff; returns each scan's mode."""
     modes = []
     previous: dict[str, dict[str, Any]] | None = None
-    for data, recorded in zip(versions, record_versions(versions, merge_after), strict=True):
+    recorded_scans = record_versions(versions, merge_after, streamed=streamed)
+    for data, recorded in zip(versions, recorded_scans, strict=True):
         now = reference_tracks(data)
         if previous is not None:
             assert recorded.changes == reference_diff(previous, now)
@@ -231,7 +239,8 @@ def render(tracks_: list[dict[str, Any]]) -> bytes:
     return render_plist(numbered)
 
 
-def test_generated_edits_give_the_full_comparison_events() -> None:
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "whole"])
+def test_generated_edits_give_the_full_comparison_events(streamed: bool) -> None:
     lib = library(40)
     versions = [render(lib)]
 
@@ -252,7 +261,7 @@ def test_generated_edits_give_the_full_comparison_events() -> None:
     save()
     lib[7]["Play Count"] = 99  # a field the daemon does not keep: no events
     save()
-    assert assert_same_events(versions)[1:] == ["fast"] * (len(versions) - 1)
+    assert assert_same_events(versions, streamed=streamed)[1:] == ["fast"] * (len(versions) - 1)
 
     # Tracks without a Persistent ID and repeated ids: read in full, the same events.
     del lib[4]["Persistent ID"]
@@ -265,7 +274,7 @@ def test_generated_edits_give_the_full_comparison_events() -> None:
     save()
     lib[1]["Genre"] = "Rock"  # plain again: fast again
     save()
-    modes = assert_same_events(versions)
+    modes = assert_same_events(versions, streamed=streamed)
     assert modes[-1] == "fast"
 
 
@@ -330,6 +339,7 @@ EDITS = (
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(
+    streamed=st.booleans(),
     size=st.integers(1, 30),
     seed=st.integers(0, 2**32 - 1),
     steps=st.lists(
@@ -339,7 +349,7 @@ EDITS = (
     ),
 )
 def test_random_edit_sequences_give_the_plistlib_diff(
-    size: int, seed: int, steps: list[tuple[list[str], bool]]
+    streamed: bool, size: int, seed: int, steps: list[tuple[list[str], bool]]
 ) -> None:
     edits = Edits(library(size), random.Random(seed))
     versions = [render(edits.lib)]
@@ -349,7 +359,7 @@ def test_random_edit_sequences_give_the_plistlib_diff(
             edits.apply(edit)
         versions.append(render(edits.lib))
         merge_after.append(merge)
-    assert_same_events(versions, merge_after)
+    assert_same_events(versions, merge_after, streamed=streamed)
 
 
 # -- real libraries

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import stat as stat_mod
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 from daemon.models import Track
 
@@ -79,15 +81,29 @@ class LibraryRead:
     warnings: list[LibraryWarning] = field(default_factory=list)
     # Whether this read looked at the whole library (False: an incremental read reused work).
     full: bool = True
-    # None: `tracks` is the whole library. A list: a read of the changes since the read before
-    # it. `tracks` then holds only the tracks whose entries are new or changed (one may equal
-    # its former self), `gone` the keys no longer in the library, `track_count` the total.
+    # None: `tracks` is the whole library. A list: a read of the changes, since the read
+    # before it (an incremental read) or against the tracks the daemon holds (a full read
+    # given `KnownTracks`). `tracks` then holds only the tracks that are new or changed (one may
+    # equal its former self), `gone` the keys no longer in the library, `track_count` the
+    # total.
     gone: list[str] | None = None
     track_count: int = 0
 
     def count(self) -> int:
         """How many tracks the library holds."""
         return len(self.tracks) if self.gone is None else self.track_count
+
+
+class KnownTracks(Protocol):
+    """The tracks the daemon holds (its snapshot), for a reader that reports only changes."""
+
+    def get(self, keys: Collection[str]) -> dict[str, Track]:
+        """The tracks of these keys, those that exist."""
+        ...
+
+    def keys(self) -> Iterator[str]:
+        """Every key."""
+        ...
 
 
 # The database inside Music.app's library bundle: Music.app rewrites it in place, which moves

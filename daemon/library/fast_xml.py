@@ -35,10 +35,8 @@ fingerprints are rebuilt from the same version of the file.
 Fingerprints are Python's `hash()` of the bytes: SipHash-1-3 under the per-process random key,
 at several GB/s. A wrong reuse needs two different entries to collide on 64 bits under a key an
 attacker does not know. When `PYTHONHASHSEED` fixes that key, a keyed BLAKE2b with a random key
-per reader is used instead (slower, same guarantee).
-
-Cutting the file into entries and runs, the checks around them and parsing new entries live
-in `daemon.library.xml_entries`; this module decides which path a read takes.
+per reader is used instead (slower, same guarantee). Cutting the file into entries and runs,
+the checks around them and parsing new entries live in `daemon.library.xml_entries`.
 """
 
 from __future__ import annotations
@@ -50,14 +48,14 @@ import threading
 import time
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import structlog
 
-from daemon.library import FileStat, LibraryRead
+from daemon.library import FileStat, KnownTracks, LibraryRead
 from daemon.library.xml_entries import (
     END,
     RUN_ENTRIES,
@@ -92,7 +90,7 @@ def _number(persistent_id: str) -> int | None:
 
 
 def _key(number: int) -> str:
-    return f"{number:016X}"
+    return f"{number:016X}"  # the normalised spelling
 
 
 def _find(values: array[int], value: int) -> int:
@@ -101,13 +99,11 @@ def _find(values: array[int], value: int) -> int:
     return i if i < len(values) and values[i] == value else -1
 
 
+@dataclass(frozen=True, slots=True)
 class _SortedSet:
     """`in` for a sorted array, for `cut_entries`."""
 
-    __slots__ = ("values",)
-
-    def __init__(self, values: array[int]) -> None:
-        self.values = values
+    values: array[int]
 
     def __contains__(self, value: object) -> bool:
         return isinstance(value, int) and _find(self.values, value) >= 0
@@ -186,8 +182,10 @@ class FastXmlReader:
         full_interval_seconds: float = 7 * 86400.0,
         clock: Callable[[], float] = time.monotonic,
         fingerprint: Fingerprint | None = None,
+        snapshot: KnownTracks | None = None,
     ) -> None:
         self.path = path
+        self.snapshot = snapshot
         self.full_interval_seconds = full_interval_seconds
         self._clock = clock
         self._fp: Fingerprint = fingerprint or default_fingerprint()
@@ -255,18 +253,41 @@ class FastXmlReader:
     ) -> LibraryRead:
         self.last_mode, self.last_reason, self.last_new_entries = "full", reason, 0
         # A bad version leaves what is known as it was: fingerprints name bytes, not versions.
-        result = read_library_xml(self.path)
+        order: Collection[str]
+        if self.snapshot is None:
+            result = read_library_xml(self.path)
+            order = result.tracks
+        else:
+            result, order = self._streamed(self.snapshot)
         self._known = None
         self._last_full = self._clock()
         if data is not None and result.stat == before:
             try:
-                self._known = self._rebuild(data, result)
+                self._known = self._rebuild(data, result, order)
             except FullReadNeeded as why:
                 log.info("fast_read_unavailable", path=str(self.path), reason=str(why))
         if expected is not None and not (self._known and self._known.same_tracks(expected)):
-            log.warning("fast_read_mismatch", path=str(self.path), tracks=len(result.tracks))
-        self._note("full", reason, started, len(result.tracks))
+            log.warning("fast_read_mismatch", path=str(self.path), tracks=result.count())
+        self._note("full", reason, started, result.count())
         return result
+
+    def _streamed(self, snapshot: KnownTracks) -> tuple[LibraryRead, dict[str, None]]:
+        """A full read compared with the snapshot batch by batch as it is parsed, so that the
+        library is never in memory whole: the read's `tracks` are those the snapshot does not
+        hold as they are, its `gone` the snapshot's keys the file no longer has. Also returns
+        every key, in file order."""
+        changed: dict[str, Track] = {}
+        seen: dict[str, None] = {}
+
+        def compare(batch: dict[str, Track]) -> None:
+            held = snapshot.get(batch)
+            seen.update(dict.fromkeys(batch))
+            changed.update((key, track) for key, track in batch.items() if held.get(key) != track)
+
+        result = read_library_xml(self.path, sink=compare)
+        result.tracks = changed
+        result.gone = [key for key in snapshot.keys() if key not in seen]
+        return result, seen
 
     def _note(self, mode: str, reason: str, started: float, tracks: int) -> None:
         self.last_mode, self.last_reason = mode, reason
@@ -344,18 +365,18 @@ class FastXmlReader:
         )
         return result, commit
 
-    def _rebuild(self, data: bytes, result: LibraryRead) -> _Known:
-        """Fingerprints for the version of the file `result` was fully parsed from."""
+    def _rebuild(self, data: bytes, result: LibraryRead, order: Collection[str]) -> _Known:
+        """Fingerprints for the version of the file `result` was fully parsed from, whose keys
+        were `order`, in file order."""
         if result.without_persistent_id or result.duplicate_ids:
             raise FullReadNeeded("tracks without a Persistent ID or with a repeated one")
         view = memoryview(data)
         layout = cut_entries(data, view, self._fp, (), {})
-        parsed = result.tracks
-        if not len(parsed) == len(layout.entries) == len(layout.new):
+        if not len(order) == len(layout.entries) == len(layout.new):
             raise FullReadNeeded("entries and tracks do not pair up")
         pids = array("Q")
         find = data.find
-        for fingerprint, key in zip(layout.entries, parsed, strict=True):
+        for fingerprint, key in zip(layout.entries, order, strict=True):
             # One track per entry, in order: the entry must name its track's id.
             start = layout.new[fingerprint]
             end = find(END, start)

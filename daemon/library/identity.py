@@ -111,13 +111,16 @@ def duplicate_ids_warning(repeated: Sequence[str]) -> LibraryWarning:
 class TrackKeys:
     """The tracks of one read, keyed in library order by the rules of the module docstring.
 
-    For each track, `claim()` its key, then store the track in `tracks` under that key.
+    For each track, `claim()` its key, then store the track in `tracks` under that key (or
+    hand it on: a streamed read keeps only the keys, in `taken`).
     """
 
-    __slots__ = ("repeated", "tracks", "without_persistent_id")
+    __slots__ = ("repeated", "taken", "tracks", "without_persistent_id")
 
     def __init__(self) -> None:
         self.tracks: dict[str, Track] = {}
+        # Every key claimed so far.
+        self.taken: set[str] = set()
         self.without_persistent_id = 0
         # The ids of the dropped repeats, in library order.
         self.repeated: list[str] = []
@@ -126,20 +129,21 @@ class TrackKeys:
         """The key for the next track, or None when it repeats an id and is dropped.
 
         `persistent_id` is the normalised Persistent ID, or with `fallback` the track's
-        `fallback_id()`, which gets a "-2", "-3", ... suffix when it is taken. The key is not
-        reserved: store the track in `tracks` under it before the next claim.
+        `fallback_id()`, which gets a "-2", "-3", ... suffix when it is taken.
         """
-        tracks = self.tracks
+        taken = self.taken
         if fallback:
             self.without_persistent_id += 1
             key, n = persistent_id, 1
-            while key in tracks:
+            while key in taken:
                 n += 1
                 key = f"{persistent_id}-{n}"
+            taken.add(key)
             return key
-        if persistent_id in tracks:
+        if persistent_id in taken:
             self.repeated.append(persistent_id)
             return None
+        taken.add(persistent_id)
         return persistent_id
 
     def warnings(self) -> list[LibraryWarning]:

@@ -19,7 +19,7 @@ external or undefined entities are refused; the DTD named by the usual `<!DOCTYP
 from __future__ import annotations
 
 import codecs
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any, BinaryIO, Final, NoReturn
 from xml.parsers import expat
 
@@ -97,13 +97,22 @@ _TRUNCATED: Final = frozenset(
 _INVALID_TOKEN: Final = expat.errors.codes[expat.errors.XML_ERROR_INVALID_TOKEN]
 
 
+# A streamed read hands its tracks on in batches of this many.
+SINK_BATCH: Final = 4096
+
+
 def parse_tracks(
-    stream: BinaryIO, *, source: str, what: str, reuse: Mapping[str, Track] | None = None
+    stream: BinaryIO,
+    *,
+    source: str,
+    what: str,
+    sink: Callable[[dict[str, Track]], None] | None = None,
 ) -> LibraryRead:
     """The tracks of the library plist in `stream`, keyed in file order, with `stat=None`.
 
-    `what` names the input in error messages. A parsed track equal to the one `reuse` holds
-    under its key is returned as that object.
+    `what` names the input in error messages. With `sink`, the tracks are handed to it in
+    batches (by key, in file order; a read that fails may have handed some) and not kept: the
+    result's `tracks` is empty, its `track_count` says how many there were.
 
     Raises:
         LibraryReadError: see `daemon.library.xml_reader.parse_library`.
@@ -120,9 +129,9 @@ def parse_tracks(
     clear = buf.clear
     join = "".join
     keys_get = TRACK_KEYS.get
-    # With `reuse`, most tracks are dropped for the equal ones already held: sharing their
-    # strings would only keep each distinct value alive until the end of the parse.
-    shared = _SHARED if reuse is None else frozenset()
+    # A streamed read drops its tracks batch by batch: sharing their strings would only keep
+    # each distinct value alive until the end of the parse.
+    shared = _SHARED if sink is None else frozenset()
     seen: dict[str, str] = {}
     share = seen.setdefault
     template = _ROW_TEMPLATE
@@ -131,7 +140,7 @@ def parse_tracks(
 
     keys = TrackKeys()
     claim = keys.claim
-    tracks = keys.tracks
+    tracks: dict[str, Track] = {} if sink is not None else keys.tracks  # streamed: a batch
     row: list[Any] = template
     want: tuple[int, str] | None = None  # the kept slot of the pending track key
     track_key_pending = False
@@ -293,6 +302,7 @@ def parse_tracks(
             fail(f"has an unknown element <{name}>")
 
     def add_track(values: list[Any]) -> None:
+        nonlocal tracks
         pid = values[0]
         if pid:
             pid = claim(normalize_persistent_id(pid), fallback=False)
@@ -304,12 +314,10 @@ def parse_tracks(
             )
             pid = claim(base, fallback=True)
         values[0] = pid
-        track = Track(*values[:_NFIELDS])
-        if reuse is not None:
-            same = reuse.get(pid)
-            if same is not None and same == track:
-                track = same
-        tracks[pid] = track
+        tracks[pid] = Track(*values[:_NFIELDS])
+        if sink is not None and len(tracks) >= SINK_BATCH:
+            sink(tracks)
+            tracks = {}
 
     # -- inside a value we drop: count nesting, check element names, keep no text
     def skip(start: Any, end: Any) -> None:
@@ -355,7 +363,7 @@ def parse_tracks(
                 feed(chunk, False)
                 offset += len(chunk)
                 if progress is not None:
-                    progress.update(bytes_done=offset, tracks_done=len(tracks))
+                    progress.update(bytes_done=offset, tracks_done=len(keys.taken))
                 chunk = read(CHUNK_SIZE)
             feed(b"", True)
         except expat.ExpatError as err:
@@ -368,8 +376,11 @@ def parse_tracks(
         ) from None
     if doc_state < 2:
         raise LibraryReadError(f"{what} is not a library: its plist holds no dict")
-
-    return keys.read(source)
+    if sink is not None and tracks:
+        sink(tracks)
+    result = keys.read(source)
+    result.track_count = len(keys.taken)
+    return result
 
 
 def _describe_expat_error(what: str, err: expat.ExpatError, rest: bytes) -> str:

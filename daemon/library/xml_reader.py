@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import stat as stat_mod
-from collections.abc import Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,13 +38,14 @@ def parse_library(stream: BinaryIO, *, source: str = "xml") -> LibraryRead:
     return parse_tracks(stream, source=source, what="library file")
 
 
-def read_library_xml(path: Path, *, reuse: Mapping[str, Track] | None = None) -> LibraryRead:
+def read_library_xml(
+    path: Path, *, sink: Callable[[dict[str, Track]], None] | None = None
+) -> LibraryRead:
     """Read the XML library at `path`, making sure it did not change while it was read.
 
     The returned `stat` is the one taken before reading: when it still matches the file later,
-    the tracks are current. A track equal to the one `reuse` has under its persistent id is
-    returned as that object (a long-running reader keeps one copy of each track, and the new
-    copy is freed as soon as it is parsed).
+    the tracks are current. With `sink`, the tracks are handed to it in batches and not kept
+    (see `parse_tracks`).
 
     Raises:
         LibraryReadError: the file is missing, not a regular file, unreadable or invalid.
@@ -69,7 +70,7 @@ def read_library_xml(path: Path, *, reuse: Mapping[str, Track] | None = None) ->
         progress.update(bytes_done=0, bytes_total=st.st_size, tracks_done=0)
     try:
         with open(path, "rb", buffering=0) as stream:
-            result = parse_tracks(stream, source="xml", what=name, reuse=reuse)
+            result = parse_tracks(stream, source="xml", what=name, sink=sink)
     except OSError as err:
         check_unchanged(path, before)
         raise LibraryReadError(

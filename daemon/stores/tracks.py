@@ -237,6 +237,19 @@ def each_at_head(conn: sqlite3.Connection, consumer: str) -> Iterator[Track]:
     yield from (track for track in pending.values() if track is not None)
 
 
+def keys_at_head(conn: sqlite3.Connection, consumer: str) -> Iterator[str]:
+    """Every key at the journal's head, in one read transaction (see `each_at_head`)."""
+    conn.execute("BEGIN")
+    try:
+        pending = _pending(conn, consumer, None)
+        for (pid,) in conn.execute("SELECT persistent_id FROM tracks ORDER BY rowid"):
+            if pid not in pending or pending.pop(pid) is not None:
+                yield pid
+    finally:
+        conn.execute("COMMIT")
+    yield from (pid for pid, track in pending.items() if track is not None)
+
+
 class HeadTracks:
     """`at_head` on a read-only connection of its own, for the scanner's worker threads (one
     call at a time). Opened at once, like the writer's connection: it follows the database
@@ -250,6 +263,14 @@ class HeadTracks:
         """`at_head`; DatabaseUnavailable when the database cannot be read."""
         try:
             return at_head(self._conn, self.consumer, keys)
+        except sqlite3.Error as err:
+            raise _unavailable(err) from None
+
+    def keys(self) -> Iterator[str]:
+        """Every key at the journal's head; DatabaseUnavailable when the database cannot be
+        read."""
+        try:
+            yield from keys_at_head(self._conn, self.consumer)
         except sqlite3.Error as err:
             raise _unavailable(err) from None
 
