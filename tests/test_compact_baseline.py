@@ -50,6 +50,9 @@ _KINDS: dict[str, type | tuple[type, ...]] = {
     "year": int,
     "disc_number": int,
     "track_number": int,
+    "track_id": int,
+    "music_id": int,
+    "database_id": int,
     "compilation": bool,
     "disabled": bool,
     "date_added": dt.datetime,
@@ -256,7 +259,7 @@ def test_generated_edits_give_the_full_comparison_events(streamed: bool) -> None
     save()
     lib.insert(5, track(100))  # an addition, mid-library
     save()
-    lib.append(lib.pop(0))  # reordered entries: no events
+    lib.append(lib.pop(0))  # reordered entries: only their new Track IDs are events
     lib[10], lib[30] = lib[30], lib[10]
     save()
     lib[7]["Play Count"] = 99  # a field the daemon does not keep: no events

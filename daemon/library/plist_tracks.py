@@ -97,8 +97,7 @@ _TRUNCATED: Final = frozenset(
 _INVALID_TOKEN: Final = expat.errors.codes[expat.errors.XML_ERROR_INVALID_TOKEN]
 
 
-# A streamed read hands its tracks on in batches of this many.
-SINK_BATCH: Final = 4096
+SINK_BATCH: Final = 4096  # a streamed read hands its tracks on in batches of this many
 
 
 def parse_tracks(
