@@ -18,6 +18,7 @@ from typing import Any, Final, cast
 from daemon.events import TrackAdded, TrackModified, TrackRemoved
 from daemon.models import APP_ID_FIELDS, TRACK_FIELDS, Track, normalize_name
 from daemon.stores import journal
+from daemon.stores.database import wal_identity
 from daemon.stores.schema import connect
 from daemon.stores.writer import DatabaseUnavailable
 
@@ -256,13 +257,25 @@ class HeadTracks:
     file if the state dir is moved while the daemon runs."""
 
     def __init__(self, path: Path, consumer: str) -> None:
+        self.path = path
         self.consumer = consumer
         self._conn = connect(path, read_only=True)
+        self._wal = wal_identity(path)
+
+    def _connection(self) -> sqlite3.Connection:
+        # The daemon starts a new WAL when its file was deleted or replaced (renew_wal): a
+        # connection still holding the old one would not see the commits made since.
+        wal = wal_identity(self.path)
+        if wal is not None and wal != self._wal:
+            self._conn.close()
+            self._conn = connect(self.path, read_only=True)
+            self._wal = wal
+        return self._conn
 
     def get(self, keys: Collection[str]) -> dict[str, Track]:
         """`at_head`; DatabaseUnavailable when the database cannot be read."""
         try:
-            return at_head(self._conn, self.consumer, keys)
+            return at_head(self._connection(), self.consumer, keys)
         except sqlite3.Error as err:
             raise _unavailable(err) from None
 
@@ -270,14 +283,14 @@ class HeadTracks:
         """Every key at the journal's head; DatabaseUnavailable when the database cannot be
         read."""
         try:
-            yield from keys_at_head(self._conn, self.consumer)
+            yield from keys_at_head(self._connection(), self.consumer)
         except sqlite3.Error as err:
             raise _unavailable(err) from None
 
     def each(self) -> Iterator[Track]:
         """`each_at_head`; DatabaseUnavailable when the database cannot be read."""
         try:
-            yield from each_at_head(self._conn, self.consumer)
+            yield from each_at_head(self._connection(), self.consumer)
         except sqlite3.Error as err:
             raise _unavailable(err) from None
 

@@ -1,0 +1,64 @@
+"""HeadTracks: the scanner's baseline, read from the database at the journal's head."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from daemon.consumers import merger
+from daemon.consumers.follow import apply_round
+from daemon.events import TrackAdded, TrackModified, TrackRemoved
+from daemon.models import Track
+from daemon.stores import journal, tracks
+from daemon.stores.database import Database, open_database, renew_wal
+
+
+def _in_tx(db: Database, work: Callable[..., object]) -> None:
+    db.writer.execute("BEGIN IMMEDIATE")
+    work(db.writer)
+    db.writer.execute("COMMIT")
+
+
+def _merge(db: Database) -> None:
+    _in_tx(db, lambda c: apply_round(c, merger.CONSUMER, merger.merge))
+
+
+def test_head_is_the_snapshot_with_the_unmerged_events_on_top(tmp_path: Path) -> None:
+    a, b, c = Track("A" * 16, name="a"), Track("B" * 16, name="b"), Track("C" * 16, name="c")
+    db = open_database(tmp_path)
+    head = tracks.HeadTracks(db.path, merger.CONSUMER)
+    try:
+        _in_tx(db, lambda conn: journal.append(conn, [TrackAdded(a), TrackAdded(b)], time.time()))
+        _merge(db)
+        b2 = Track(b.persistent_id, name="b, renamed")
+        events = [TrackModified(b, b2, ("name",)), TrackRemoved(a), TrackAdded(c)]
+        _in_tx(db, lambda conn: journal.append(conn, events, time.time()))
+        # Not merged yet: the table still holds a and b as they were.
+        assert tracks.load_all(db.reader) == {a.persistent_id: a, b.persistent_id: b}
+        want = {b.persistent_id: b2, c.persistent_id: c}
+        assert head.get([a.persistent_id, b.persistent_id, c.persistent_id, "D" * 16]) == want
+        assert list(head.each()) == [b2, c]
+        assert list(head.keys()) == [b.persistent_id, c.persistent_id]
+        _merge(db)
+        assert list(head.each()) == [b2, c]
+    finally:
+        head.close()
+        db.close()
+
+
+def test_head_follows_a_renewed_wal(tmp_path: Path) -> None:
+    db = open_database(tmp_path)
+    head = tracks.HeadTracks(db.path, merger.CONSUMER)
+    try:
+        assert list(head.keys()) == []
+        (tmp_path / "musicd.db-wal").unlink()
+        old_reader = renew_wal(db)
+        assert old_reader is not None
+        old_reader.close()
+        track = Track("E" * 16, name="after the new WAL")
+        _in_tx(db, lambda conn: tracks.upsert(conn, [track]))
+        assert head.get([track.persistent_id]) == {track.persistent_id: track}
+    finally:
+        head.close()
+        db.close()
