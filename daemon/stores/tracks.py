@@ -8,8 +8,10 @@ track added since at the end, wherever the library puts it. A replaced track kee
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections import deque
 from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import make_dataclass
 from itertools import repeat
 from pathlib import Path
@@ -261,41 +263,56 @@ class HeadTracks:
         self.consumer = consumer
         self._conn = connect(path, read_only=True)
         self._wal = wal_identity(path)
+        self._lock = threading.Lock()
+        self._busy = self._closed = False
 
-    def _connection(self) -> sqlite3.Connection:
-        # The daemon starts a new WAL when its file was deleted or replaced (renew_wal): a
-        # connection still holding the old one would not see the commits made since.
-        wal = wal_identity(self.path)
-        if wal is not None and wal != self._wal:
-            self._conn.close()
-            self._conn = connect(self.path, read_only=True)
-            self._wal = wal
-        return self._conn
+    @contextmanager
+    def _using(self) -> Iterator[sqlite3.Connection]:
+        """The connection for one call. A close during it (at shutdown, with a read left
+        running on its thread) takes effect when the call ends: SQLite must never have a
+        connection closed under a statement."""
+        with self._lock:
+            if self._closed:
+                raise DatabaseUnavailable("the snapshot is closed: the daemon is stopping")
+            self._busy = True
+        try:
+            # The daemon starts a new WAL when its file was deleted or replaced (renew_wal):
+            # a connection still holding the old one would not see the commits made since.
+            wal = wal_identity(self.path)
+            if wal is not None and wal != self._wal:
+                self._conn.close()
+                self._conn = connect(self.path, read_only=True)
+                self._wal = wal
+            yield self._conn
+        except sqlite3.Error as err:
+            raise _unavailable(err) from None
+        finally:
+            with self._lock:
+                self._busy = False
+                if self._closed:
+                    self._conn.close()
 
     def get(self, keys: Collection[str]) -> dict[str, Track]:
         """`at_head`; DatabaseUnavailable when the database cannot be read."""
-        try:
-            return at_head(self._connection(), self.consumer, keys)
-        except sqlite3.Error as err:
-            raise _unavailable(err) from None
+        with self._using() as conn:
+            return at_head(conn, self.consumer, keys)
 
     def keys(self) -> Iterator[str]:
         """Every key at the journal's head; DatabaseUnavailable when the database cannot be
         read."""
-        try:
-            yield from keys_at_head(self._connection(), self.consumer)
-        except sqlite3.Error as err:
-            raise _unavailable(err) from None
+        with self._using() as conn:
+            yield from keys_at_head(conn, self.consumer)
 
     def each(self) -> Iterator[Track]:
         """`each_at_head`; DatabaseUnavailable when the database cannot be read."""
-        try:
-            yield from each_at_head(self._connection(), self.consumer)
-        except sqlite3.Error as err:
-            raise _unavailable(err) from None
+        with self._using() as conn:
+            yield from each_at_head(conn, self.consumer)
 
     def close(self) -> None:
-        self._conn.close()
+        with self._lock:
+            self._closed = True
+            if not self._busy:
+                self._conn.close()
 
 
 def _unavailable(err: sqlite3.Error) -> DatabaseUnavailable:

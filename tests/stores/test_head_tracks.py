@@ -6,12 +6,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from daemon.consumers import merger
 from daemon.consumers.follow import apply_round
 from daemon.events import TrackAdded, TrackModified, TrackRemoved
 from daemon.models import Track
 from daemon.stores import journal, tracks
 from daemon.stores.database import Database, open_database, renew_wal
+from daemon.stores.writer import DatabaseUnavailable
 
 
 def _in_tx(db: Database, work: Callable[..., object]) -> None:
@@ -59,6 +62,25 @@ def test_head_follows_a_renewed_wal(tmp_path: Path) -> None:
         track = Track("E" * 16, name="after the new WAL")
         _in_tx(db, lambda conn: tracks.upsert(conn, [track]))
         assert head.get([track.persistent_id]) == {track.persistent_id: track}
+    finally:
+        head.close()
+        db.close()
+
+
+def test_a_close_during_a_read_waits_for_its_end(tmp_path: Path) -> None:
+    # At shutdown a read left running on its thread may still be comparing with the snapshot:
+    # closing the connection under its statement would crash SQLite.
+    db = open_database(tmp_path)
+    head = tracks.HeadTracks(db.path, merger.CONSUMER)
+    try:
+        written = [Track(f"{i:016X}", name=str(i)) for i in range(3)]
+        _in_tx(db, lambda conn: tracks.upsert(conn, written))
+        reading = head.each()
+        first = next(reading)
+        head.close()
+        assert [first, *reading] == written
+        with pytest.raises(DatabaseUnavailable, match="stopping"):
+            head.get([first.persistent_id])
     finally:
         head.close()
         db.close()
