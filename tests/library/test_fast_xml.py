@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import tempfile
+import tracemalloc
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -627,3 +629,25 @@ def test_real_snapshot_pair_reads_like_the_full_reader(workdir: Path) -> None:
     checker.check(expect_fast=False)
     checker.write(edit_real(newer.read_bytes(), "rename-album"))
     checker.check(expect_fast=True)
+
+
+def test_what_a_reader_keeps_between_reads_costs_bytes_per_track_not_tracks(
+    workdir: Path,
+) -> None:
+    # Fingerprints and Persistent IDs in arrays: no Track, no int or str object per track.
+    lib = base_library(4000)
+    path = workdir / "Library.xml"
+    path.write_bytes(lib.render())
+    reader = FastXmlReader(path)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        read = reader()
+        assert read.count() == 4000
+        del read
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert reader.last_mode == "full"
+    assert kept / 4000 < 64, f"{kept / 4000:.0f} bytes a track"
