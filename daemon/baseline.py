@@ -31,11 +31,14 @@ def diff_read(read: LibraryRead, snapshot: Snapshot, held: Mapping[str, Track]) 
     """The read's events against the baseline (on a worker thread: it reads the database).
 
     `held`: the tracks whose removal the removal guard holds back. They are still in the
-    baseline but no longer in an incremental reader's memory, so they count as gone again
-    until their tracks come back.
+    baseline but no longer in an incremental reader's memory, so for a read of the changes
+    since the read before it they count as gone again until their tracks come back. A full
+    read compared with the snapshot (which still holds them) names them itself.
     """
     if read.gone is None:
         return diff_tracks(snapshot.each(), read.tracks)
-    gone = list(dict.fromkeys([*read.gone, *(pid for pid in held if pid not in read.tracks)]))
+    gone = read.gone
+    if not read.full:
+        gone = list(dict.fromkeys([*gone, *(pid for pid in held if pid not in read.tracks)]))
     old = snapshot.get([*read.tracks, *gone])
     return diff_changes(old, read.tracks, gone)
