@@ -128,9 +128,7 @@ def parse_tracks(
     clear = buf.clear
     join = "".join
     keys_get = TRACK_KEYS.get
-    # A streamed read drops its tracks batch by batch: sharing their strings would only keep
-    # each distinct value alive until the end of the parse.
-    shared = _SHARED if sink is None else frozenset()
+    shared = _SHARED  # streamed too: a first build keeps every track it reads
     seen: dict[str, str] = {}
     share = seen.setdefault
     template = _ROW_TEMPLATE
