@@ -18,7 +18,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from daemon.baseline import Snapshot, diff_read
+from daemon.baseline import Snapshot, diff_read, forget_read
 from daemon.config import LibraryConfig
 from daemon.debounce import Debouncer, Wakeup
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, LibraryReadStalled
@@ -200,13 +200,7 @@ class Scanner:
         except Exception:
             log.exception("scan_failed", reason=reason)
             self.last_stat = None
-            self._forget_read()
-
-    def _forget_read(self) -> None:
-        """The reader moved on but the baseline did not: its next read must be a full one."""
-        forget = getattr(self.reader, "forget", None)
-        if callable(forget):
-            forget()
+            forget_read(self.reader)
 
     # -- one scan ------------------------------------------------------------------------
 
@@ -303,7 +297,7 @@ class Scanner:
             if self.initial_build and read.gone is not None and not read.full:
                 # An incremental read cannot build a snapshot (the build's commit failed after
                 # the reader moved on): read again in full.
-                self._forget_read()
+                forget_read(self.reader)
                 read = await self._read()
         except LibraryReadError as err:
             return await self._failed(err, reason, before)
@@ -385,7 +379,7 @@ class Scanner:
 
     def _not_recorded(self, reason: str, err: DatabaseUnavailable) -> ScanOutcome:
         # Nothing of this scan was recorded: keep the baseline, read again shortly.
-        self._forget_read()
+        forget_read(self.reader)
         self._commit_failures += 1
         self.status.database_error = str(err)
         log.warning("scan_not_recorded", reason=reason, error=str(err))
