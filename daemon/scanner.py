@@ -1,9 +1,8 @@
 """The scanner task: for each settled burst of changes, read the library once, diff, record.
 
-Its baseline is the library as the journal's head describes it (`daemon.baseline`). A scan's
-events are committed to the journal in one transaction; the baseline moves only then. A scan
-whose events were not recorded makes the reader forget what it read (`forget()`), so the next
-read is compared in full.
+Its baseline is the library as the journal's head describes it (`daemon.baseline`); a scan's
+events are committed in one transaction, and the baseline moves only then. A scan that was not
+recorded makes the reader forget what it read, so the next read is compared in full.
 """
 
 from __future__ import annotations
@@ -301,8 +300,7 @@ class Scanner:
                 read = await self._read()
         except LibraryReadError as err:
             return await self._failed(err, reason, before)
-        except DatabaseUnavailable as err:
-            # A full read compares with the snapshot as it goes.
+        except DatabaseUnavailable as err:  # a full read compares with the snapshot as it goes
             return self._not_recorded(reason, err)
         self.status.read_succeeded(read, self.library.path)
         # A full read whose scan was not recorded (a failed commit, a bug) still counts when a
