@@ -29,6 +29,7 @@ from daemon.stores.schema import (
     check_and_migrate,
     connect,
     move_aside,
+    wal_identity,
 )
 from daemon.stores.writer import DatabaseUnavailable, describe_db_error
 
@@ -263,14 +264,6 @@ def checkpoint(
         "checkpointed_frames": int(moved),
         "duration_us": int((time.perf_counter() - started) * 1e6),
     }
-
-
-def wal_identity(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path.with_name(path.name + "-wal"))
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def renew_wal(db: Database) -> sqlite3.Connection | None:

@@ -198,3 +198,13 @@ def move_aside(path: Path, reason: str) -> Path:
         "old file where it can still be read",
     )
     return target
+
+
+def wal_identity(path: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the database's `-wal` file, None when there is none: another one
+    at that path than a connection opened means it was deleted or replaced."""
+    try:
+        st = os.stat(path.with_name(path.name + "-wal"))
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

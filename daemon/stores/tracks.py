@@ -20,8 +20,7 @@ from typing import Any, Final, cast
 from daemon.events import TrackAdded, TrackModified, TrackRemoved
 from daemon.models import APP_ID_FIELDS, TRACK_FIELDS, Track, normalize_name
 from daemon.stores import journal
-from daemon.stores.database import wal_identity
-from daemon.stores.schema import connect
+from daemon.stores.schema import connect, wal_identity
 from daemon.stores.writer import DatabaseUnavailable
 
 _COLUMNS: Final = ", ".join(TRACK_FIELDS)
