@@ -128,7 +128,7 @@ def parse_tracks(
     clear = buf.clear
     join = "".join
     keys_get = TRACK_KEYS.get
-    shared = _SHARED  # streamed too: a first build keeps every track it reads
+    shared = _SHARED  # streamed: within a batch (a first build keeps every track it reads)
     seen: dict[str, str] = {}
     share = seen.setdefault
     template = _ROW_TEMPLATE
@@ -315,6 +315,7 @@ def parse_tracks(
         if sink is not None and len(tracks) >= SINK_BATCH:
             sink(tracks)
             tracks = {}
+            seen.clear()  # shared within a batch only: the table of values never outlives it
 
     # -- inside a value we drop: count nesting, check element names, keep no text
     def skip(start: Any, end: Any) -> None:
