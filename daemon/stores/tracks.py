@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections import deque
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import make_dataclass
-from itertools import repeat
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from daemon.events import TrackAdded, TrackModified, TrackRemoved
 from daemon.models import APP_ID_FIELDS, TRACK_FIELDS, Track, normalize_name
@@ -109,32 +106,6 @@ def iterate(conn: sqlite3.Connection) -> Iterator[Track]:
     """Every track in snapshot order."""
     for row in conn.execute(f"SELECT {_COLUMNS} FROM tracks ORDER BY rowid"):
         yield track_from_row(row)
-
-
-# Loading 100k tracks is mostly building them, and a frozen dataclass's __init__ sets each field
-# through object.__setattr__. _TrackRow has Track's slots in the same order and a plain
-# __init__: rows are built as those, then made Tracks (a compatible layout, so Python allows the
-# __class__ change). The results are ordinary Tracks, built about 2.5 times faster.
-_TrackRow = make_dataclass("_TrackRow", [(name, Any) for name in TRACK_FIELDS], slots=True)
-
-
-def load_all(conn: sqlite3.Connection) -> dict[str, Track]:
-    """Every track in snapshot order, held for as long as the daemon runs (the scanner's
-    baseline): an album's tracks share their artist and album strings (about 0.3 KiB less per
-    track)."""
-    shared: dict[str, str] = {}
-    share = shared.setdefault
-    built = []
-    for row in conn.execute(f"SELECT {_COLUMNS} FROM tracks ORDER BY rowid"):
-        values = list(row)
-        for i in _SHARED:
-            if (text := values[i]) is not None:
-                values[i] = share(text, text)
-        values[_COMPILATION] = bool(values[_COMPILATION])
-        values[_DISABLED] = bool(values[_DISABLED])
-        built.append(_TrackRow(*values))
-    deque(map(object.__setattr__, built, repeat("__class__"), repeat(Track)), maxlen=0)
-    return {t.persistent_id: t for t in cast(list[Track], built)}
 
 
 def page(conn: sqlite3.Connection, after: str | None, limit: int) -> list[Track]:

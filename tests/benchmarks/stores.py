@@ -211,7 +211,7 @@ def bench_edit_state(state_dir: Path, work: Path) -> tuple[EditCost, EditCost, i
             conn.execute("COMMIT")
             checkpoint(conn, db.path)
             ours.append(_measure(partial(_db_edit, conn, db.path, pid, i)))
-        all_tracks = tracks.load_all(conn)
+        all_tracks = {t.persistent_id: t for t in tracks.iterate(conn)}
         entries = all_cache_rows(conn)
     finally:
         db.close()

@@ -250,7 +250,7 @@ def test_tracks_keep_snapshot_order_and_albums_match_either_artist(tmp_path: Pat
                 ],
             ),
         )
-        assert list(tracks.load_all(db.reader)) == [
+        assert [t.persistent_id for t in tracks.iterate(db.reader)] == [
             a.persistent_id,
             b.persistent_id,
             c.persistent_id,

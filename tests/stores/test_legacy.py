@@ -101,7 +101,7 @@ def test_old_json_state_files_are_imported_and_moved_aside_not_deleted(tmp_path:
     db = open_database(tmp_path)
     try:
         assert import_legacy_state(db.writer, tmp_path, failed_ttl=60.0)
-        assert list(tracks.load_all(db.reader)) == ["AAAA000000000001"]
+        assert [t.persistent_id for t in tracks.iterate(db.reader)] == ["AAAA000000000001"]
         meta = journal.meta(db.reader)
         assert meta["library_size"] == 5 and meta["last_full_scan"] == 3.0
         assert journal.head(db.reader) == 77
