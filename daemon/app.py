@@ -25,22 +25,22 @@ from anyio.abc import TaskStatus
 
 from daemon import __version__, hints
 from daemon.config import Config
-from daemon.consumers import invalidator, merger
-from daemon.consumers.follow import catch_up, follow_journal
-from daemon.debounce import Wakeup
 from daemon.errors import AlreadyRunning
+from daemon.journal import invalidator, merger
+from daemon.journal.follow import catch_up, follow_journal
 from daemon.library import FileStat, KnownTracks
 from daemon.library.fast_xml import FastXmlReader
 from daemon.logs import stop_logging
 from daemon.process import apply_process_policy
-from daemon.read_job import run_abandonable
-from daemon.scanner import Reader, Scanner
-from daemon.service import Service
+from daemon.service.core import Service
 from daemon.stores import journal, tracks
 from daemon.stores._atomic import ensure_private_dir
 from daemon.stores.database import Database, checkpoint, open_state
 from daemon.stores.schema import connect
-from daemon.watcher import LibraryWatcher
+from daemon.watch.debounce import Wakeup
+from daemon.watch.read_job import run_abandonable
+from daemon.watch.scanner import Reader, Scanner
+from daemon.watch.watcher import LibraryWatcher
 
 log = structlog.get_logger(__name__)
 

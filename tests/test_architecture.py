@@ -178,6 +178,12 @@ def test_stores_need_only_models_events_and_errors() -> None:
     assert daemon_imports <= {"daemon.models", "daemon.events", "daemon.errors"}
 
 
-def test_control_never_imports_app_service_scanner_or_stores() -> None:
-    forbidden = ("daemon.app", "daemon.service", "daemon.scanner", "daemon.stores", "daemon.cli")
+def test_control_never_imports_app_service_watch_or_stores() -> None:
+    forbidden = (
+        "daemon.app",
+        "daemon.service.core",
+        "daemon.watch",
+        "daemon.stores",
+        "daemon.cli",
+    )
     assert _within(_imported_by("daemon.control"), forbidden) == set()

@@ -15,7 +15,18 @@ from collections.abc import Iterator, Sequence
 from typing import NoReturn, cast
 
 from daemon import __version__, hints
-from daemon.cli import cache, changes, check, control, doctor, launchd, logs, run, state, tracks
+from daemon.cli import (
+    cache,
+    changes,
+    check,
+    control,
+    doctor,
+    launchd,
+    logs,
+    run,
+    state,
+    tracks,
+)
 from daemon.cli.command import (
     Handler,
     Output,

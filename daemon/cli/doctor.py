@@ -1,4 +1,4 @@
-"""`musicd doctor`: run the checks in daemon/doctor.py and print one line each (or JSON)."""
+"""`musicd doctor`: run the checks in daemon/mac/doctor.py and print one line each (or JSON)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def register(sub: Subcommands) -> None:
 
 def cmd_doctor(args: argparse.Namespace) -> Output:
     # The checks import the config model and the stores: only when this command runs.
-    from daemon.doctor import failed, run_checks
+    from daemon.mac.doctor import failed, run_checks
 
     checks = run_checks(args.config)
 

@@ -52,7 +52,7 @@ def register(sub: Subcommands) -> None:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    from daemon import launchd
+    from daemon.mac import launchd
 
     agent = launchd.agent_for_config(args.config)
     _warn_protected(agent)
@@ -98,7 +98,7 @@ def _warn_protected(agent: Any) -> None:
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
-    from daemon import launchd
+    from daemon.mac import launchd
 
     launchctl = launchd.Launchctl.find()
     plist_path = launchd.launch_agents_dir() / f"{launchd.LABEL}.plist"
@@ -113,7 +113,7 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from daemon import launchd
+    from daemon.mac import launchd
 
     launchctl = launchd.Launchctl.find()
     status = launchctl.status(launchd.LABEL)
@@ -140,7 +140,7 @@ def _explain_exit(code: str, signal: str | None, plist: dict[str, Any] | None = 
     # launchctl says "0", "78: EX_CONFIG" or "(never exited)".
     number = code.split(":")[0].strip()
     if number == str(EX_CONFIG):
-        from daemon import launchd
+        from daemon.mac import launchd
 
         logs = hints.command("logs", "--level", "error", socket=False)
         # launchd also reports 78 when it could not start the program at all (posix_spawn
@@ -163,7 +163,7 @@ def _explain_exit(code: str, signal: str | None, plist: dict[str, Any] | None = 
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
-    from daemon import launchd
+    from daemon.mac import launchd
 
     launchctl = launchd.Launchctl.find()
     launchctl.kickstart(launchd.LABEL)

@@ -80,7 +80,7 @@ def _width() -> int:
 @contextmanager
 def local_scans(console: ProgressConsole) -> Iterator[None]:
     """While the block runs, show this process's scans (`musicd run`) on `console`."""
-    from daemon import progress
+    from daemon.watch import progress
 
     stopped = threading.Event()
 

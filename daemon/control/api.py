@@ -1,6 +1,6 @@
 """What the control server needs from the running daemon, and nothing more.
 
-`daemon.service.Service` provides it; the control package never imports the daemon's lifecycle
+`daemon.service.core.Service` provides it; the control package never imports the daemon's lifecycle
 (`daemon.app`), so either side can change without the other.
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from daemon.hub import EventHub
-from daemon.programs import ProgramApi
+from daemon.journal.hub import EventHub
+from daemon.service.programs import ProgramApi
 
 
 class ScanResult(Protocol):

@@ -22,7 +22,7 @@ from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
 from daemon.control.log_limit import LogLimit
 from daemon.control.protocol import INTERNAL_ERROR, MAX_LINE_BYTES, error_message
-from daemon.hub import Subscription
+from daemon.journal.hub import Subscription
 
 log = structlog.get_logger("daemon.control.server")
 

@@ -30,8 +30,8 @@ from daemon.control.protocol import (
     describe_params_error,
     json_type,
 )
-from daemon.feed import CursorError
-from daemon.programs import AnswerTooLarge, EntryErrors
+from daemon.journal.feed import CursorError
+from daemon.service.programs import AnswerTooLarge, EntryErrors
 
 
 def _cursor_error(method: str, err: CursorError) -> ProtocolError:

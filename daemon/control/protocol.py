@@ -7,9 +7,9 @@ Notifications *to* the server are not accepted: a request without an id is answe
 subscribed connection: `{"jsonrpc": "2.0", "method": "event", "params": {<event>}}`, and a last
 `{"jsonrpc": "2.0", "method": "subscription_dropped", "params": {"reason": ...}}` when it cuts
 off a subscriber that does not keep up. Every event carries `seq` and `cursor` (an opaque
-position; see daemon/feed.py): a cursor that is not one of ours, or one ahead of the journal, is
-an invalid-params error; one of another database or older than the journal keeps is answered
-with `resync: true` instead.
+position; see daemon/journal/feed.py): a cursor that is not one of ours, or one ahead of the
+journal, is an invalid-params error; one of another database or older than the journal keeps is
+answered with `resync: true` instead.
 
 Error codes (the connection stays usable unless noted):
 

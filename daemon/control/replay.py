@@ -15,8 +15,8 @@ from typing import Any, Final
 
 import anyio
 
-from daemon.hub import Subscription
-from daemon.programs import ProgramApi
+from daemon.journal.hub import Subscription
+from daemon.service.programs import ProgramApi
 
 REPLAY_PAGE: Final = 1000
 

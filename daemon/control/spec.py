@@ -6,7 +6,7 @@ to start when its handlers and this table disagree (`check_handlers`), logs the 
 canonical line at debug (`CHEAP_METHODS`); tests hold both clients' typed methods to it.
 
 To add a method: a params model in params.py, a line here, a handler in methods.py (or
-program_methods.py), a builder in daemon/client_calls.py bound on both clients. Its cost must be
+program_methods.py), a builder in daemon/client/calls.py bound on both clients. Its cost must be
 bounded: the sizes of its params in the model (params.py: MAX_BATCH keys or entries, PageLimit
 items a page), its answer by MAX_ANSWER_BYTES (protocol.py, which lists every bound).
 """
@@ -34,7 +34,7 @@ class MethodSpec:
     name: str
     params: type[Params]
     # What the result is, in a few words (the handler builds it). Written as `{a, b}`, it names
-    # keys every answer has (tests/control/test_client.py holds the answers to that).
+    # keys every answer has (tests/client/test_client.py holds the answers to that).
     result: str
     # The name of the typed method on MusicdClient and AsyncMusicdClient.
     client: str

@@ -15,8 +15,8 @@ from daemon.control.methods import Reply
 from daemon.control.params import SubscribeParams
 from daemon.control.protocol import ALREADY_SUBSCRIBED, INVALID_PARAMS, ProtocolError, notification
 from daemon.control.replay import replay
-from daemon.feed import CursorError, wire_event
-from daemon.hub import Subscription
+from daemon.journal.feed import CursorError, wire_event
+from daemon.journal.hub import Subscription
 
 
 class Subscriptions:

@@ -115,7 +115,7 @@ def programs_to_grant(plist: dict[str, object] | None = None) -> list[str]:
 
 
 def _installed_agent_plist() -> dict[str, object] | None:
-    from daemon.launchd import installed_plist
+    from daemon.mac.launchd import installed_plist
 
     return installed_plist()
 

@@ -27,7 +27,7 @@ from daemon.errors import LibraryReadError, describe_os_error
 from daemon.library import LibraryRead
 from daemon.library.identity import TrackKeys, normalize_persistent_id, row_fallback_id
 from daemon.models import TRACK_FIELDS, Track
-from daemon.progress import current as current_progress
+from daemon.watch.progress import current as current_progress
 
 __all__ = ["CHUNK_SIZE", "TRACK_KEYS", "parse_tracks"]
 

@@ -21,7 +21,7 @@ from daemon.errors import LibraryChangedDuringRead, LibraryReadError, describe_o
 from daemon.library import FileStat, LibraryRead
 from daemon.library.plist_tracks import CHUNK_SIZE, parse_tracks
 from daemon.models import Track
-from daemon.progress import current as current_progress
+from daemon.watch.progress import current as current_progress
 
 __all__ = ["CHUNK_SIZE", "check_unchanged", "parse_library", "read_library_xml"]
 

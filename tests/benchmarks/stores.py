@@ -27,12 +27,12 @@ from typing import Any
 
 import orjson
 
-from daemon.consumers import invalidator, merger
-from daemon.consumers.follow import apply_round
 from daemon.events import FLUSH_FINISHED, SCAN_FINISHED, SCAN_STARTED, ObserverEvent, TrackModified
+from daemon.journal import invalidator, merger
+from daemon.journal.follow import apply_round
+from daemon.journal.recorder import ScanRecord, _record
 from daemon.library import FileStat
 from daemon.models import album_key, normalize_name
-from daemon.recorder import ScanRecord, _record
 from daemon.stores import cache, tracks
 from daemon.stores.database import checkpoint, open_database
 from tests.benchmarks import json_design

@@ -24,7 +24,7 @@ from daemon.client import MusicdClient
 from daemon.config import config_from_mapping
 from daemon.control.server import ControlServer, Limits
 from daemon.library.xml_reader import read_library_xml
-from daemon.service import Service
+from daemon.service.core import Service
 from daemon.stores import tracks as track_rows
 from daemon.stores._atomic import ensure_private_dir
 from daemon.stores.database import open_database

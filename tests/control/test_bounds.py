@@ -18,7 +18,7 @@ from daemon.control.protocol import (
     MAX_BATCH_ITEMS,
 )
 from daemon.logs import _PassThroughQueueHandler
-from daemon.programs import MAX_CONSUMERS
+from daemon.service.programs import MAX_CONSUMERS
 from tests.control.local_server import LocalServer
 from tests.support import wait_for
 

@@ -8,7 +8,7 @@ were still working through a big scan.
 from __future__ import annotations
 
 from daemon.events import FLUSH_FINISHED, ObserverEvent, TrackAdded
-from daemon.hub import HARD_LIMIT_FACTOR, EventHub, Subscription
+from daemon.journal.hub import HARD_LIMIT_FACTOR, EventHub, Subscription
 from daemon.models import Track
 
 

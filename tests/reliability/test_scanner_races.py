@@ -21,23 +21,23 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from daemon import baseline as baseline_mod
-from daemon.consumers import merger
-from daemon.consumers.follow import JournalSignal
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError
 from daemon.events import SCAN_FINISHED
-from daemon.hub import EventHub, Subscription
+from daemon.journal import merger
+from daemon.journal.follow import JournalSignal
+from daemon.journal.hub import EventHub, Subscription
+from daemon.journal.recorder import Recorder
 from daemon.library import LibraryRead
 from daemon.library.xml_reader import read_library_xml
-from daemon.recorder import Recorder
-from daemon.scanner import CHANGED_DURING_READ_RETRIES, Scanner
 from daemon.stores import journal, tracks
 from daemon.stores.database import Database, open_database
 from daemon.stores.writer import Writer
+from daemon.watch import baseline as baseline_mod
+from daemon.watch.scanner import CHANGED_DURING_READ_RETRIES, Scanner
 from tests.reliability.conftest import Report
-from tests.scanner_support import fresh_scanner
 from tests.support import wait_for
 from tests.support.library import SynthLibrary, write_library
+from tests.watch.scanner_support import fresh_scanner
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.consumers import merger
-from daemon.consumers.follow import apply_round
 from daemon.events import TrackAdded, TrackModified, TrackRemoved
+from daemon.journal import merger
+from daemon.journal.follow import apply_round
 from daemon.models import Track
 from daemon.stores import journal, tracks
 from daemon.stores.database import Database, open_database, renew_wal

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.consumers import merger
 from daemon.events import TrackAdded, TrackModified
+from daemon.journal import merger
 from daemon.models import Track
 from daemon.stores import tracks
 from daemon.stores.database import open_database

@@ -1,0 +1,1 @@
+"""This Mac: the launchd agent (its plist and launchctl) and `doctor`."""

@@ -1,0 +1,330 @@
+"""What the running daemon offers its tasks and the control server: reads, acknowledged writes,
+checkpoints and status, all on the one database (checkpoints and cleanup are in housekeeping.py).
+
+Reads that touch a row or an album run on the event loop through the read connection (WAL
+readers never wait for the writer); everything that changes the database goes through the
+`Writer` and is answered only after its transaction committed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from daemon import __version__
+from daemon.config import Config
+from daemon.errors import StateError
+from daemon.journal.follow import JournalSignal, Round
+from daemon.journal.hub import EventHub
+from daemon.journal.invalidator import CONSUMER as INVALIDATOR
+from daemon.journal.invalidator import Invalidated
+from daemon.journal.merger import CONSUMER as MERGER
+from daemon.journal.recorder import Recorder
+from daemon.models import album_key
+from daemon.service.housekeeping import DirtySignal, Housekeeping
+from daemon.service.programs import ProgramApi
+from daemon.service.sources import Sources
+from daemon.stores import cache, journal, tracks
+from daemon.stores.database import Database
+from daemon.stores.schema import connect
+from daemon.stores.writer import Writer
+
+if TYPE_CHECKING:
+    from daemon.watch.scan_status import ScanOutcome
+    from daemon.watch.scanner import Scanner
+    from daemon.watch.watcher import LibraryWatcher
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class SharedScan:
+    """A requested scan not started yet; the requests that came meanwhile wait for it."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    outcome: ScanOutcome | None = None
+
+
+@dataclass
+class Service:
+    config: Config
+    db: Database
+    hub: EventHub
+    writer: Writer = field(init=False)
+    recorder: Recorder = field(init=False)
+    signal: JournalSignal = field(init=False)
+    programs: ProgramApi = field(init=False)
+    scanner: Scanner | None = None
+    watcher: LibraryWatcher | None = None
+    housekeeping: Housekeeping = field(init=False)
+    dirty: DirtySignal = field(default_factory=DirtySignal)
+    started_at: float = field(default_factory=time.time)
+    shutting_down: bool = False
+    stop_sources: anyio.CancelScope | None = None
+    applied: dict[str, int] = field(default_factory=dict)
+    sources: Sources = field(init=False)
+    _next_rescan: SharedScan | None = None
+
+    @classmethod
+    def create(cls, config: Config, db: Database) -> Service:
+        """A service on an open database, its writer not yet running (`writer.run()`)."""
+        service = cls(config=config, db=db, hub=EventHub(config.control.max_subscriber_queue))
+        service.writer = Writer(db.writer, on_commit=service.dirty.set)
+        service.signal = JournalSignal()
+        service.recorder = Recorder(
+            service.writer, service.hub, service.signal, journal.head(db.reader)
+        )
+        service.sources = Sources(config.cache.sources)
+        service.programs = ProgramApi(config, db, service.writer, service.sources)
+        service.housekeeping = Housekeeping(
+            config, db, service.writer, service.recorder, service.dirty
+        )
+        return service
+
+    @property
+    def socket_path(self) -> Path:
+        return self.config.control.socket
+
+    @property
+    def last_seq(self) -> int:
+        return self.recorder.last_seq
+
+    @property
+    def epoch(self) -> str:
+        return self.db.epoch
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def request_shutdown(self, reason: str = "requested") -> None:
+        if not self.shutting_down:
+            log.info("shutdown_requested", reason=reason)
+        self.shutting_down = True
+        if self.stop_sources is not None:
+            self.stop_sources.cancel()
+
+    async def rescan(self, *, accept_removals: bool = False) -> ScanOutcome:
+        """A scan now. Requests that come while a requested scan waits for its turn share it
+        (its outcome is theirs: it starts after they asked), so any number of them costs at
+        most the scan running and one more."""
+        if self.scanner is None:
+            raise StateError("the daemon is still starting; try again in a moment")
+        if accept_removals:
+            # Its own: it applies what the others would hold back.
+            return await self.scanner.scan("requested", accept_removals=True)
+        shared = self._next_rescan
+        if shared is not None:
+            await shared.done.wait()
+            if shared.outcome is None:
+                raise StateError("the rescan this request waited for did not finish; try again")
+            return shared.outcome
+        shared = self._next_rescan = SharedScan()
+        try:
+            shared.outcome = await self.scanner.scan(
+                "requested", on_start=partial(self._rescan_started, shared)
+            )
+        finally:
+            self._rescan_started(shared)
+            shared.done.set()
+        return shared.outcome
+
+    def _rescan_started(self, shared: SharedScan) -> None:
+        # From here on, a new request needs a scan of its own: this one may have read already.
+        if self._next_rescan is shared:
+            self._next_rescan = None
+
+    # -- the journal's consumers report here -------------------------------------------------
+
+    def note_merged(self, done: Round[int]) -> None:
+        self.applied[MERGER] = done.last_seq
+        if done.applied:
+            log.info("snapshot_merged", events=done.applied, tracks=done.result, seq=done.last_seq)
+
+    def note_invalidated(self, done: Round[Invalidated]) -> None:
+        self.applied[INVALIDATOR] = done.last_seq
+        result = done.result
+        if result is not None and result.albums:
+            log.info(
+                "cache_invalidated",
+                albums=len(result.albums),
+                entries=result.entries,
+                sample=[list(k) for k in result.albums[:5]],
+                seq=done.last_seq,
+            )
+
+    async def flush(self, reason: str = "requested") -> dict[str, Any]:
+        """A checkpoint now (see Housekeeping.flush)."""
+        return await self.housekeeping.flush(reason)
+
+    # -- tracks and cache, for the control server --------------------------------------------
+
+    def track(self, field: str, value: str | int) -> dict[str, Any] | None:
+        found = tracks.get_by(self.db.reader, field, value)
+        return found.to_dict() if found is not None else None
+
+    def album(self, artist: str, album: str) -> list[dict[str, Any]]:
+        return [t.to_dict() for t in tracks.album(self.db.reader, artist, album)]
+
+    def cache_get(self, artist: str, album: str, source: str) -> dict[str, Any] | None:
+        entry = cache.get(self.db.reader, artist, album, source, time.time())
+        self.sources.count(source, hit=entry is not None)
+        return entry.to_dict() if entry is not None else None
+
+    async def cache_put(
+        self,
+        artist: str,
+        album: str,
+        source: str,
+        *,
+        success: bool,
+        data: Any = None,
+        metadata: dict[str, Any] | None = None,
+        ttl_seconds: float | None = None,
+    ) -> dict[str, Any]:
+        """Store an answer; returns it once committed. ValueError/TypeError for a bad value
+        (UnknownSource for a source the configuration does not accept)."""
+        entry = self.programs.make_entry(
+            {
+                "artist": artist,
+                "album": album,
+                "source": source,
+                "success": success,
+                "data": data,
+                "metadata": metadata,
+                "ttl_seconds": ttl_seconds,
+            },
+            time.time(),
+        )
+        await self.writer.submit(partial(cache.put_many, entries=[entry]))
+        return entry.to_dict()
+
+    async def cache_invalidate(self, albums: Sequence[tuple[str, str]]) -> int:
+        """Drop every source's answers of the (artist, album) pairs in one transaction."""
+        keys = sorted({album_key(artist, album) for artist, album in albums})
+        return await self.writer.submit(partial(cache.invalidate_keys, keys=keys))
+
+    async def cache_clear(self) -> int:
+        return await self.writer.submit(cache.clear)
+
+    async def stats(self) -> dict[str, Any]:
+        """Cache counts (a GROUP BY over the table, off the loop) and event counters."""
+        counts, albums = await anyio.to_thread.run_sync(self._cache_counts)
+        by_source: dict[str, dict[str, int]] = {}
+        hits, misses = self.sources.hits, self.sources.misses
+        for src in sorted(counts.keys() | self.sources.counted()):
+            ok, failed = counts.get(src, (0, 0))
+            by_source[src] = {
+                "entries": ok + failed,
+                "successful": ok,
+                "failed": failed,
+                "hits": hits[src],
+                "misses": misses[src],
+            }
+        successful = sum(c[0] for c in counts.values())
+        failed = sum(c[1] for c in counts.values())
+        return {
+            "total_entries": successful + failed,
+            "successful": successful,
+            "failed": failed,
+            "albums": albums,
+            "by_source": by_source,
+            "hits": sum(hits.values()),
+            "misses": sum(misses.values()),
+            "cache_file": str(self.db.path),
+            "cache_file_exists": self.db.path.exists(),
+            "persistent": True,
+            "policies": {
+                "successful": "kept until invalidated",
+                "failed_ttl_seconds": self.config.cache.failed_ttl_seconds,
+            },
+        }
+
+    def _cache_counts(self) -> tuple[dict[str, tuple[int, int]], int]:
+        # Its own connection: the loop's read connection is not shared with a worker thread.
+        conn = connect(self.db.path)
+        try:
+            return cache.counts(conn, time.time()), cache.album_count(conn)
+        finally:
+            conn.close()
+
+    # -- status ------------------------------------------------------------------------------
+
+    def database_status(self) -> dict[str, Any]:
+        last_seq = self.recorder.last_seq
+        behind = {
+            name: journal.pending_track_events(self.db.reader, seq)
+            for name, seq in self.applied.items()
+        }
+        try:
+            size = self.db.path.stat().st_size
+        except OSError:
+            size = None
+        ws = self.writer.status
+        return {
+            "path": str(self.db.path),
+            "epoch": self.db.epoch,
+            "last_seq": last_seq,
+            "bytes": size,
+            "commits": ws.commits,
+            "uncheckpointed_commits": ws.uncheckpointed,
+            "error": ws.error,
+            "error_at": ws.error_at,
+            "consumers_behind": behind,
+            "moved_aside": str(self.db.moved_aside) if self.db.moved_aside else None,
+        }
+
+    def status(self) -> dict[str, Any]:
+        scan = self.scanner.status if self.scanner else None
+        flushed = self.housekeeping.flush_status
+        database = self.database_status()
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "uptime_seconds": round(time.time() - self.started_at, 3),
+            "started_at": self.started_at,
+            "library": {
+                "path": str(self.config.library.path),
+                "source": self.config.library.source,
+                "track_count": tracks.count(self.db.reader),
+                "missing": scan.library_missing if scan else None,
+                "reader_error": scan.reader_error if scan else None,
+                "reader_error_at": scan.reader_error_at if scan else None,
+                "library_error": scan.library_error_dict() if scan else None,
+                "read_stalled": scan.read_stalled() if scan else None,
+                "without_persistent_id": scan.without_persistent_id if scan else 0,
+                "duplicate_ids": scan.duplicate_ids if scan else 0,
+                "held_removals": scan.held_removals if scan else 0,
+                "held_since": scan.held_since if scan else None,
+                "watching": str(self.watcher.watching)
+                if self.watcher and self.watcher.watching
+                else None,
+            },
+            "last_scan_at": scan.last_scan_at if scan else None,
+            "last_scan_duration_ms": scan.last_scan_duration_ms if scan else None,
+            "last_scan_counts": scan.last_counts if scan else {},
+            "scan_error": scan.database_error if scan else None,
+            "scans": scan.scans if scan else 0,
+            "scan_in_progress": self.scanner.progress.snapshot() if self.scanner else None,
+            "last_flush_at": flushed.last_flush_at,
+            "last_flush_duration_ms": flushed.last_flush_duration_ms,
+            "flush_error": flushed.flush_error,
+            "flush_error_at": flushed.flush_error_at,
+            "database": database,
+            "database_error": database["error"],
+            "dirty": database["uncheckpointed_commits"] > 0,
+            "pending_events": max(database["consumers_behind"].values(), default=0),
+            "last_seq": database["last_seq"],
+            "epoch": self.db.epoch,
+            "subscribers": self.hub.subscriber_count,
+            "state_dir": str(self.config.state.dir),
+            "socket": str(self.config.control.socket),
+            "shutting_down": self.shutting_down,
+        }

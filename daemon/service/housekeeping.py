@@ -1,0 +1,175 @@
+"""The daemon's database upkeep: checkpoints (what `flush` means), the periodic checkpoint
+after commits, and the periodic cleanup of expired cache entries and old journal rows.
+
+Each runs through the one `Writer`, like every other change to the database.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import anyio
+import structlog
+
+from daemon.config import Config
+from daemon.events import FLUSH_FINISHED, ObserverEvent
+from daemon.journal.feed import RESERVED_PREFIX
+from daemon.journal.recorder import Recorder
+from daemon.stores import cache, journal
+from daemon.stores.database import Database, checkpoint, renew_wal
+from daemon.stores.writer import DatabaseUnavailable, Writer
+
+log = structlog.get_logger(__name__)
+
+MAX_FLUSH_RETRY_SECONDS = 300.0
+
+
+class DirtySignal:
+    """Set by every commit; the periodic checkpoint waits on it, so an idle daemon sleeps."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = anyio.Event()
+
+
+@dataclass
+class FlushStatus:
+    last_flush_at: float | None = None
+    last_flush_duration_ms: float | None = None
+    flush_error: str | None = None
+    flush_error_at: float | None = None
+
+
+@dataclass
+class Housekeeping:
+    """Checkpoints and cleanup for one open database, on behalf of the Service."""
+
+    config: Config
+    db: Database
+    writer: Writer
+    recorder: Recorder
+    # Set by every commit (the writer's on_commit): the periodic checkpoint waits on it.
+    dirty: DirtySignal
+    flush_status: FlushStatus = field(default_factory=FlushStatus)
+
+    async def flush(self, reason: str = "requested") -> dict[str, Any]:
+        """Make everything committed durable against a power cut now (a WAL checkpoint).
+
+        Raises DatabaseUnavailable when the checkpoint failed (recorded in the status).
+        """
+        started = time.monotonic()
+        commits = self.writer.status.uncheckpointed
+        try:
+            old_reader = await self.writer.submit(self._renew_wal, transaction=False)
+            if old_reader is not None:
+                old_reader.close()
+            done = await self.writer.submit(
+                partial(checkpoint, path=self.db.path), transaction=False
+            )
+        except DatabaseUnavailable as err:
+            self.flush_status.flush_error = str(err)
+            self.flush_status.flush_error_at = time.time()
+            raise
+        self.writer.status.uncheckpointed = max(0, self.writer.status.uncheckpointed - commits)
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        if self.flush_status.flush_error:
+            log.info("flush_recovered", previous_error=self.flush_status.flush_error)
+        self.flush_status = FlushStatus(
+            last_flush_at=time.time(),
+            last_flush_duration_ms=duration_ms,
+        )
+        result = {
+            "checkpointed": True,
+            "wrote": commits > 0,
+            "did": f"made {commits} commit{'s' if commits != 1 else ''} durable against a power cut"
+            if commits
+            else "nothing new to make durable: every acknowledged write was already checkpointed",
+            "commits_made_durable": commits,
+            "wal_frames": done["wal_frames"],
+            "checkpointed_frames": done["checkpointed_frames"],
+            "reader_held_back": done["busy"],
+            "duration_ms": duration_ms,
+        }
+        log.info("flush_finished", reason=reason, **result)
+        if commits:
+            try:
+                await self.recorder.record(
+                    [ObserverEvent(FLUSH_FINISHED, {"reason": reason, **result})], quiet=True
+                )
+            except DatabaseUnavailable as err:
+                log.warning("event_not_recorded", type=FLUSH_FINISHED, error=str(err))
+        return result
+
+    def _renew_wal(self, conn: sqlite3.Connection) -> sqlite3.Connection | None:
+        old_reader = renew_wal(self.db)
+        if old_reader is not None:
+            self.writer.conn = self.db.writer
+        return old_reader
+
+    async def flush_periodically(self) -> None:
+        """After a commit, wait `flush_interval_seconds`, then checkpoint; sleeps while idle."""
+        interval = self.config.state.flush_interval_seconds
+        failures = 0
+        while True:
+            await self.dirty.wait()
+            await anyio.sleep(interval)  # coalesce: one checkpoint for every commit meanwhile
+            self.dirty.clear()
+            try:
+                await self.flush("interval")
+                failures = 0
+            except DatabaseUnavailable:
+                failures += 1
+                delay = min(max(interval, 1.0) * 2**failures, MAX_FLUSH_RETRY_SECONDS)
+                log.warning("flush_retry_scheduled", in_seconds=delay, failures=failures)
+                self.dirty.set()
+                await anyio.sleep(delay)
+
+    async def maintain(self) -> None:
+        """Every `cache.cleanup_interval_seconds`: drop expired cache entries, trim the journal."""
+        while True:
+            await anyio.sleep(self.config.cache.cleanup_interval_seconds)
+            try:
+                expired, trimmed = await self.writer.submit(self._maintenance)
+            except DatabaseUnavailable as err:
+                log.warning("maintenance_skipped", error=str(err))
+                continue
+            if expired or trimmed:
+                log.info("maintenance_finished", cache_expired=expired, journal_trimmed=trimmed)
+
+    def _maintenance(self, conn: sqlite3.Connection) -> tuple[int, int]:
+        now = time.time()
+        expired = cache.cleanup_expired(conn, now)
+        cfg = self.config.journal
+        max_age = cfg.max_age_days * 86400.0
+        keep_after = journal.head(conn)
+        for name, (seq, updated_at) in journal.cursors(conn).items():
+            if name.startswith(RESERVED_PREFIX):
+                # Our own consumers need only the track events they have not applied yet. They
+                # move their cursors only past track events (a scan that changed nothing costs
+                # no consumer transaction), so the observer rows after their cursors (scans,
+                # checkpoints) are not kept for them: the journal trims while the library is
+                # only rescanned (tests/e2e/test_lifecycle_e2e.py::test_journal_trims_*).
+                pending = journal.next_track_event(conn, seq)
+                if pending is not None:
+                    keep_after = min(keep_after, pending - 1)
+                continue
+            if updated_at >= now - max_age:
+                # A program's cursor while it committed within max_age.
+                keep_after = min(keep_after, seq)
+        trimmed = journal.trim(
+            conn, keep_after=keep_after, before_at=now - max_age, max_events=cfg.max_events
+        )
+        return expired, trimmed
