@@ -180,23 +180,19 @@ def changes_since(
     consumer: str | None = None,
     max_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """`changes.since`, in one read transaction on `conn` (opened and ended here)."""
-    conn.execute("BEGIN")
-    try:
-        if consumer is not None:
-            seq = journal.cursor(conn, consumer)
-            if seq is None:
-                return resync(conn, epoch, f"consumer {consumer!r} has not committed a cursor yet")
-            cursor_epoch = epoch
-        elif cursor is None:
-            return resync(conn, epoch, "no cursor was given")
-        else:
-            cursor_epoch, seq = decode_cursor(cursor)
-        reason = gap_reason(conn, epoch, cursor_epoch, seq)
-        if reason is not None:
-            return resync(conn, epoch, reason)
-        result = read_after(conn, epoch, seq, limit, types, max_bytes)
-        del result["last_seq"]
-        return result
-    finally:
-        conn.execute("COMMIT")
+    """`changes.since`, read on `conn` in the caller's read transaction."""
+    if consumer is not None:
+        seq = journal.cursor(conn, consumer)
+        if seq is None:
+            return resync(conn, epoch, f"consumer {consumer!r} has not committed a cursor yet")
+        cursor_epoch = epoch
+    elif cursor is None:
+        return resync(conn, epoch, "no cursor was given")
+    else:
+        cursor_epoch, seq = decode_cursor(cursor)
+    reason = gap_reason(conn, epoch, cursor_epoch, seq)
+    if reason is not None:
+        return resync(conn, epoch, reason)
+    result = read_after(conn, epoch, seq, limit, types, max_bytes)
+    del result["last_seq"]
+    return result

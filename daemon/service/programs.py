@@ -3,7 +3,8 @@ cursors, the whole library page by page, and batch cache calls.
 
 Big reads (a page of up to 10,000 events or tracks) run in a worker thread on a connection of
 their own, so the event loop never waits for them; small ones (a cursor row, a page of at most
-SMALL_PAGE items) run on the loop's read connection. Writes go through the one `Writer`.
+SMALL_PAGE items) run on the loop's read connection. Each read is one read snapshot, so what it
+answers comes from one moment. Writes go through the one `Writer`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from daemon.models import APP_ID_FIELDS, TRACK_FIELDS
 from daemon.service.sources import Sources
 from daemon.stores import cache, journal
 from daemon.stores.database import Database
-from daemon.stores.schema import connect
+from daemon.stores.transactions import snapshot
 from daemon.stores.writer import Writer
 
 T = TypeVar("T")
@@ -116,17 +117,15 @@ class ProgramApi:
         return self.db.epoch
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T], *, small: bool = False) -> T:
-        """`fn` on its own connection in a worker thread; a `small` one on the loop's."""
+        """`fn` in a read snapshot on its own connection in a worker thread; a `small` one on
+        the loop's."""
         if small:
-            return fn(self.db.reader)
+            with snapshot(self.db.reader) as conn:
+                return fn(conn)
 
         def run() -> T:
-            # Its own connection: the loop's read connection is not shared with a thread.
-            conn = connect(self.db.path)
-            try:
+            with self.db.reading() as conn, snapshot(conn):
                 return fn(conn)
-            finally:
-                conn.close()
 
         return await anyio.to_thread.run_sync(run, limiter=self.bulk_reads)
 
@@ -158,42 +157,30 @@ class ProgramApi:
         """Where a `subscribe(since=cursor)` replay starts: (seq, None), or (None, the resync
         answer) when the position cannot be followed. CursorError as for changes_since."""
         epoch, seq = feed.decode_cursor(cursor)
-        conn = self.db.reader
-        conn.execute("BEGIN")
-        try:
+        with snapshot(self.db.reader) as conn:
             reason = feed.gap_reason(conn, self.epoch, epoch, seq)
             if reason is not None:
                 return None, feed.resync(conn, self.epoch, reason)
             return seq, None
-        finally:
-            conn.execute("COMMIT")
 
     async def read_after(self, seq: int, limit: int, types: Iterable[str] | None) -> dict[str, Any]:
         """The next replay page after `seq` (with `last_seq`), or a resync answer when the
         journal was trimmed past it meanwhile."""
 
         def read(conn: sqlite3.Connection) -> dict[str, Any]:
-            conn.execute("BEGIN")
-            try:
-                reason = feed.gap_reason(conn, self.epoch, self.epoch, seq)
-                if reason is not None:
-                    return feed.resync(conn, self.epoch, reason)
-                return feed.read_after(conn, self.epoch, seq, limit, types)
-            finally:
-                conn.execute("COMMIT")
+            reason = feed.gap_reason(conn, self.epoch, self.epoch, seq)
+            if reason is not None:
+                return feed.resync(conn, self.epoch, reason)
+            return feed.read_after(conn, self.epoch, seq, limit, types)
 
         return await self._read(read, small=limit <= SMALL_PAGE)
 
     def cursor_get(self, consumer: str) -> dict[str, Any]:
-        conn = self.db.reader
-        conn.execute("BEGIN")
-        try:
+        with snapshot(self.db.reader) as conn:
             row = conn.execute(
                 "SELECT seq, updated_at FROM cursors WHERE consumer = ?", (consumer,)
             ).fetchone()
             head = journal.head(conn)
-        finally:
-            conn.execute("COMMIT")
         if row is None:
             return {"consumer": consumer, "cursor": None, "updated_at": None, "behind": None}
         seq, updated_at = int(row[0]), float(row[1])
@@ -248,13 +235,9 @@ class ProgramApi:
 
     def consumers(self) -> dict[str, dict[str, Any]]:
         """Every program's named cursor and how far behind the journal it is (for `stats`)."""
-        conn = self.db.reader
-        conn.execute("BEGIN")
-        try:
+        with snapshot(self.db.reader) as conn:
             rows = journal.cursors(conn)
             head = journal.head(conn)
-        finally:
-            conn.execute("COMMIT")
         max_age = self.config.journal.max_age_days * 86400.0
         now = time.time()
         return {
@@ -309,17 +292,13 @@ class ProgramApi:
             return dict(zip(names, row, strict=True))
 
         def read(conn: sqlite3.Connection) -> dict[str, Any]:
-            conn.execute("BEGIN")
-            try:
-                position = feed.snapshot_position(conn)
-                building = feed.building(conn)
-                # Encoded as they are read, never all held: 10,000 rows as Python objects
-                # are some 15 MiB, their answer a quarter of it.
-                rows = conn.execute(sql, args)
-                page = encode_within(map(as_dict, itertools.islice(rows, limit)), max_bytes)
-                more = page.cut or (page.count == limit and rows.fetchone() is not None)
-            finally:
-                conn.execute("COMMIT")
+            position = feed.snapshot_position(conn)
+            building = feed.building(conn)
+            # Encoded as they are read, never all held: 10,000 rows as Python objects are
+            # some 15 MiB, their answer a quarter of it.
+            rows = conn.execute(sql, args)
+            page = encode_within(map(as_dict, itertools.islice(rows, limit)), max_bytes)
+            more = page.cut or (page.count == limit and rows.fetchone() is not None)
             return {
                 "tracks": page.array,
                 "next": page.last["persistent_id"] if more else None,
@@ -340,19 +319,15 @@ class ProgramApi:
             parts: list[bytes] = []
             found: list[bool] = []
             size = 0
-            conn.execute("BEGIN")
-            try:
-                for artist, album, source in keys:
-                    part = cache.get_json(conn, artist, album, source, now)
-                    found.append(part is not None)
-                    parts.append(b"null" if part is None else part)
-                    size += len(parts[-1]) + 1
-                    if size > max_bytes:
-                        # How many fit, not an exception: one raised here would keep this
-                        # frame's megabytes alive in a reference cycle until a full collection.
-                        return len(parts) - 1, found
-            finally:
-                conn.execute("COMMIT")
+            for artist, album, source in keys:
+                part = cache.get_json(conn, artist, album, source, now)
+                found.append(part is not None)
+                parts.append(b"null" if part is None else part)
+                size += len(parts[-1]) + 1
+                if size > max_bytes:
+                    # How many fit, not an exception: one raised here would keep this frame's
+                    # megabytes alive in a reference cycle until a full collection.
+                    return len(parts) - 1, found
             return _array(parts), found
 
         answer, found = await self._read(read)

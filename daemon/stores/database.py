@@ -14,6 +14,7 @@ import os
 import sqlite3
 import sys
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,10 @@ from daemon.stores.schema import (
     check_and_migrate,
     connect,
     move_aside,
+    reading,
     wal_identity,
 )
+from daemon.stores.transactions import transaction
 from daemon.stores.writer import DatabaseUnavailable, describe_db_error
 
 log = structlog.get_logger(__name__)
@@ -56,6 +59,18 @@ class Database:
     # (st_dev, st_ino) of the -wal SQLite opened: another one at that path means it was
     # deleted or replaced under us (see renew_wal).
     wal_id: tuple[int, int] | None = None
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A write transaction on the writer connection (`stores.transactions.transaction`).
+
+        For code that holds the database while no `Writer` runs on it (the commands that
+        open the file themselves, start-up); the daemon writes through its `Writer`.
+        """
+        return transaction(self.writer)
+
+    def reading(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A read connection of its own, closed when the block ends (`schema.reading`)."""
+        return reading(self.path)
 
     def close(self) -> None:
         for conn in (self.reader, self.writer):
@@ -186,7 +201,7 @@ def salvage_cache(damaged: Path, conn: sqlite3.Connection) -> int:
 
     The answers took rate-limited lookups to gather: losing them to one bad page elsewhere in
     the file would be a waste. Rows are copied in order until one cannot be read; those read
-    before it are kept.
+    before it are kept. Opens its own transaction on `conn`, which must be outside one.
     """
     copied = 0
     # A file shorter than its header says (truncated) is otherwise refused outright; with
@@ -198,25 +213,22 @@ def salvage_cache(damaged: Path, conn: sqlite3.Connection) -> int:
         conn.execute("PRAGMA writable_schema = OFF")
         return 0
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        rows = conn.execute(f"SELECT {_SALVAGE_COLUMNS} FROM damaged.api_cache")
-        while True:
-            try:
-                chunk = rows.fetchmany(500)
-            except sqlite3.DatabaseError as err:
-                log.warning("database_salvage_stopped", path=str(damaged), error=str(err))
-                break
-            if not chunk:
-                break
-            copied += conn.executemany(
-                f"INSERT OR IGNORE INTO main.api_cache ({_SALVAGE_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                chunk,
-            ).rowcount
-        conn.execute("COMMIT")
+        with transaction(conn):
+            rows = conn.execute(f"SELECT {_SALVAGE_COLUMNS} FROM damaged.api_cache")
+            while True:
+                try:
+                    chunk = rows.fetchmany(500)
+                except sqlite3.DatabaseError as err:
+                    log.warning("database_salvage_stopped", path=str(damaged), error=str(err))
+                    break
+                if not chunk:
+                    break
+                copied += conn.executemany(
+                    f"INSERT OR IGNORE INTO main.api_cache ({_SALVAGE_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    chunk,
+                ).rowcount
     except sqlite3.Error as err:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
         log.warning("database_salvage_failed", path=str(damaged), error=str(err))
         copied = 0
     finally:

@@ -12,13 +12,15 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
 import structlog
 
 from daemon.errors import StateError
+from daemon.stores.transactions import transaction
 
 log = structlog.get_logger(__name__)
 
@@ -111,7 +113,7 @@ class DatabaseCorrupt(Exception):
 def connect(
     path: Path, *, read_only: bool = False, durable_commits: bool = False
 ) -> sqlite3.Connection:
-    """A connection in autocommit mode: transactions are explicit `BEGIN … COMMIT`."""
+    """A connection in autocommit mode: transactions are opened with `stores.transactions`."""
     if read_only:
         conn = sqlite3.connect(
             f"{path.resolve().as_uri()}?mode=ro",
@@ -144,8 +146,24 @@ def connect(
     return conn
 
 
+@contextmanager
+def reading(path: Path, *, read_only: bool = False) -> Iterator[sqlite3.Connection]:
+    """A connection of its own for a short read, closed when the block ends.
+
+    For a worker thread (the loop's read connection is never shared with one) or a command
+    that looks at the file once.
+    """
+    conn = connect(path, read_only=read_only)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
 def check_and_migrate(conn: sqlite3.Connection, path: Path) -> int:
     """Check the file's integrity and bring its schema up to date; returns the old version.
+
+    Each migration is a transaction of its own on `conn`, which must be outside one.
 
     Raises DatabaseCorrupt for a file that is not a database, fails `quick_check`, or was
     written by a newer musicd (its schema is unknown here).
@@ -164,14 +182,9 @@ def check_and_migrate(conn: sqlite3.Connection, path: Path) -> int:
             f"{SCHEMA_VERSION}); upgrade musicd or set another state.dir"
         )
     for target in range(version + 1, SCHEMA_VERSION + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             MIGRATIONS[target - 1](conn)
             conn.execute(f"PRAGMA user_version = {target}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         log.info("database_migrated", path=str(path), version=target)
     return version
 

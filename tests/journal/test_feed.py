@@ -18,6 +18,7 @@ from daemon.journal.recorder import _record as record_scan
 from daemon.models import Track
 from daemon.stores import journal
 from daemon.stores.database import Database, open_database
+from daemon.stores.transactions import snapshot
 
 
 @pytest.fixture
@@ -41,7 +42,8 @@ def added(n: int) -> list[TrackAdded | ObserverEvent]:
 def since(
     db: Database, cursor: str | None, limit: int = 1000, types: list[str] | None = None
 ) -> dict[str, Any]:
-    return feed.changes_since(db.reader, db.epoch, cursor, limit, types)
+    with snapshot(db.reader) as conn:
+        return feed.changes_since(conn, db.epoch, cursor, limit, types)
 
 
 def test_cursor_codec_round_trips_and_refuses_what_it_did_not_make() -> None:
@@ -101,7 +103,8 @@ def test_foreign_future_and_trimmed_positions(db: Database) -> None:
 
 
 def test_a_consumer_without_a_cursor_resyncs(db: Database) -> None:
-    answer = feed.changes_since(db.reader, db.epoch, None, 10, None, consumer="tagger")
+    with snapshot(db.reader) as conn:
+        answer = feed.changes_since(conn, db.epoch, None, 10, None, consumer="tagger")
     assert answer["resync"] and "not committed" in answer["reason"]
 
 
