@@ -11,6 +11,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from daemon.events import EventType
+from daemon.journal.feed import RESERVED_PREFIX, is_reserved
 from daemon.models import TRACK_FIELDS
 
 
@@ -118,8 +119,10 @@ def _consumer_name(value: str) -> str:
         raise ValueError("must not be blank")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValueError("must not contain control characters")
-    if value.casefold().startswith("musicd."):
-        raise ValueError("names starting with 'musicd.' are reserved for the daemon's own")
+    if is_reserved(value):
+        raise ValueError(
+            f"names starting with {RESERVED_PREFIX!r} are reserved for the daemon's own"
+        )
     return value
 
 

@@ -26,6 +26,7 @@ from daemon.stores import journal, tracks
 # The epoch as `open_database` makes it (uuid4 hex), loosely; the seq without leading zeros.
 _CURSOR: Final = re.compile(r"([A-Za-z0-9_-]{1,64})\.(0|[1-9][0-9]{0,17})")
 MAX_PAGE: Final = 10000
+# The daemon's own cursors (the merger's, the invalidator's) are named under it; programs may not.
 RESERVED_PREFIX: Final = "musicd."
 # What an event's wire form adds to its stored text (seq, cursor), roughly, for a byte bound.
 _EVENT_OVERHEAD: Final = 120
@@ -33,6 +34,28 @@ _EVENT_OVERHEAD: Final = 120
 
 class CursorError(ValueError):
     """A cursor that is not one of ours, or that names a position this database never reached."""
+
+
+def is_reserved(name: str) -> bool:
+    """Whether a cursor name is the daemon's own (in any case: a program may not take one)."""
+    return name.casefold().startswith(RESERVED_PREFIX)
+
+
+def kept_for_program(updated_at: float, *, now: float, max_age_days: float) -> bool:
+    """Whether the trim keeps the events after a program's cursor: it committed within
+    `journal.max_age_days`."""
+    return updated_at >= now - max_age_days * 86400.0
+
+
+def require_reached(conn: sqlite3.Connection, seq: int) -> int:
+    """The journal's head; CursorError when `seq` is beyond it (this database never got there)."""
+    head = journal.head(conn)
+    if seq > head:
+        raise CursorError(
+            f"the cursor is ahead of this database's journal (position {seq}, the last event is "
+            f"{head}); it was not handed out by this database"
+        )
+    return head
 
 
 def encode_cursor(epoch: str, seq: int) -> str:
@@ -100,12 +123,7 @@ def gap_reason(conn: sqlite3.Connection, epoch: str, cursor_epoch: str, seq: int
             "the cursor belongs to another database (it was deleted or rebuilt since); read the "
             "library again with tracks.list and follow changes from the cursor given here"
         )
-    head = journal.head(conn)
-    if seq > head:
-        raise CursorError(
-            f"the cursor is ahead of this database's journal (position {seq}, the last event is "
-            f"{head}); it was not handed out by this database"
-        )
+    head = require_reached(conn, seq)
     first = journal.oldest(conn)
     if (first is None and seq < head) or (first is not None and seq + 1 < first):
         kept = f"it keeps events after {first - 1}" if first is not None else "it is empty"

@@ -17,7 +17,7 @@ import structlog
 
 from daemon.config import Config
 from daemon.events import FLUSH_FINISHED, ObserverEvent
-from daemon.journal.feed import RESERVED_PREFIX
+from daemon.journal.feed import is_reserved, kept_for_program
 from daemon.journal.recorder import Recorder
 from daemon.stores import cache, journal
 from daemon.stores.database import Database, checkpoint, renew_wal
@@ -156,7 +156,7 @@ class Housekeeping:
         max_age = cfg.max_age_days * 86400.0
         keep_after = journal.head(conn)
         for name, (seq, updated_at) in journal.cursors(conn).items():
-            if name.startswith(RESERVED_PREFIX):
+            if is_reserved(name):
                 # Our own consumers need only the track events they have not applied yet. They
                 # move their cursors only past track events (a scan that changed nothing costs
                 # no consumer transaction), so the observer rows after their cursors (scans,
@@ -166,8 +166,7 @@ class Housekeeping:
                 if pending is not None:
                     keep_after = min(keep_after, pending - 1)
                 continue
-            if updated_at >= now - max_age:
-                # A program's cursor while it committed within max_age.
+            if kept_for_program(updated_at, now=now, max_age_days=cfg.max_age_days):
                 keep_after = min(keep_after, seq)
         trimmed = journal.trim(
             conn, keep_after=keep_after, before_at=now - max_age, max_events=cfg.max_events

@@ -202,12 +202,7 @@ class ProgramApi:
             )
 
         def commit(conn: sqlite3.Connection) -> dict[str, Any]:
-            head = journal.head(conn)
-            if seq > head:
-                raise CursorError(
-                    f"the cursor is ahead of this database's journal (position {seq}, the last "
-                    f"event is {head}); it was not handed out by this database"
-                )
+            feed.require_reached(conn, seq)
             previous = journal.cursor(conn, consumer)
             if previous is None and len(journal.cursors(conn)) >= MAX_CONSUMERS:
                 # Each one is listed by `stats` and may keep the journal from being trimmed.
@@ -238,7 +233,7 @@ class ProgramApi:
         with snapshot(self.db.reader) as conn:
             rows = journal.cursors(conn)
             head = journal.head(conn)
-        max_age = self.config.journal.max_age_days * 86400.0
+        max_age_days = self.config.journal.max_age_days
         now = time.time()
         return {
             name: {
@@ -246,10 +241,10 @@ class ProgramApi:
                 "behind": max(0, head - seq),
                 "updated_at": updated_at,
                 # The journal keeps what it still needs while it commits within max_age_days.
-                "protected": updated_at >= now - max_age,
+                "protected": feed.kept_for_program(updated_at, now=now, max_age_days=max_age_days),
             }
             for name, (seq, updated_at) in sorted(rows.items())
-            if not name.startswith(feed.RESERVED_PREFIX)
+            if not feed.is_reserved(name)
         }
 
     async def tracks_list(

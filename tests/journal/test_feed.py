@@ -12,6 +12,7 @@ import pytest
 
 from daemon.events import ObserverEvent, TrackAdded
 from daemon.journal import feed
+from daemon.journal.invalidator import CONSUMER as INVALIDATOR
 from daemon.journal.merger import CONSUMER as SNAPSHOT
 from daemon.journal.recorder import ScanRecord
 from daemon.journal.recorder import _record as record_scan
@@ -51,6 +52,19 @@ def test_cursor_codec_round_trips_and_refuses_what_it_did_not_make() -> None:
     for bad in ("", "abc", "abc.", ".5", "abc.05", "abc.-1", "abc.1.2", "a b.1", "x" * 65 + ".1"):
         with pytest.raises(feed.CursorError):
             feed.decode_cursor(bad)
+
+
+def test_the_daemons_own_cursor_names_are_reserved_in_any_case() -> None:
+    assert feed.is_reserved(SNAPSHOT)
+    assert feed.is_reserved(INVALIDATOR)
+    assert feed.is_reserved("MUSICD.Mine")
+    assert not feed.is_reserved("my.musicd.app")
+
+
+def test_a_program_cursor_is_kept_while_it_committed_within_max_age() -> None:
+    now = 1_000_000.0
+    assert feed.kept_for_program(now - 86400.0, now=now, max_age_days=1)
+    assert not feed.kept_for_program(now - 86400.5, now=now, max_age_days=1)
 
 
 def test_pages_follow_in_order_and_the_last_one_says_no_more(db: Database) -> None:
