@@ -209,6 +209,7 @@ def _output(path: str | None) -> Iterator[IO[bytes]]:
 
 
 def cmd_export_snapshot(args: argparse.Namespace) -> int:
+    from daemon.journal.feed import snapshot_position
     from daemon.models import TRACK_FIELDS
     from daemon.stores import journal, tracks
 
@@ -218,9 +219,10 @@ def cmd_export_snapshot(args: argparse.Namespace) -> int:
         # One read transaction: every row and the position come from the same moment.
         conn.execute("BEGIN")
         epoch = journal.meta(conn).get("epoch")
-        seq = journal.cursor(conn, "musicd.snapshot") or 0
         head: dict[str, Any] = {"version": 1, "fields": list(TRACK_FIELDS), "epoch": epoch}
-        head["seq"] = seq
+        # The position tracks.list gives for the same rows: after an import of old state
+        # files the journal goes on from their last seq before the merger ever moved.
+        head["seq"] = snapshot_position(conn)
         with _output(args.path) as out:
             out.write(orjson.dumps(head)[:-1] + b',"tracks":[')
             batch: list[list[Any]] = []

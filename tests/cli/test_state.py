@@ -82,6 +82,20 @@ def test_export_snapshot_writes_every_track_while_the_daemon_runs() -> None:
         assert d.stop()[0] == 0
 
 
+def test_export_snapshot_gives_the_position_tracks_list_gives_after_an_import() -> None:
+    with daemon_env() as d:
+        # Old state files whose subscribers saw seqs up to 42; the merger never ran here.
+        d.state_dir.mkdir(mode=0o700)
+        (d.state_dir / "snapshot.meta.json").write_bytes(orjson.dumps({"last_seq": 42}))
+        path = d.root / "cache.json"
+        path.write_bytes(orjson.dumps({"h1": ORIGINAL}))
+        made = musicd("import-cache", str(path), "--config", str(d.config_path))
+        assert made.returncode == 0, made.stderr
+        done = musicd("export", "snapshot", "--config", str(d.config_path))
+        assert done.returncode == 0, done.stderr
+        assert orjson.loads(done.stdout)["seq"] == 42
+
+
 def test_import_cache_before_the_first_run_opens_the_database_as_the_daemon_does() -> None:
     with daemon_env() as d, umask(0o022):
         # Old JSON state files of an earlier version wait in the state dir.
