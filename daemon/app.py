@@ -31,6 +31,7 @@ from daemon.journal.follow import catch_up, follow_journal
 from daemon.library import FileStat, KnownTracks
 from daemon.library.fast_xml import FastXmlReader
 from daemon.logs import stop_logging
+from daemon.paths import library_is_dir
 from daemon.process import apply_process_policy
 from daemon.service.core import Service
 from daemon.stores import journal, tracks
@@ -200,7 +201,7 @@ async def _serve(config: Config, db: Database, task_status: TaskStatus[Service])
             # Startup: the snapshot and the cache reach the journal's end before anything reads.
             await catch_up_all()
             wakeup = Wakeup()
-            target_is_dir = config.library.source == "music-app"
+            target_is_dir = library_is_dir(config.library.source)
             service.watcher = LibraryWatcher(
                 config.library.path, wakeup, target_is_dir=target_is_dir
             )

@@ -1,8 +1,10 @@
-"""Default locations per platform, and the socket path length check."""
+"""Default locations per platform, what kind of path each library source reads, and the
+socket path length check."""
 
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -61,6 +63,17 @@ def default_socket_path() -> Path:
 def default_library_path() -> Path:
     """Where Music.app writes its shared Library XML (File > Library > Export Library…)."""
     return _home() / "Music" / "Music" / "Library.xml"
+
+
+def library_is_dir(source: str) -> bool:
+    """Whether library.source reads a directory (Music.app's bundle) rather than a file."""
+    return source == "music-app"
+
+
+def library_kind_matches(source: str, mode: int) -> bool:
+    """Whether a stat's `st_mode` is what `source` reads: a regular file ("xml"), a directory
+    ("music-app")."""
+    return stat.S_ISDIR(mode) if library_is_dir(source) else stat.S_ISREG(mode)
 
 
 def expand(path: str | Path) -> Path:

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from daemon.config import config_from_mapping, load_config
+from daemon.config import LibraryConfig, config_from_mapping, load_config
 from daemon.errors import EX_CONFIG, ConfigError
 from daemon.models import DEFAULT_SOURCES
-from daemon.paths import check_socket_path
+from daemon.paths import check_socket_path, library_kind_matches
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,3 +99,15 @@ def test_every_problem_is_in_the_message_and_listed() -> None:
     assert len(info.value.problems) == 3
     for key in ("library.settle_seconds", "library.nope", "log.level"):
         assert key in message
+
+
+def test_each_library_source_reads_one_kind_of_path(tmp_path: Path) -> None:
+    library = tmp_path / "Library.xml"
+    library.write_bytes(b"x")
+    file_mode = library.stat().st_mode
+    dir_mode = tmp_path.stat().st_mode
+    sources = get_args(LibraryConfig.model_fields["source"].annotation)
+    assert set(sources) == {"xml", "music-app"}  # a new source decides its kind in paths.py
+    assert library_kind_matches("xml", file_mode) and not library_kind_matches("xml", dir_mode)
+    assert library_kind_matches("music-app", dir_mode)
+    assert not library_kind_matches("music-app", file_mode)

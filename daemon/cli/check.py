@@ -19,6 +19,7 @@ from typing import Any
 from daemon.cli.command import Output, Subcommands, add_command
 from daemon.cli.format import size
 from daemon.errors import EX_CONFIG, ConfigError, LibraryReadError
+from daemon.paths import library_is_dir, library_kind_matches
 
 SECTIONS = ("library", "state", "cache", "control", "log")
 BIG_LIBRARY_BYTES = 20_000_000
@@ -115,9 +116,9 @@ def _check_library(report: Report, path: Path, source: str) -> None:
     except OSError as err:
         report.errors.append(f"{key} cannot be read: {err.strerror}")
         return
-    is_dir = stat_mod.S_ISDIR(st.st_mode)
-    if source == "music-app":
-        if not is_dir:
+    matches = library_kind_matches(source, st.st_mode)
+    if library_is_dir(source):
+        if not matches:
             report.errors.append(
                 f'{key} is a file, but source = "music-app" needs the Music Library.musiclibrary '
                 'bundle (a directory); for a Library.xml file use source = "xml"'
@@ -127,7 +128,7 @@ def _check_library(report: Report, path: Path, source: str) -> None:
         if sys.platform != "darwin":
             report.warnings.append('source = "music-app" works on macOS only')
         return
-    if is_dir:
+    if stat_mod.S_ISDIR(st.st_mode):
         hint = (
             '; it looks like a Music.app library bundle: use source = "music-app", or point '
             "library.path at the shared Library.xml"
@@ -136,7 +137,7 @@ def _check_library(report: Report, path: Path, source: str) -> None:
         )
         report.errors.append(f'{key} is a directory, but source = "xml" needs a file{hint}')
         return
-    if not stat_mod.S_ISREG(st.st_mode):
+    if not matches:
         report.errors.append(f"{key} is not a regular file")
         return
     if not os.access(path, os.R_OK):

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import os
 import signal
-import stat as stat_mod
 import subprocess
 import threading
 import time
@@ -57,6 +56,7 @@ from daemon.library import FileStat, LibraryRead, LibraryWarning, WarningCode, l
 from daemon.library.identity import TrackKeys, row_fallback_id
 from daemon.library.osascript import describe_apple_event_error, run_osascript
 from daemon.models import TRACK_FIELDS, Track
+from daemon.paths import library_kind_matches
 
 __all__ = [
     "MAX_FETCH",
@@ -251,7 +251,7 @@ def _bundle_stat(bundle: Path) -> FileStat:
             f"Music library bundle {bundle} cannot be read: {describe_os_error(err)}",
             os_errno=err.errno,
         ) from None
-    if not stat_mod.S_ISDIR(st.st_mode):
+    if not library_kind_matches(_SOURCE, st.st_mode):
         # e.g. a path still pointing at Library.xml after switching the source.
         raise LibraryReadError(
             f'library.path {bundle} is not a directory; with library.source = "music-app" '

@@ -8,9 +8,8 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import stat as stat_mod
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from daemon.library.access import (
     protected_folder,
 )
 from daemon.mac.doctor_check import Check, with_deadline
+from daemon.paths import library_kind_matches
 
 # How long a read of the library (or an answer from Music.app) may take before it is reported.
 READ_SECONDS = 30.0
@@ -37,9 +37,8 @@ SHARE_XML = (
 
 @dataclass(frozen=True)
 class _Kind:
-    """What library.path must be for one library.source, and how to say it is not."""
+    """How to say that library.path is not what one library.source reads."""
 
-    matches: Callable[[int], bool]
     name: str
     reads: str
     fix: str
@@ -47,13 +46,11 @@ class _Kind:
 
 _KINDS = {
     "xml": _Kind(
-        stat_mod.S_ISREG,
         "a regular file",
         "Library.xml",
         'point library.path at the XML file, or set library.source = "music-app"',
     ),
     "music-app": _Kind(
-        stat_mod.S_ISDIR,
         "a directory",
         "the bundle",
         "point library.path at 'Music Library.musiclibrary' (or leave it out)",
@@ -93,7 +90,7 @@ def check_library(cfg: Config, platform: str) -> Iterator[Check]:
         yield _os_failure("library_path", path, err, platform)
         return
     kind = _KINDS.get(source)
-    if kind is not None and not kind.matches(st.st_mode):
+    if kind is not None and not library_kind_matches(source, st.st_mode):
         yield Check(
             "library_path",
             "fail",
