@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from daemon.config import Config
 from tests.support import sample_library_bytes
 
 pytestmark = pytest.mark.timeout(60)
@@ -116,3 +117,10 @@ def test_json_has_the_problems_and_the_values(tmp_path: Path) -> None:
         "lastfm",
         "spotify",
     ]
+
+
+def test_the_values_shown_are_every_section_of_the_config(tmp_path: Path) -> None:
+    report = orjson.loads(check(config_for(tmp_path, tmp_path), "--json").stdout)
+    sections = [name for name, spec in Config.model_fields.items() if not spec.exclude]
+    assert "journal" in sections
+    assert list(report["values"]) == sections
