@@ -106,15 +106,23 @@ def cmd_completion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction[Parser] | None:
+    """Where `parser` keeps its subcommands (None: it has none)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return None
+
+
 def _subcommands(
     parser: argparse.ArgumentParser,
 ) -> Iterator[tuple[argparse.ArgumentParser, str]]:
     """Each subcommand's parser and its one-line help."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            helps = {a.dest: a.help for a in action._choices_actions}
-            for name, child in action.choices.items():
-                yield child, helps.get(name) or ""
+    action = _subparsers(parser)
+    if action is not None:
+        helps = {a.dest: a.help for a in action._choices_actions}
+        for name, child in action.choices.items():
+            yield child, helps.get(name) or ""
 
 
 def _finish(parser: argparse.ArgumentParser) -> None:
@@ -144,15 +152,20 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
     for name in GLOBAL_OPTIONS:
         given = getattr(args, name, None)
         if given and name not in accepted:
-            parser.error(f"--{name} does not apply to 'musicd {_command_words(args)}'")
+            words = " ".join(command_words(parser, args))
+            parser.error(f"--{name} does not apply to 'musicd {words}'")
     return args
 
 
-def _command_words(args: argparse.Namespace) -> str:
-    words = [args.command]
-    keys = ("cache_command", "tracks_command", "launchd_command")
-    words.extend(getattr(args, key) for key in keys if getattr(args, key, None))
-    return " ".join(words)
+def command_words(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The words that chose the command (`cache get`), read down the parser's own tree."""
+    words: list[str] = []
+    action = _subparsers(parser)
+    while action is not None and getattr(args, action.dest, None) is not None:
+        word: str = getattr(args, action.dest)
+        words.append(word)
+        action = _subparsers(action.choices[word])
+    return words
 
 
 def main(argv: Sequence[str] | None = None) -> int:

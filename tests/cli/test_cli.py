@@ -44,6 +44,24 @@ def commands(
                 yield from commands(child, (*words, name))
 
 
+def test_a_refused_global_option_names_every_word_of_the_command() -> None:
+    # Read from the parser: each group (cache, tracks, cursor, export, launchd) and each leaf.
+    parser = build_parser()
+    leaves = [words for words, sub in commands(parser) if cli._subparsers(sub) is None]
+    assert {words[0] for words in leaves if len(words) == 2} >= {
+        "cache", "tracks", "cursor", "export", "launchd"
+    }  # fmt: skip
+    for words in leaves:
+        args = argparse.Namespace()
+        node: argparse.ArgumentParser = parser
+        for word in words:
+            action = cli._subparsers(node)
+            assert action is not None
+            setattr(args, action.dest, word)
+            node = action.choices[word]
+        assert cli.command_words(parser, args) == list(words)
+
+
 def test_every_command_has_a_description_and_every_argument_a_help_text() -> None:
     parser = build_parser()
     seen = list(commands(parser))
