@@ -37,7 +37,6 @@ from daemon.service.core import Service
 from daemon.stores import journal, tracks
 from daemon.stores._atomic import ensure_private_dir
 from daemon.stores.database import Database, checkpoint, open_state
-from daemon.stores.schema import connect
 from daemon.watch.debounce import Wakeup
 from daemon.watch.read_job import run_abandonable
 from daemon.watch.scanner import Reader, Scanner
@@ -113,12 +112,9 @@ def _baseline(db: Database) -> tuple[int, FileStat | None, dict[str, object]]:
     """The track count, library stat and metadata the journal's head describes (after
     catch-up)."""
     # Its own connection: this runs in a worker thread while the loop reads through db.reader.
-    conn = connect(db.path)
-    try:
+    with db.reading() as conn:
         meta = journal.meta(conn)
         known = tracks.count(conn)
-    finally:
-        conn.close()
     parts = (meta.get("library_mtime_ns"), meta.get("library_size"), meta.get("library_inode"))
     stat = FileStat(*parts) if all(isinstance(p, int) for p in parts) else None  # type: ignore[arg-type]
     return known, stat, meta

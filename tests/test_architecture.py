@@ -1,5 +1,5 @@
 """daemon/ARCHITECTURE.md, held true: every module named there, small modules, no import cycle,
-and the layering rules it states."""
+the layering rules it states, and transactions begun and ended only by stores/transactions.py."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ from pathlib import Path
 
 DAEMON = Path(__file__).resolve().parent.parent / "daemon"
 MAX_MODULE_LINES = 400
+# The one module that may begin, commit or roll back a transaction by SQL.
+TRANSACTION_HELPERS = {"stores/transactions.py"}
+# A statement that begins or ends a transaction, at the start of a string or after a `;`
+# (savepoints, `ROLLBACK TO`, are the writer's to use). SQL is written upper case here.
+_TRANSACTION_SQL = re.compile(r"(?:^|;)\s*(?:BEGIN|COMMIT|ROLLBACK(?!\s+TO\b))\b")
 
 
 def _module_name(path: Path) -> str:
@@ -187,3 +192,50 @@ def test_control_never_imports_app_service_watch_or_stores() -> None:
         "daemon.cli",
     )
     assert _within(_imported_by("daemon.control"), forbidden) == set()
+
+
+def _transaction_sql(source: str) -> list[str]:
+    """The string constants of a module that begin or end a transaction (docstrings aside)."""
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+        and _TRANSACTION_SQL.search(node.value)
+    ]
+
+
+def test_no_transaction_begun_or_ended_by_hand_outside_the_transaction_helpers() -> None:
+    found = {
+        str(path.relative_to(DAEMON)): sql
+        for path in sorted(DAEMON.rglob("*.py"))
+        if str(path.relative_to(DAEMON)) not in TRANSACTION_HELPERS
+        and (sql := _transaction_sql(path.read_text(encoding="utf-8")))
+    }
+    assert found == {}
+    helpers = [DAEMON / name for name in TRANSACTION_HELPERS]
+    assert all(_transaction_sql(path.read_text(encoding="utf-8")) for path in helpers)
+
+
+def test_the_transaction_rule_sees_sql_written_by_hand() -> None:
+    source = """
+def f(conn):
+    \"\"\"BEGIN in a docstring is prose.\"\"\"
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("SAVEPOINT op")
+    conn.execute("ROLLBACK TO op")
+    conn.executescript("PRAGMA x; COMMIT")
+    conn.execute(" ROLLBACK")
+    log.info("Begin or commit: not SQL")
+"""
+    assert _transaction_sql(source) == ["BEGIN IMMEDIATE", "PRAGMA x; COMMIT", " ROLLBACK"]

@@ -105,9 +105,8 @@ def _seed_demo_cache(cfg_path: Path) -> None:
     ]
     db = open_database(cfg.state.dir)
     try:
-        db.writer.execute("BEGIN IMMEDIATE")
-        cache.put_many(db.writer, entries)
-        db.writer.execute("COMMIT")
+        with db.transaction() as tx:
+            cache.put_many(tx, entries)
     finally:
         db.close()
 

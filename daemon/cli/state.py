@@ -125,7 +125,8 @@ def cmd_import_cache(args: argparse.Namespace) -> Output:
     failed_ttl = load_config(args.config).cache.failed_ttl_seconds
     db = _state_db(args.config, create=True)
     try:
-        report = import_original_cache(db.writer, data, failed_ttl=failed_ttl)
+        with db.transaction() as tx:
+            report = import_original_cache(tx, data, failed_ttl=failed_ttl)
     except sqlite3.OperationalError as err:
         raise StateError(f"cannot write {db.path}: {err}; nothing was imported") from None
     finally:
@@ -212,12 +213,11 @@ def cmd_export_snapshot(args: argparse.Namespace) -> int:
     from daemon.journal.feed import snapshot_position
     from daemon.models import TRACK_FIELDS
     from daemon.stores import journal, tracks
+    from daemon.stores.transactions import snapshot
 
     db = _state_db(args.config, create=False)
-    conn = db.writer
-    try:
-        # One read transaction: every row and the position come from the same moment.
-        conn.execute("BEGIN")
+    # One read snapshot: every row and the position come from the same moment.
+    with contextlib.closing(db), snapshot(db.writer) as conn:
         epoch = journal.meta(conn).get("epoch")
         head: dict[str, Any] = {"version": 1, "fields": list(TRACK_FIELDS), "epoch": epoch}
         # The position tracks.list gives for the same rows: after an import of old state
@@ -235,7 +235,4 @@ def cmd_export_snapshot(args: argparse.Namespace) -> int:
             if batch:
                 out.write((b"" if first else b",") + orjson.dumps(batch)[1:-1])
             out.write(b"]}\n")
-        conn.execute("COMMIT")
-    finally:
-        db.close()
     return 0

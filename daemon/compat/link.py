@@ -31,7 +31,7 @@ from daemon.control.protocol import ANSWER_TOO_LARGE
 from daemon.errors import DaemonError, RemoteError
 from daemon.models import album_key
 from daemon.stores import cache
-from daemon.stores.schema import DB_FILE, connect
+from daemon.stores.schema import DB_FILE, connect, reading
 
 T = TypeVar("T")
 Key = tuple[str, str, str]
@@ -287,11 +287,8 @@ class DaemonLink:
         if not self.database.exists():
             return None
         try:
-            conn = connect(self.database, read_only=True)
-            try:
+            with reading(self.database, read_only=True) as conn:
                 counts = cache.counts(conn, time.time())
-            finally:
-                conn.close()
         except sqlite3.Error:
             return None
         return sum(ok for ok, _ in counts.values()), sum(bad for _, bad in counts.values())

@@ -23,6 +23,7 @@ from daemon.errors import DaemonError
 from daemon.library.access import agent_interpreter, protected_folder
 from daemon.mac.doctor_check import Check
 from daemon.mac.doctor_library import check_library
+from daemon.stores.schema import reading
 
 DATABASE = "musicd.db"
 
@@ -95,11 +96,8 @@ def check_database(db: Path) -> Check:
         "stop musicd and move it aside: it is rebuilt from the library (cached answers are lost)"
     )
     try:
-        conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True, timeout=5)
-        try:
+        with reading(db, read_only=True) as conn:
             rows = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
-        finally:
-            conn.close()
     except sqlite3.DatabaseError as err:
         return Check("database", "fail", f"{db}: {err}", aside)
     if rows != ["ok"]:

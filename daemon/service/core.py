@@ -35,7 +35,6 @@ from daemon.service.programs import ProgramApi
 from daemon.service.sources import Sources
 from daemon.stores import cache, journal, tracks
 from daemon.stores.database import Database
-from daemon.stores.schema import connect
 from daemon.stores.writer import Writer
 
 if TYPE_CHECKING:
@@ -249,11 +248,8 @@ class Service:
 
     def _cache_counts(self) -> tuple[dict[str, tuple[int, int]], int]:
         # Its own connection: the loop's read connection is not shared with a worker thread.
-        conn = connect(self.db.path)
-        try:
+        with self.db.reading() as conn:
             return cache.counts(conn, time.time()), cache.album_count(conn)
-        finally:
-            conn.close()
 
     # -- status ------------------------------------------------------------------------------
 

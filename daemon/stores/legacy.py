@@ -24,6 +24,7 @@ import structlog
 
 from daemon.models import APP_ID_FIELDS, TRACK_FIELDS, Track
 from daemon.stores import cache, journal, tracks
+from daemon.stores.transactions import transaction
 
 log = structlog.get_logger(__name__)
 
@@ -121,7 +122,8 @@ def _legacy_entries(
 def import_legacy_state(conn: sqlite3.Connection, state_dir: Path, failed_ttl: float) -> bool:
     """Import the old JSON state files into a new database; True if there were any.
 
-    Runs in one transaction; the files are moved aside only after it committed.
+    Runs in one transaction of its own on `conn` (outside one); the files are moved aside only
+    after it committed.
     """
     present = [state_dir / name for name in LEGACY_FILES if (state_dir / name).exists()]
     if not present:
@@ -131,8 +133,7 @@ def import_legacy_state(conn: sqlite3.Connection, state_dir: Path, failed_ttl: f
     meta = _read_json(state_dir / "snapshot.meta.json")
     meta = meta if type(meta) is dict else {}
     entries, bad = _legacy_entries(_read_json(state_dir / "api_cache.json"), failed_ttl, now)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         if snapshot:
             tracks.replace_all(conn, snapshot)
             keys = ("library_path", "library_mtime_ns", "library_size", "library_inode")
@@ -147,10 +148,6 @@ def import_legacy_state(conn: sqlite3.Connection, state_dir: Path, failed_ttl: f
                 "INSERT OR REPLACE INTO sqlite_sequence (name, seq) VALUES ('journal', ?)",
                 (last_seq,),
             )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
     for path in present:
         try:
@@ -215,8 +212,8 @@ def _original_entry(
 def import_original_cache(
     conn: sqlite3.Connection, data: Any, *, failed_ttl: float, now: float | None = None
 ) -> ImportReport:
-    """Import an original-application cache document in one transaction; never aborts on one
-    bad entry (it is skipped and counted by reason)."""
+    """Import an original-application cache document in the caller's transaction on `conn`;
+    never aborts on one bad entry (it is skipped and counted by reason)."""
     report = ImportReport()
     if type(data) is not dict:
         report.skipped["file is not a JSON object of entries"] += 1
@@ -229,12 +226,6 @@ def import_original_cache(
             report.skipped[why or "invalid"] += 1
         else:
             entries.append(entry)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        cache.put_many(conn, entries)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    cache.put_many(conn, entries)
     report.imported = len(entries)
     return report

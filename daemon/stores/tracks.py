@@ -18,6 +18,7 @@ from daemon.events import TrackAdded, TrackModified, TrackRemoved
 from daemon.models import APP_ID_FIELDS, TRACK_FIELDS, Track, normalize_name
 from daemon.stores import journal
 from daemon.stores.schema import connect, wal_identity
+from daemon.stores.transactions import snapshot
 from daemon.stores.writer import DatabaseUnavailable
 
 _COLUMNS: Final = ", ".join(TRACK_FIELDS)
@@ -159,8 +160,8 @@ def _pending(
 
 
 def at_head(conn: sqlite3.Connection, consumer: str, keys: Collection[str]) -> dict[str, Track]:
-    """The tracks of these keys (those that exist) as the journal's head describes them, in
-    one read transaction.
+    """The tracks of these keys (those that exist) as the journal's head describes them, read
+    on `conn` in the caller's read snapshot.
 
     The snapshot lags the journal while `consumer` (the snapshot's merger) catches up: the
     track events past its cursor are replayed on top of what the table holds.
@@ -168,21 +169,16 @@ def at_head(conn: sqlite3.Connection, consumer: str, keys: Collection[str]) -> d
     chosen = set(keys)
     wanted = list(chosen)
     found: dict[str, Track] = {}
-    conn.execute("BEGIN")
-    try:
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i : i + 500]
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM tracks "
-                f"WHERE persistent_id IN ({', '.join('?' * len(chunk))})",
-                chunk,
-            )
-            for row in rows:
-                track = track_from_row(row)
-                found[track.persistent_id] = track
-        pending = _pending(conn, consumer, chosen)
-    finally:
-        conn.execute("COMMIT")  # a read: nothing to roll back
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM tracks WHERE persistent_id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        )
+        for row in rows:
+            track = track_from_row(row)
+            found[track.persistent_id] = track
+    pending = _pending(conn, consumer, chosen)
     for pid, replaced in pending.items():
         if replaced is None:
             found.pop(pid, None)
@@ -193,40 +189,34 @@ def at_head(conn: sqlite3.Connection, consumer: str, keys: Collection[str]) -> d
 
 def each_at_head(conn: sqlite3.Connection, consumer: str) -> Iterator[Track]:
     """Every track as the journal's head describes it, in snapshot order, one at a time (a
-    full comparison never holds them all), in one read transaction."""
-    conn.execute("BEGIN")
-    try:
-        pending = _pending(conn, consumer, None)
-        shared: dict[str, str] = {}
-        for row in conn.execute(f"SELECT {_COLUMNS} FROM tracks ORDER BY rowid"):
-            track: Track | None = track_from_row(row, shared)
-            if track is not None and track.persistent_id in pending:
-                track = pending.pop(track.persistent_id)
-            if track is not None:
-                yield track
-    finally:
-        conn.execute("COMMIT")
+    full comparison never holds them all), read on `conn` in the caller's read snapshot."""
+    pending = _pending(conn, consumer, None)
+    shared: dict[str, str] = {}
+    for row in conn.execute(f"SELECT {_COLUMNS} FROM tracks ORDER BY rowid"):
+        track: Track | None = track_from_row(row, shared)
+        if track is not None and track.persistent_id in pending:
+            track = pending.pop(track.persistent_id)
+        if track is not None:
+            yield track
     # Added past the merger's cursor: last, as the merger will add them.
     yield from (track for track in pending.values() if track is not None)
 
 
 def keys_at_head(conn: sqlite3.Connection, consumer: str) -> Iterator[str]:
-    """Every key at the journal's head, in one read transaction (see `each_at_head`)."""
-    conn.execute("BEGIN")
-    try:
-        pending = _pending(conn, consumer, None)
-        for (pid,) in conn.execute("SELECT persistent_id FROM tracks ORDER BY rowid"):
-            if pid not in pending or pending.pop(pid) is not None:
-                yield pid
-    finally:
-        conn.execute("COMMIT")
+    """Every key at the journal's head, read on `conn` in the caller's read snapshot (see
+    `each_at_head`)."""
+    pending = _pending(conn, consumer, None)
+    for (pid,) in conn.execute("SELECT persistent_id FROM tracks ORDER BY rowid"):
+        if pid not in pending or pending.pop(pid) is not None:
+            yield pid
     yield from (pid for pid, track in pending.items() if track is not None)
 
 
 class HeadTracks:
-    """`at_head` on a read-only connection of its own, for the scanner's worker threads (one
-    call at a time). Opened at once, like the writer's connection: it follows the database
-    file if the state dir is moved while the daemon runs."""
+    """`at_head` on a read-only connection of its own, each call in one read snapshot, for the
+    scanner's worker threads (one call at a time). Opened at once, like the writer's
+    connection: it follows the database file if the state dir is moved while the daemon
+    runs."""
 
     def __init__(self, path: Path, consumer: str) -> None:
         self.path = path
@@ -238,9 +228,9 @@ class HeadTracks:
 
     @contextmanager
     def _using(self) -> Iterator[sqlite3.Connection]:
-        """The connection for one call. A close during it (at shutdown, with a read left
-        running on its thread) takes effect when the call ends: SQLite must never have a
-        connection closed under a statement."""
+        """The connection for one call, in a read snapshot. A close during it (at shutdown,
+        with a read left running on its thread) takes effect when the call ends: SQLite must
+        never have a connection closed under a statement."""
         with self._lock:
             if self._closed:
                 raise DatabaseUnavailable("the snapshot is closed: the daemon is stopping")
@@ -253,7 +243,8 @@ class HeadTracks:
                 self._conn.close()
                 self._conn = connect(self.path, read_only=True)
                 self._wal = wal
-            yield self._conn
+            with snapshot(self._conn) as conn:
+                yield conn
         except sqlite3.Error as err:
             raise _unavailable(err) from None
         finally:

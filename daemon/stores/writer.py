@@ -25,6 +25,7 @@ import anyio.to_thread
 import structlog
 
 from daemon.errors import StateError
+from daemon.stores.transactions import transaction
 
 log = structlog.get_logger(__name__)
 
@@ -171,31 +172,11 @@ class Writer:
         conn = self.conn
         changes = conn.total_changes
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            # A savepoint per write undoes one that fails alone; a round of one write needs none
-            # (its failure rolls the whole transaction back), which is most rounds when idle.
-            isolate = len(batch) > 1
-            for op in batch:
-                if isolate:
-                    conn.execute("SAVEPOINT op")
-                try:
-                    op.result = op.fn(conn)
-                except Exception as err:
-                    if is_database_error(err) or not conn.in_transaction:
-                        raise
-                    conn.execute("ROLLBACK TO op" if isolate else "ROLLBACK")
-                    op.error = err
-                    if not isolate:
-                        return False
-                if isolate:
-                    conn.execute("RELEASE op")
-            conn.execute("COMMIT")
+            with transaction(conn):
+                self._run(conn, batch)
         except Exception as err:
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    log.exception("rollback_failed")
+            if len(batch) == 1 and batch[0].error is err:
+                return False  # the one write's own error: it is undone, and it is told
             failure = self._wrap(err)
             for op in batch:
                 op.error = failure
@@ -211,6 +192,28 @@ class Writer:
             log.info("database_recovered", previous_error=self.status.error)
             self.status.error = self.status.error_at = None
         return True
+
+    @staticmethod
+    def _run(conn: sqlite3.Connection, batch: list[_Op[Any]]) -> None:
+        """Each write of a round in turn. An error of the database itself ends the round; a
+        write's own error undoes that write alone (raised when it is the round's only one)."""
+        # A savepoint per write undoes one that fails alone; a round of one write needs none
+        # (its failure rolls the whole transaction back), which is most rounds when idle.
+        isolate = len(batch) > 1
+        for op in batch:
+            if isolate:
+                conn.execute("SAVEPOINT op")
+            try:
+                op.result = op.fn(conn)
+            except Exception as err:
+                if is_database_error(err) or not conn.in_transaction:
+                    raise
+                op.error = err
+                if not isolate:
+                    raise
+                conn.execute("ROLLBACK TO op")
+            if isolate:
+                conn.execute("RELEASE op")
 
     def _wrap(self, err: Exception) -> Exception:
         if not is_database_error(err):

@@ -30,10 +30,8 @@ def db(tmp_path: Path) -> Iterator[Database]:
 
 
 def record(db: Database, events: list[TrackAdded | ObserverEvent]) -> None:
-    conn = db.writer
-    conn.execute("BEGIN IMMEDIATE")
-    journal.append(conn, events, time.time())
-    conn.execute("COMMIT")
+    with db.transaction() as tx:
+        journal.append(tx, events, time.time())
 
 
 def added(n: int) -> list[TrackAdded | ObserverEvent]:
@@ -104,10 +102,8 @@ def test_foreign_future_and_trimmed_positions(db: Database) -> None:
     assert other["resync"] and "another database" in other["reason"]
     with pytest.raises(feed.CursorError, match="ahead of"):
         since(db, feed.encode_cursor(db.epoch, 11))
-    conn = db.writer
-    conn.execute("BEGIN IMMEDIATE")
-    journal.trim(conn, keep_after=10, before_at=0, max_events=6)  # the newest 6 of 10
-    conn.execute("COMMIT")
+    with db.transaction() as tx:
+        journal.trim(tx, keep_after=10, before_at=0, max_events=6)  # the newest 6 of 10
     assert journal.oldest(db.reader) == 5
     # Position 4 still gets everything after it; position 3 lost event 4.
     assert not since(db, feed.encode_cursor(db.epoch, 4))["resync"]
@@ -125,10 +121,8 @@ def test_a_consumer_without_a_cursor_resyncs(db: Database) -> None:
 def test_the_snapshot_position_is_the_mergers(db: Database) -> None:
     record(db, added(4))
     assert feed.snapshot_position(db.reader) == 0
-    conn = db.writer
-    conn.execute("BEGIN IMMEDIATE")
-    journal.set_cursor(conn, SNAPSHOT, 3, time.time())
-    conn.execute("COMMIT")
+    with db.transaction() as tx:
+        journal.set_cursor(tx, SNAPSHOT, 3, time.time())
     assert feed.snapshot_position(db.reader) == 3
 
 
@@ -145,10 +139,8 @@ def test_a_position_before_the_build_answers_resync_and_tracks_list_says_buildin
         library_path="Library.xml",
         replace={"P0001": Track("P0001", name="t")},
     )
-    conn = db.writer
-    conn.execute("BEGIN IMMEDIATE")
-    [finished] = record_scan(conn, [ObserverEvent("scan_finished")], build)
-    conn.execute("COMMIT")
+    with db.transaction() as tx:
+        [finished] = record_scan(tx, [ObserverEvent("scan_finished")], build)
     assert not feed.building(db.reader)
     assert journal.meta_value(db.reader, journal.SNAPSHOT_BUILT) == finished.seq
     answer = since(db, during)

@@ -15,12 +15,12 @@ from daemon.models import APP_ID_FIELDS, TRACK_FIELDS, Track
 from daemon.stores import cache, journal, tracks
 from daemon.stores.database import checkpoint, open_database, salvage_cache
 from daemon.stores.schema import MIGRATIONS, SCHEMA_VERSION, check_and_migrate, connect
+from daemon.stores.transactions import transaction
 
 
 def _in_tx(conn: sqlite3.Connection, sql_fn: object) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    sql_fn(conn)  # type: ignore[operator]
-    conn.execute("COMMIT")
+    with transaction(conn):
+        sql_fn(conn)  # type: ignore[operator]
 
 
 def _entry(

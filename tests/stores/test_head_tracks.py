@@ -18,9 +18,8 @@ from daemon.stores.writer import DatabaseUnavailable
 
 
 def _in_tx(db: Database, work: Callable[..., object]) -> None:
-    db.writer.execute("BEGIN IMMEDIATE")
-    work(db.writer)
-    db.writer.execute("COMMIT")
+    with db.transaction() as tx:
+        work(tx)
 
 
 def _merge(db: Database) -> None:

@@ -40,7 +40,8 @@ def test_original_cache_year_decides_success_and_failed_ttl_runs_from_timestamp(
             "c": _original(album="Old fail", year=None, ttl=10, timestamp=NOW - 60),
             "d": _original(album="No ttl", year="", ttl=None, timestamp=NOW - 60),
         }
-        report = import_original_cache(db.writer, data, failed_ttl=3600.0, now=NOW)
+        with db.transaction() as tx:
+            report = import_original_cache(tx, data, failed_ttl=3600.0, now=NOW)
         assert report.as_dict() == {
             "imported": 3,
             "skipped": 1,
@@ -76,9 +77,10 @@ def test_one_bad_original_entry_is_skipped_with_its_reason_never_aborting(
 ) -> None:
     db = open_database(tmp_path)
     try:
-        report = import_original_cache(
-            db.writer, {"bad": entry, "good": _original()}, failed_ttl=60.0, now=NOW
-        )
+        with db.transaction() as tx:
+            report = import_original_cache(
+                tx, {"bad": entry, "good": _original()}, failed_ttl=60.0, now=NOW
+            )
         assert report.imported == 1 and dict(report.skipped) == {reason: 1}
     finally:
         db.close()

@@ -33,12 +33,9 @@ def test_snapshot_order_puts_an_added_track_last_and_keeps_a_replaced_ones_place
     edited = Track(first_build[1].persistent_id, name="Jóga (remastered)")
     db = open_database(tmp_path)
     try:
-        db.writer.execute("BEGIN IMMEDIATE")
-        tracks.replace_all(db.writer, first_build)
-        merger.merge(
-            db.writer, [TrackAdded(added), TrackModified(first_build[1], edited, ("name",))]
-        )
-        db.writer.execute("COMMIT")
+        with db.transaction() as tx:
+            tracks.replace_all(tx, first_build)
+            merger.merge(tx, [TrackAdded(added), TrackModified(first_build[1], edited, ("name",))])
         order = [t.persistent_id for t in tracks.iterate(db.reader)]
     finally:
         db.close()

@@ -73,24 +73,23 @@ def db_seed_cache(state_dir: Path, entries: list[dict[str, Any]]) -> None:
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = open_database(state_dir)
     try:
-        db.writer.execute("BEGIN IMMEDIATE")
-        cache.put_many(
-            db.writer,
-            [
-                cache.CachedApiResult(
-                    e["artist"],
-                    e["album"],
-                    cache.normalize_source(e["source"]),
-                    bool(e["success"]),
-                    e.get("data"),
-                    e.get("metadata") or {},
-                    float(e["created_at"]),
-                    e.get("expires_at"),
-                )
-                for e in entries
-            ],
-        )
-        db.writer.execute("COMMIT")
+        with db.transaction() as tx:
+            cache.put_many(
+                tx,
+                [
+                    cache.CachedApiResult(
+                        e["artist"],
+                        e["album"],
+                        cache.normalize_source(e["source"]),
+                        bool(e["success"]),
+                        e.get("data"),
+                        e.get("metadata") or {},
+                        float(e["created_at"]),
+                        e.get("expires_at"),
+                    )
+                    for e in entries
+                ],
+            )
     finally:
         db.close()
 
