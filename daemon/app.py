@@ -1,10 +1,12 @@
-"""run(config): the one place that opens the daemon's task groups.
+"""run(config): the daemon built once (`build`), then run as a server's lifecycle (`serve`).
 
-It reads like a server's lifecycle: startup (open the database, let the journal's consumers catch
-up, build the scanner), the main loop (watcher, scanner and control server in the inner task
-group; the writer, the consumers and the periodic checkpoint in the outer ones), and shutdown
-(stop the sources, let the consumers reach the journal's end, a final checkpoint in a `finally`
-so even a crashed task leaves everything acknowledged on disk).
+`build` makes every object of the daemon in dependency order and hands each what it needs;
+nothing is filled in afterwards. `serve` reads as start-up (the writer runs, the journal's
+consumers catch up), the main loop (the sources: watcher, control server and scanner, in the
+inner task group; the writer, the consumers and the housekeeping in the spine around it) and
+shutdown (stop the sources, let the consumers reach the journal's end, stop the rest); `run`
+adds the final checkpoint in a `finally`, so even a crashed task leaves everything
+acknowledged on disk.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -25,21 +28,30 @@ from anyio.abc import TaskStatus
 
 from daemon import __version__, hints
 from daemon.config import Config
+from daemon.control.server import ControlServer, Limits
 from daemon.errors import AlreadyRunning
 from daemon.journal import invalidator, merger
-from daemon.journal.follow import catch_up, follow_journal
-from daemon.library import FileStat, KnownTracks
+from daemon.journal.consumers import Consumer, JournalConsumers
+from daemon.journal.follow import JournalSignal
+from daemon.journal.hub import EventHub
+from daemon.journal.recorder import Recorder
+from daemon.library import KnownTracks
 from daemon.library.fast_xml import FastXmlReader
 from daemon.logs import stop_logging
 from daemon.paths import library_is_dir
 from daemon.process import apply_process_policy
 from daemon.service.core import Service
-from daemon.stores import journal, tracks
+from daemon.service.housekeeping import DirtySignal, Housekeeping
+from daemon.service.programs import ProgramApi
+from daemon.service.sources import Sources
+from daemon.stores import journal
 from daemon.stores._atomic import ensure_private_dir
 from daemon.stores.database import Database, checkpoint, open_state
+from daemon.stores.writer import Writer
 from daemon.watch.debounce import Wakeup
+from daemon.watch.library_scan import LibraryScan
 from daemon.watch.read_job import run_abandonable
-from daemon.watch.scanner import Reader, Scanner
+from daemon.watch.scanner import Reader
 from daemon.watch.watcher import LibraryWatcher
 
 log = structlog.get_logger(__name__)
@@ -108,18 +120,6 @@ def _open_state(config: Config) -> Database:
     )
 
 
-def _baseline(db: Database) -> tuple[int, FileStat | None, dict[str, object]]:
-    """The track count, library stat and metadata the journal's head describes (after
-    catch-up)."""
-    # Its own connection: this runs in a worker thread while the loop reads through db.reader.
-    with db.reading() as conn:
-        meta = journal.meta(conn)
-        known = tracks.count(conn)
-    parts = (meta.get("library_mtime_ns"), meta.get("library_size"), meta.get("library_inode"))
-    stat = FileStat(*parts) if all(isinstance(p, int) for p in parts) else None  # type: ignore[arg-type]
-    return known, stat, meta
-
-
 async def _watch_signals(service: Service) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
@@ -138,6 +138,66 @@ async def _watch_signals(service: Service) -> None:
             os._exit(128 + signum)
 
 
+@dataclass(frozen=True)
+class Daemon:
+    """The daemon's objects, each made once by `build`."""
+
+    db: Database
+    writer: Writer
+    hub: EventHub
+    consumers: JournalConsumers
+    housekeeping: Housekeeping
+    watcher: LibraryWatcher
+    scan: LibraryScan
+    service: Service
+    server: ControlServer
+
+
+def build(config: Config, db: Database, *, limits: Limits | None = None) -> Daemon:
+    """Make the daemon's objects on an open database, in dependency order, each handed what it
+    needs; nothing is assigned to any of them afterwards. Call it on the event loop."""
+    hub = EventHub(config.control.max_subscriber_queue)
+    # Set by every commit; the periodic checkpoint waits on it.
+    dirty = DirtySignal()
+    writer = Writer(db, on_commit=dirty.set)
+    # Bumped by every commit that recorded track events; the journal's consumers wait on it.
+    signal_ = JournalSignal()
+    recorder = Recorder(writer, hub, signal_, journal.head(db.reader))
+    # The journal's consumers: adding one is one entry here.
+    consumers = JournalConsumers(
+        writer,
+        signal_,
+        [
+            Consumer(merger.CONSUMER, merger.merge, merger.report),
+            Consumer(invalidator.CONSUMER, invalidator.invalidate, invalidator.report),
+        ],
+    )
+    sources = Sources(config.cache.sources)
+    housekeeping = Housekeeping(config, db, writer, recorder, dirty)
+    # The watcher wakes the scanner through `wakeup`.
+    wakeup = Wakeup()
+    watcher = LibraryWatcher(
+        config.library.path, wakeup, target_is_dir=library_is_dir(config.library.source)
+    )
+    scan = LibraryScan(config, db.path, recorder, wakeup, make_reader)
+    service = Service(
+        config=config,
+        db=db,
+        hub=hub,
+        writer=writer,
+        recorder=recorder,
+        programs=ProgramApi(config, db, writer, sources),
+        sources=sources,
+        housekeeping=housekeeping,
+        consumers=consumers,
+        scan=scan,
+        watcher=watcher,
+        stop_sources=anyio.CancelScope(),
+    )
+    server = ControlServer(service, limits or Limits())
+    return Daemon(db, writer, hub, consumers, housekeeping, watcher, scan, service, server)
+
+
 async def run(
     config: Config,
     *,
@@ -150,7 +210,7 @@ async def run(
     with instance_lock(state_dir):
         db = await anyio.to_thread.run_sync(_open_state, config)
         try:
-            return await _serve(config, db, task_status)
+            return await serve(build(config, db), task_status=task_status)
         finally:
             # Whatever happened above, what was committed is made durable against a power cut.
             # On a daemon thread: a checkpoint stuck on a failing disk is left behind and the
@@ -172,62 +232,37 @@ def _final_checkpoint(db: Database) -> None:
     (tests/e2e/test_lifecycle_e2e.py::test_sigterm_with_an_outside_reader_exits_in_time).
     """
     try:
-        done = checkpoint(db.writer, db.path, truncate=True, wait=False)
+        done = checkpoint(db.write_conn, db.path, truncate=True, wait=False)
     except Exception:
         log.exception("final_checkpoint_failed", path=str(db.path))
         return
     log.info("final_checkpoint_finished", **done)
 
 
-async def _serve(config: Config, db: Database, task_status: TaskStatus[Service]) -> int:
+async def serve(
+    daemon: Daemon, *, task_status: TaskStatus[Service] = anyio.TASK_STATUS_IGNORED
+) -> int:
+    """Start-up, main loop, shutdown; returns 0 after a clean drain."""
     started = time.monotonic()
-    service = Service.create(config, db)
-    writer, signal_ = service.writer, service.signal
-
-    async def catch_up_all() -> None:
-        await catch_up(writer, merger.CONSUMER, merger.merge, service.note_merged)
-        await catch_up(
-            writer, invalidator.CONSUMER, invalidator.invalidate, service.note_invalidated
-        )
-
-    async with anyio.create_task_group() as outer:
-        outer.start_soon(writer.run)
-        outer.start_soon(_watch_signals, service)
+    service, config = daemon.service, daemon.service.config
+    async with anyio.create_task_group() as spine:
         try:
-            # Startup: the snapshot and the cache reach the journal's end before anything reads.
-            await catch_up_all()
-            wakeup = Wakeup()
-            target_is_dir = library_is_dir(config.library.source)
-            service.watcher = LibraryWatcher(
-                config.library.path, wakeup, target_is_dir=target_is_dir
-            )
-            async with anyio.create_task_group() as background:
-                background.start_soon(
-                    follow_journal,
-                    writer,
-                    signal_,
-                    merger.CONSUMER,
-                    merger.merge,
-                    service.note_merged,
-                )
-                background.start_soon(
-                    follow_journal,
-                    writer,
-                    signal_,
-                    invalidator.CONSUMER,
-                    invalidator.invalidate,
-                    service.note_invalidated,
-                )
-                background.start_soon(service.housekeeping.flush_periodically)
-                background.start_soon(service.housekeeping.maintain)
-                try:
+            # Start-up: the snapshot and the cache reach the journal's end before anything reads.
+            spine.start_soon(daemon.writer.run)
+            spine.start_soon(_watch_signals, service)
+            await daemon.consumers.catch_up()
+            spine.start_soon(daemon.consumers.follow)
+            spine.start_soon(daemon.housekeeping.flush_periodically)
+            spine.start_soon(daemon.housekeeping.maintain)
+            try:
+                # Main loop: the sources, until shutdown cancels their scope (at once, if it
+                # was asked for already). The socket serves before the scanner loads its
+                # baseline, so a cold start answers at once.
+                with service.stop_sources:
                     async with anyio.create_task_group() as sources:
-                        service.stop_sources = sources.cancel_scope
-                        if service.shutting_down:
-                            sources.cancel_scope.cancel()
-                        await sources.start(service.watcher.run)
-                        await sources.start(_serve_control, service)
-                        sources.start_soon(_scan, service, wakeup)
+                        await sources.start(daemon.watcher.run)
+                        await sources.start(daemon.server.serve)
+                        sources.start_soon(daemon.scan.run)
                         log.info(
                             "daemon_started",
                             pid=os.getpid(),
@@ -236,50 +271,20 @@ async def _serve(config: Config, db: Database, task_status: TaskStatus[Service])
                             source=config.library.source,
                             state_dir=str(config.state.dir),
                             socket=str(config.control.socket),
-                            epoch=db.epoch,
+                            epoch=daemon.db.epoch,
                             last_seq=service.recorder.last_seq,
                             startup_ms=round((time.monotonic() - started) * 1000, 1),
                         )
                         task_status.started(service)
-                finally:
-                    # Sources are done: let both consumers reach the journal's end, then stop.
-                    with anyio.move_on_after(DRAIN_SECONDS, shield=True) as drain:
-                        await catch_up_all()
-                    if drain.cancelled_caught:
-                        log.warning("drain_timed_out", seconds=DRAIN_SECONDS)
-                    background.cancel_scope.cancel()
+            finally:
+                # Shutdown: the sources are done; the consumers reach the journal's end.
+                with anyio.move_on_after(DRAIN_SECONDS, shield=True) as drain:
+                    await daemon.consumers.catch_up()
+                if drain.cancelled_caught:
+                    log.warning("drain_timed_out", seconds=DRAIN_SECONDS)
         finally:
-            writer.close()
-            service.hub.close()
-            outer.cancel_scope.cancel()
+            daemon.writer.close()
+            daemon.hub.close()
+            spine.cancel_scope.cancel()
     log.info("daemon_stopped", uptime_seconds=round(time.time() - service.started_at, 1))
     return 0
-
-
-async def _scan(service: Service, wakeup: Wakeup) -> None:
-    """Load the baseline (after the socket already serves), then run the scanner."""
-    config = service.config
-    known, stat, meta = await anyio.to_thread.run_sync(_baseline, service.db)
-    last_full = meta.get("last_full_scan")
-    # The scanner's worker threads read the baseline on a connection of their own.
-    head = await anyio.to_thread.run_sync(tracks.HeadTracks, service.db.path, merger.CONSUMER)
-    service.scanner = Scanner(
-        library=config.library,
-        reader=make_reader(config, head),
-        snapshot=head,
-        baseline_count=known,
-        baseline_stat=stat,
-        initial_build=not known and last_full is None,
-        recorder=service.recorder,
-        wakeup=wakeup,
-    )
-    try:
-        await service.scanner.run()
-    finally:
-        head.close()
-
-
-async def _serve_control(service: Service, *, task_status: TaskStatus[None]) -> None:
-    from daemon.control.server import serve_control
-
-    await serve_control(service, task_status=task_status)

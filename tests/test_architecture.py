@@ -239,3 +239,139 @@ def f(conn):
     log.info("Begin or commit: not SQL")
 """
     assert _transaction_sql(source) == ["BEGIN IMMEDIATE", "PRAGMA x; COMMIT", " ROLLBACK"]
+
+
+# Where an attribute of an object other than `self` may be assigned (besides the rule in
+# `_foreign_assignments`), by module and the name the target starts from, and why.
+FOREIGN_ASSIGNMENTS_ALLOWED = {
+    ("cli/__init__.py", "node"): "argparse parsers are configured by setting their attributes",
+    ("cli/__init__.py", "action"): "argparse actions are configured by setting their attributes",
+    ("cli/completion.py", "action"): "shtab reads its completion hints from argparse actions",
+    ("client/calls.py", "build"): "a generated call builder takes the name and doc of its call",
+    ("client/calls.py", "method"): "a bound call takes the name, doc and signature of its call",
+    ("library/plist_tracks.py", "parser"): "expat takes its handlers as parser attributes",
+    ("logs.py", "logging"): "logging.raiseExceptions is the standard library's own switch",
+    ("watch/watcher.py", "group"): "watchdog's inotify group takes its overflow callback so",
+    ("stores/writer.py", "op"): "a queued write: made by submit, filled in by its round",
+}
+# The one function that may wire objects together.
+BUILD_FUNCTION = ("app.py", "build")
+
+
+def _made_here(func: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
+    """Names the function binds to what a call returned: objects it made (or was handed new)."""
+    names: set[str] = set()
+    for node in ast.walk(func):
+        if not isinstance(node, ast.Assign):
+            continue
+        for target in node.targets:
+            if isinstance(target, ast.Name) and isinstance(node.value, ast.Call):
+                names.add(target.id)
+            elif isinstance(target, ast.Tuple):
+                values = node.value.elts if isinstance(node.value, ast.Tuple) else None
+                for i, element in enumerate(target.elts):
+                    made = isinstance(node.value, ast.Call) or (
+                        values is not None and isinstance(values[i], ast.Call)
+                    )
+                    if isinstance(element, ast.Name) and made:
+                        names.add(element.id)
+    return names
+
+
+def _own_parts(cls: ast.ClassDef) -> set[str]:
+    """Attributes a class's `__init__` sets to an object it makes there (`self.status =
+    ScanStatus()`): its own parts, which its methods may fill in."""
+    parts: set[str] = set()
+    for item in cls.body:
+        if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+            for node in ast.walk(item):
+                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+                    for target in node.targets:
+                        if (
+                            isinstance(target, ast.Attribute)
+                            and isinstance(target.value, ast.Name)
+                            and target.value.id == "self"
+                        ):
+                            parts.add(target.attr)
+    return parts
+
+
+def _foreign_assignments(tree: ast.Module) -> list[tuple[str, str, int, str]]:
+    """Assignments to another object's attribute: (function, root name, line, target).
+
+    Allowed, and so not listed: `self.x = ...` and `cls.x = ...`; `self.part.x = ...` where
+    `part` is one the class made in its `__init__`; `obj.x = ...` where the same function made
+    `obj` (bound it to a call's result).
+    """
+    found: list[tuple[str, str, int, str]] = []
+
+    def visit(node: ast.AST, func: str, made: set[str], parts: set[str]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                visit(child, func, made, _own_parts(child))
+                continue
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                visit(child, child.name, _made_here(child), parts)
+                continue
+            targets: list[ast.expr] = []
+            if isinstance(child, ast.Assign):
+                targets = list(child.targets)
+            elif isinstance(child, ast.AugAssign | ast.AnnAssign):
+                targets = [child.target]
+            for target in targets:
+                elements = target.elts if isinstance(target, ast.Tuple) else [target]
+                for element in elements:
+                    if not isinstance(element, ast.Attribute):
+                        continue
+                    chain: list[ast.expr] = []
+                    root: ast.expr = element
+                    while isinstance(root, ast.Attribute):
+                        chain.append(root)
+                        root = root.value
+                    name = root.id if isinstance(root, ast.Name) else ast.unparse(root)
+                    if name in ("self", "cls") and len(chain) == 1:
+                        continue
+                    if name == "self" and len(chain) == 2 and chain[-1].attr in parts:
+                        continue
+                    if name in made:
+                        continue
+                    found.append((func, name, child.lineno, ast.unparse(element)))
+            visit(child, func, made, parts)
+
+    visit(tree, "", set(), set())
+    return found
+
+
+def test_no_attribute_of_another_object_is_assigned_outside_the_build_function() -> None:
+    wrong = [
+        f"{path.relative_to(DAEMON)}:{line} {target}"
+        for path in sorted(DAEMON.rglob("*.py"))
+        for func, name, line, target in _foreign_assignments(
+            ast.parse(path.read_text(encoding="utf-8"))
+        )
+        if (str(path.relative_to(DAEMON)), func) != BUILD_FUNCTION
+        and (str(path.relative_to(DAEMON)), name) not in FOREIGN_ASSIGNMENTS_ALLOWED
+    ]
+    assert wrong == []
+
+
+def test_foreign_assignment_finder_tells_wiring_from_owning() -> None:
+    tree = ast.parse(
+        "class Housekeeping:\n"
+        "    def __init__(self, writer):\n"
+        "        self.writer = writer\n"
+        "        self.status = Status()\n"
+        "    def renew(self, db):\n"
+        "        self.writer.conn = db.conn\n"
+        "        self.status.error = None\n"
+        "        db.reader, self.count = None, 0\n"
+        "def start(service):\n"
+        "    service.scanner = Scanner()\n"
+        "    result = Read()\n"
+        "    result.stat, first = None, 1\n"
+    )
+    assert [(f, n, t) for f, n, _, t in _foreign_assignments(tree)] == [
+        ("renew", "self", "self.writer.conn"),
+        ("renew", "db", "db.reader"),
+        ("start", "service", "service.scanner"),
+    ]

@@ -217,7 +217,7 @@ def cmd_export_snapshot(args: argparse.Namespace) -> int:
 
     db = _state_db(args.config, create=False)
     # One read snapshot: every row and the position come from the same moment.
-    with contextlib.closing(db), snapshot(db.writer) as conn:
+    with contextlib.closing(db), snapshot(db.write_conn) as conn:
         epoch = journal.meta(conn).get("epoch")
         head: dict[str, Any] = {"version": 1, "fields": list(TRACK_FIELDS), "epoch": epoch}
         # The position tracks.list gives for the same rows: after an import of old state

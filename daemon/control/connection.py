@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import select
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -22,7 +22,7 @@ from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
 from daemon.control.log_limit import LogLimit
 from daemon.control.protocol import INTERNAL_ERROR, MAX_LINE_BYTES, error_message
-from daemon.journal.hub import Subscription
+from daemon.journal.hub import EventHub, Subscription
 
 log = structlog.get_logger("daemon.control.server")
 
@@ -108,9 +108,11 @@ class Connection:
         number: int,
         stream: SocketStream,
         limits: Limits,
+        hub: EventHub,
         holdings: Holdings | None = None,
     ) -> None:
         self.number = number
+        self._hub = hub
         self.stream = stream
         self.limits = limits
         self.holdings = holdings if holdings is not None else Holdings()
@@ -122,8 +124,8 @@ class Connection:
         self.subscription: Subscription | None = None
         self.requests = 0
         self.close_reason: str | None = None
-        self.scope: anyio.CancelScope | None = None
-        self.task_group: TaskGroup | None = None
+        # The connection's own tasks (a subscription's events), while `serve` runs.
+        self._tasks: TaskGroup | None = None
         self._send_lock = anyio.Lock(fast_acquire=True)
         self._raw: socket.socket = stream.extra(SocketAttribute.raw_socket)
 
@@ -146,11 +148,34 @@ class Connection:
         self._answer = nbytes
         self._hold()
 
+    async def serve(self, answer: Callable[[Connection], Awaitable[None]]) -> None:
+        """Run `answer` (reading and answering requests) and the tasks started with
+        `start_soon` until all of them end; `close` stops them all."""
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            await answer(self)
+
+    def start_soon(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `fn` beside the requests until the connection closes (not once it is closed)."""
+        if self._tasks is not None and self.close_reason is None:
+            self._tasks.start_soon(fn)
+
+    def count_request(self) -> None:
+        self.requests += 1
+
+    def subscribe(self, types: Iterable[str] | None) -> Subscription:
+        """This connection's subscription to the hub's events, ended by `release`."""
+        self.subscription = self._hub.subscribe(types, label=f"conn-{self.number}")
+        return self.subscription
+
     def release(self) -> None:
-        """The connection ended: it holds nothing any more."""
+        """The connection ended: it holds nothing any more, its subscription ended."""
         self._buffer = bytearray()
         self._unsent = self._answer = 0
         self._hold()
+        if self.subscription is not None:
+            self._hub.unsubscribe(self.subscription)
+            self.subscription.receive.close()
 
     async def receive_line(self) -> bytes:
         """The next request line, without its newline.
@@ -186,8 +211,8 @@ class Connection:
     def close(self, reason: str) -> None:
         if self.close_reason is None:
             self.close_reason = reason
-        if self.scope is not None:
-            self.scope.cancel()
+        if self._tasks is not None:
+            self._tasks.cancel_scope.cancel()
 
     async def send(self, message: Any, *, within: float | None = None) -> None:
         """Write one message line; raise Disconnected if the client is gone or not reading."""

@@ -28,6 +28,7 @@ from daemon.control.protocol import (
     MAX_ANSWER_BYTES,
     MAX_BATCH_ITEMS,
     PARSE_ERROR,
+    REQUEST_TOO_LARGE,
     ProtocolError,
     error_message,
     parse_request,
@@ -98,7 +99,7 @@ class Requests:
                     f"{MAX_BATCH_ITEMS}; none was run, send them in smaller batches",
                 )
         if error is not None:
-            conn.requests += 1
+            conn.count_request()
             self.requests += 1
             message = self.rejected(conn, started, None, None, error).message
             return Answer(encode(message, conn.log), [])
@@ -148,7 +149,7 @@ class Requests:
 
     async def _dispatch(self, conn: Connection, obj: Any) -> Outcome:
         started = time.perf_counter()
-        conn.requests += 1
+        conn.count_request()
         self.requests += 1
         req_id = request_id(obj)
         raw_method = obj.get("method") if isinstance(obj, dict) else None
@@ -183,6 +184,13 @@ class Requests:
         else:
             self.log_line(conn, "info", "request_handled", **fields, **(reply.log or {}))
         return Outcome(result_message(request.id, reply.result), reply.after)
+
+    def oversized(self, conn: Connection, message: str) -> None:
+        """Count and log a request line over the limit (its connection is then closed)."""
+        self.errors += 1
+        self.log_line(
+            conn, "warning", "request_rejected", method=None, code=REQUEST_TOO_LARGE, error=message
+        )
 
     def rejected(
         self,

@@ -52,8 +52,8 @@ from daemon.control.spec import HandlerMismatch, check_handlers
 from daemon.control.subscriptions import Subscriptions
 from daemon.errors import describe_os_error
 
-# Limits is part of serve_control's signature.
-__all__ = ["ControlServer", "Limits", "serve_control"]
+# Limits is part of ControlServer's signature.
+__all__ = ["ControlServer", "Limits"]
 
 log = structlog.get_logger(__name__)
 
@@ -107,7 +107,10 @@ class ControlServer:
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind the socket, report readiness, serve until cancelled, then remove the socket.
 
-        The socket file is removed only if it is still the one bound here.
+        The socket file is removed only if it is still the one bound here. Accepts as many
+        connections as the open-file limit leaves room for; the daemon raises that limit at
+        start-up (daemon/process.py), a program embedding the server calls
+        `apply_process_policy` itself or gets fewer (128 under macOS's default of 256).
         """
         path = self.daemon.socket_path
         await anyio.to_thread.run_sync(prepare_socket_path, path)
@@ -167,31 +170,29 @@ class ControlServer:
                 ):
                     await stream.send(orjson.dumps(error_message(None, code, message)) + b"\n")
                 return
-            conn = Connection(number, stream, self.limits, self.holdings)
+            conn = Connection(number, stream, self.limits, self.daemon.hub, self.holdings)
             self.open += 1
             conn.log.debug("client_connected", open=self.open)
             try:
-                async with anyio.create_task_group() as tg:
-                    conn.scope, conn.task_group = tg.cancel_scope, tg
-                    try:
-                        await self._read_requests(conn)
-                    except Disconnected:
-                        pass
-                    except Exception:
-                        # Catch site 2: one connection's failure never reaches the server.
-                        conn.log.exception("connection_failed")
-                    conn.close("eof")
+                await conn.serve(self._answer_requests)
             finally:
                 self.open -= 1
                 conn.release()
-                if conn.subscription is not None:
-                    self.daemon.hub.unsubscribe(conn.subscription)
-                    conn.subscription.receive.close()
                 conn.log.debug(
                     "client_disconnected",
                     requests=conn.requests,
                     reason=conn.close_reason or "stopped",
                 )
+
+    async def _answer_requests(self, conn: Connection) -> None:
+        try:
+            await self._read_requests(conn)
+        except Disconnected:
+            pass
+        except Exception:
+            # Catch site 2: one connection's failure never reaches the server.
+            conn.log.exception("connection_failed")
+        conn.close("eof")
 
     async def _read_requests(self, conn: Connection) -> None:
         limits = self.limits
@@ -233,10 +234,7 @@ class ControlServer:
             f"request too large: a request line may be at most {self.limits.max_line_bytes} "
             "bytes; closing the connection"
         )
-        self.answering.errors += 1
-        self.answering.log_line(
-            conn, "warning", "request_rejected", method=None, code=REQUEST_TOO_LARGE, error=message
-        )
+        self.answering.oversized(conn, message)
         with contextlib.suppress(Disconnected):
             await conn.send(
                 error_message(None, REQUEST_TOO_LARGE, message), within=NOTICE_TIMEOUT_SECONDS
@@ -253,18 +251,3 @@ class ControlServer:
             # still happens (a subscription does not start on a closed connection).
             for after in answer.afters:
                 after()
-
-
-async def serve_control(
-    daemon: DaemonApi,
-    *,
-    limits: Limits | None = None,
-    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve the control socket until cancelled; report readiness once it is bound.
-
-    Accepts as many connections as the open-file limit leaves room for; the daemon raises that
-    limit at start-up (daemon/process.py), a program embedding the server calls
-    `apply_process_policy` itself or gets fewer (128 under macOS's default of 256).
-    """
-    await ControlServer(daemon, limits or Limits()).serve(task_status=task_status)

@@ -7,6 +7,7 @@ Events go out in the order the hub delivers them; a subscriber that falls behind
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from daemon.control.api import DaemonApi
@@ -43,13 +44,11 @@ class Subscriptions:
             if refused is not None:
                 answer = {"resync": True, "reason": refused["reason"], "cursor": refused["cursor"]}
         # Subscribed before the replay reads anything: see replay.py for why nothing is lost.
-        sub = self.daemon.hub.subscribe(params.types, label=f"conn-{conn.number}")
-        conn.subscription = sub
+        sub = conn.subscribe(params.types)
         types = sorted(params.types) if params.types is not None else None
 
         def start() -> None:
-            if conn.task_group is not None and conn.close_reason is None:
-                conn.task_group.start_soon(self.forward_events, conn, sub, start_seq)
+            conn.start_soon(partial(self.forward_events, conn, sub, start_seq))
 
         return Reply(
             {"subscribed": True, "types": types, "last_seq": self.daemon.last_seq, **answer},

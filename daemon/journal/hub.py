@@ -35,6 +35,16 @@ class Subscription:
     def wants(self, event_type: str) -> bool:
         return self.types is None or event_type in self.types
 
+    def give(self, events: list[AnyEvent], backlog: int) -> None:
+        """Queue a batch's events for it (`backlog`: what it had not taken yet)."""
+        for event in events:
+            self.send.send_nowait(event)
+        self.delivered += len(events)
+        self.backlog = backlog + len(events)
+
+    def cut_off(self) -> None:
+        self.overflowed = True
+
 
 @dataclass
 class EventHub:
@@ -65,6 +75,10 @@ class EventHub:
     def subscriber_count(self) -> int:
         return len(self._subs)
 
+    def as_dict(self) -> dict[str, int]:
+        """What `status` shows of the hub."""
+        return {"subscribers": len(self._subs)}
+
     def deliver(self, events: Iterable[AnyEvent]) -> None:
         """Deliver one batch (one scan's events) to every subscriber that wants them.
 
@@ -87,7 +101,7 @@ class EventHub:
             stalled = backlog >= self.max_queue and backlog >= sub.backlog
             if stalled or backlog >= self.max_queue * HARD_LIMIT_FACTOR:
                 # Cut it off rather than hold the daemon (or its memory).
-                sub.overflowed = True
+                sub.cut_off()
                 log.warning(
                     "subscriber_dropped",
                     subscriber=sub.label,
@@ -97,10 +111,7 @@ class EventHub:
                 self.unsubscribe(sub)
                 continue
             try:
-                for event in wanted:
-                    sub.send.send_nowait(event)
-                sub.delivered += len(wanted)
-                sub.backlog = backlog + len(wanted)
+                sub.give(wanted, backlog)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self.unsubscribe(sub)
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+import structlog
+
 from daemon.events import TrackAdded, TrackEvent, TrackModified, TrackRemoved
+from daemon.journal.follow import Round
 from daemon.models import Track
 from daemon.stores import tracks
+
+log = structlog.get_logger(__name__)
 
 CONSUMER = "musicd.snapshot"
 
@@ -31,3 +36,9 @@ def merge(conn: sqlite3.Connection, events: Sequence[TrackEvent]) -> int:
     tracks.upsert(conn, upserts)
     tracks.delete(conn, removals)
     return tracks.count(conn)
+
+
+def report(done: Round[int]) -> None:
+    """Log a round that applied track events."""
+    if done.applied:
+        log.info("snapshot_merged", events=done.applied, tracks=done.result, seq=done.last_seq)

@@ -23,23 +23,20 @@ import structlog
 from daemon import __version__
 from daemon.config import Config
 from daemon.errors import StateError
-from daemon.journal.follow import JournalSignal, Round
+from daemon.journal.consumers import JournalConsumers
 from daemon.journal.hub import EventHub
-from daemon.journal.invalidator import CONSUMER as INVALIDATOR
-from daemon.journal.invalidator import Invalidated
-from daemon.journal.merger import CONSUMER as MERGER
 from daemon.journal.recorder import Recorder
 from daemon.models import album_key
-from daemon.service.housekeeping import DirtySignal, Housekeeping
+from daemon.service.housekeeping import Housekeeping
 from daemon.service.programs import ProgramApi
 from daemon.service.sources import Sources
-from daemon.stores import cache, journal, tracks
+from daemon.stores import cache, tracks
 from daemon.stores.database import Database
 from daemon.stores.writer import Writer
 
 if TYPE_CHECKING:
+    from daemon.watch.library_scan import LibraryScan
     from daemon.watch.scan_status import ScanOutcome
-    from daemon.watch.scanner import Scanner
     from daemon.watch.watcher import LibraryWatcher
 
 log = structlog.get_logger(__name__)
@@ -55,39 +52,24 @@ class SharedScan:
 
 @dataclass
 class Service:
+    """The daemon's reads, writes and status for the control server; made by `app.build`."""
+
     config: Config
     db: Database
     hub: EventHub
-    writer: Writer = field(init=False)
-    recorder: Recorder = field(init=False)
-    signal: JournalSignal = field(init=False)
-    programs: ProgramApi = field(init=False)
-    scanner: Scanner | None = None
-    watcher: LibraryWatcher | None = None
-    housekeeping: Housekeeping = field(init=False)
-    dirty: DirtySignal = field(default_factory=DirtySignal)
+    writer: Writer
+    recorder: Recorder
+    programs: ProgramApi
+    sources: Sources
+    housekeeping: Housekeeping
+    consumers: JournalConsumers
+    scan: LibraryScan
+    watcher: LibraryWatcher
+    # The scope of the sources (watcher, scanner, control server): cancelled to shut down.
+    stop_sources: anyio.CancelScope
     started_at: float = field(default_factory=time.time)
     shutting_down: bool = False
-    stop_sources: anyio.CancelScope | None = None
-    applied: dict[str, int] = field(default_factory=dict)
-    sources: Sources = field(init=False)
     _next_rescan: SharedScan | None = None
-
-    @classmethod
-    def create(cls, config: Config, db: Database) -> Service:
-        """A service on an open database, its writer not yet running (`writer.run()`)."""
-        service = cls(config=config, db=db, hub=EventHub(config.control.max_subscriber_queue))
-        service.writer = Writer(db.writer, on_commit=service.dirty.set)
-        service.signal = JournalSignal()
-        service.recorder = Recorder(
-            service.writer, service.hub, service.signal, journal.head(db.reader)
-        )
-        service.sources = Sources(config.cache.sources)
-        service.programs = ProgramApi(config, db, service.writer, service.sources)
-        service.housekeeping = Housekeeping(
-            config, db, service.writer, service.recorder, service.dirty
-        )
-        return service
 
     @property
     def socket_path(self) -> Path:
@@ -107,18 +89,18 @@ class Service:
         if not self.shutting_down:
             log.info("shutdown_requested", reason=reason)
         self.shutting_down = True
-        if self.stop_sources is not None:
-            self.stop_sources.cancel()
+        self.stop_sources.cancel()
 
     async def rescan(self, *, accept_removals: bool = False) -> ScanOutcome:
         """A scan now. Requests that come while a requested scan waits for its turn share it
         (its outcome is theirs: it starts after they asked), so any number of them costs at
         most the scan running and one more."""
-        if self.scanner is None:
+        scanner = self.scan.scanner
+        if scanner is None:
             raise StateError("the daemon is still starting; try again in a moment")
         if accept_removals:
             # Its own: it applies what the others would hold back.
-            return await self.scanner.scan("requested", accept_removals=True)
+            return await scanner.scan("requested", accept_removals=True)
         shared = self._next_rescan
         if shared is not None:
             await shared.done.wait()
@@ -127,7 +109,7 @@ class Service:
             return shared.outcome
         shared = self._next_rescan = SharedScan()
         try:
-            shared.outcome = await self.scanner.scan(
+            shared.outcome = await scanner.scan(
                 "requested", on_start=partial(self._rescan_started, shared)
             )
         finally:
@@ -139,25 +121,6 @@ class Service:
         # From here on, a new request needs a scan of its own: this one may have read already.
         if self._next_rescan is shared:
             self._next_rescan = None
-
-    # -- the journal's consumers report here -------------------------------------------------
-
-    def note_merged(self, done: Round[int]) -> None:
-        self.applied[MERGER] = done.last_seq
-        if done.applied:
-            log.info("snapshot_merged", events=done.applied, tracks=done.result, seq=done.last_seq)
-
-    def note_invalidated(self, done: Round[Invalidated]) -> None:
-        self.applied[INVALIDATOR] = done.last_seq
-        result = done.result
-        if result is not None and result.albums:
-            log.info(
-                "cache_invalidated",
-                albums=len(result.albums),
-                entries=result.entries,
-                sample=[list(k) for k in result.albums[:5]],
-                seq=done.last_seq,
-            )
 
     async def flush(self, reason: str = "requested") -> dict[str, Any]:
         """A checkpoint now (see Housekeeping.flush)."""
@@ -254,32 +217,23 @@ class Service:
     # -- status ------------------------------------------------------------------------------
 
     def database_status(self) -> dict[str, Any]:
-        last_seq = self.recorder.last_seq
-        behind = {
-            name: journal.pending_track_events(self.db.reader, seq)
-            for name, seq in self.applied.items()
-        }
         try:
             size = self.db.path.stat().st_size
         except OSError:
             size = None
-        ws = self.writer.status
         return {
             "path": str(self.db.path),
             "epoch": self.db.epoch,
-            "last_seq": last_seq,
+            "last_seq": self.recorder.last_seq,
             "bytes": size,
-            "commits": ws.commits,
-            "uncheckpointed_commits": ws.uncheckpointed,
-            "error": ws.error,
-            "error_at": ws.error_at,
-            "consumers_behind": behind,
+            **self.writer.status.as_dict(),
+            "consumers_behind": self.consumers.behind(self.db.reader),
             "moved_aside": str(self.db.moved_aside) if self.db.moved_aside else None,
         }
 
     def status(self) -> dict[str, Any]:
-        scan = self.scanner.status if self.scanner else None
-        flushed = self.housekeeping.flush_status
+        """The daemon's state, each part as it reports itself."""
+        scan = self.scan.status()
         database = self.database_status()
         return {
             "pid": os.getpid(),
@@ -290,36 +244,19 @@ class Service:
                 "path": str(self.config.library.path),
                 "source": self.config.library.source,
                 "track_count": tracks.count(self.db.reader),
-                "missing": scan.library_missing if scan else None,
-                "reader_error": scan.reader_error if scan else None,
-                "reader_error_at": scan.reader_error_at if scan else None,
-                "library_error": scan.library_error_dict() if scan else None,
-                "read_stalled": scan.read_stalled() if scan else None,
-                "without_persistent_id": scan.without_persistent_id if scan else 0,
-                "duplicate_ids": scan.duplicate_ids if scan else 0,
-                "held_removals": scan.held_removals if scan else 0,
-                "held_since": scan.held_since if scan else None,
-                "watching": str(self.watcher.watching)
-                if self.watcher and self.watcher.watching
-                else None,
+                **scan.library_dict(),
+                **self.watcher.as_dict(),
             },
-            "last_scan_at": scan.last_scan_at if scan else None,
-            "last_scan_duration_ms": scan.last_scan_duration_ms if scan else None,
-            "last_scan_counts": scan.last_counts if scan else {},
-            "scan_error": scan.database_error if scan else None,
-            "scans": scan.scans if scan else 0,
-            "scan_in_progress": self.scanner.progress.snapshot() if self.scanner else None,
-            "last_flush_at": flushed.last_flush_at,
-            "last_flush_duration_ms": flushed.last_flush_duration_ms,
-            "flush_error": flushed.flush_error,
-            "flush_error_at": flushed.flush_error_at,
+            **scan.as_dict(),
+            "scan_in_progress": self.scan.progress(),
+            **self.housekeeping.flush_status.as_dict(),
             "database": database,
             "database_error": database["error"],
             "dirty": database["uncheckpointed_commits"] > 0,
             "pending_events": max(database["consumers_behind"].values(), default=0),
             "last_seq": database["last_seq"],
-            "epoch": self.db.epoch,
-            "subscribers": self.hub.subscriber_count,
+            "epoch": database["epoch"],
+            **self.hub.as_dict(),
             "state_dir": str(self.config.state.dir),
             "socket": str(self.config.control.socket),
             "shutting_down": self.shutting_down,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
@@ -20,7 +20,7 @@ from daemon.events import FLUSH_FINISHED, ObserverEvent
 from daemon.journal.feed import is_reserved, kept_for_program
 from daemon.journal.recorder import Recorder
 from daemon.stores import cache, journal
-from daemon.stores.database import Database, checkpoint, renew_wal
+from daemon.stores.database import Database, checkpoint
 from daemon.stores.writer import DatabaseUnavailable, Writer
 
 log = structlog.get_logger(__name__)
@@ -52,6 +52,13 @@ class FlushStatus:
     flush_error: str | None = None
     flush_error_at: float | None = None
 
+    def failed(self, error: str) -> FlushStatus:
+        """This status after a checkpoint that failed with `error`."""
+        return FlushStatus(self.last_flush_at, self.last_flush_duration_ms, error, time.time())
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 @dataclass
 class Housekeeping:
@@ -71,7 +78,7 @@ class Housekeeping:
         Raises DatabaseUnavailable when the checkpoint failed (recorded in the status).
         """
         started = time.monotonic()
-        commits = self.writer.status.uncheckpointed
+        commits = self.writer.status.uncheckpointed_commits
         try:
             old_reader = await self.writer.submit(self._renew_wal, transaction=False)
             if old_reader is not None:
@@ -80,10 +87,9 @@ class Housekeeping:
                 partial(checkpoint, path=self.db.path), transaction=False
             )
         except DatabaseUnavailable as err:
-            self.flush_status.flush_error = str(err)
-            self.flush_status.flush_error_at = time.time()
+            self.flush_status = self.flush_status.failed(str(err))
             raise
-        self.writer.status.uncheckpointed = max(0, self.writer.status.uncheckpointed - commits)
+        self.writer.checkpointed(commits)
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         if self.flush_status.flush_error:
             log.info("flush_recovered", previous_error=self.flush_status.flush_error)
@@ -114,10 +120,7 @@ class Housekeeping:
         return result
 
     def _renew_wal(self, conn: sqlite3.Connection) -> sqlite3.Connection | None:
-        old_reader = renew_wal(self.db)
-        if old_reader is not None:
-            self.writer.conn = self.db.writer
-        return old_reader
+        return self.db.renew_wal()
 
     async def flush_periodically(self) -> None:
         """After a commit, wait `flush_interval_seconds`, then checkpoint; sleeps while idle."""

@@ -3,8 +3,8 @@
 `open_state` is the one way every command opens it (the daemon, `import-cache`, `export`), so
 whichever runs first the files are the owner's alone and the old JSON state files are imported.
 
-The returned `Database` holds the writer connection (given to the `Writer` task) and a read
-connection for point lookups on the event loop; WAL readers never block the writer.
+The returned `Database` holds the write connection (the `Writer` task's) and a read connection
+for point lookups on the event loop; WAL readers never block the writer.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def _is_corrupt(err: sqlite3.Error) -> bool:
 @dataclass
 class Database:
     path: Path
-    writer: sqlite3.Connection
+    # The one connection that writes (the Writer's, on its worker thread).
+    write_conn: sqlite3.Connection
     reader: sqlite3.Connection
     epoch: str
     # Where a damaged database was moved this start (None: it was sound or new).
@@ -61,23 +62,57 @@ class Database:
     wal_id: tuple[int, int] | None = None
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        """A write transaction on the writer connection (`stores.transactions.transaction`).
+        """A write transaction on the write connection (`stores.transactions.transaction`).
 
         For code that holds the database while no `Writer` runs on it (the commands that
         open the file themselves, start-up); the daemon writes through its `Writer`.
         """
-        return transaction(self.writer)
+        return transaction(self.write_conn)
 
     def reading(self) -> AbstractContextManager[sqlite3.Connection]:
         """A read connection of its own, closed when the block ends (`schema.reading`)."""
         return reading(self.path)
 
     def close(self) -> None:
-        for conn in (self.reader, self.writer):
+        for conn in (self.reader, self.write_conn):
             try:
                 conn.close()
             except sqlite3.Error:
                 log.warning("database_close_failed", path=str(self.path))
+
+    def renew_wal(self) -> sqlite3.Connection | None:
+        """If `musicd.db-wal` is no longer the file SQLite writes to (deleted or replaced under
+        the running daemon), fold everything into the main file and start a new WAL at its path.
+
+        SQLite keeps writing commits to the WAL it opened; once that file is unlinked, whatever
+        is committed after the last checkpoint exists only in a file nobody can find after a
+        crash. Runs on the writer's thread, outside a transaction; the Writer takes
+        `write_conn` afresh for each round, so its next round uses the new connection. Returns
+        the old read connection for the caller to close on the loop (None: nothing was wrong).
+        Raises DatabaseUnavailable while a reader holds the fold back.
+        """
+        if self.wal_id is None or wal_identity(self.path) == self.wal_id:
+            return None
+        log.warning("database_wal_replaced", path=str(self.path))
+        busy, frames, moved = self.write_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy or frames != moved:
+            raise DatabaseUnavailable(
+                f"the WAL of {self.path} was deleted or replaced and cannot be folded into the "
+                "database yet (another program is reading it); musicd retries by itself"
+            )
+        # Everything is in the main file now; new connections open (and create) the WAL by path.
+        write_conn = connect(self.path, durable_commits=self.durable_commits)
+        try:
+            reader = connect(self.path, durable_commits=self.durable_commits)
+        except BaseException:
+            write_conn.close()
+            raise
+        old_write_conn, old_reader = self.write_conn, self.reader
+        self.write_conn, self.reader = write_conn, reader
+        old_write_conn.close()
+        self.wal_id = wal_identity(self.path)
+        log.info("database_wal_renewed", path=str(self.path))
+        return old_reader
 
 
 def _owner_only(path: Path) -> None:
@@ -138,7 +173,7 @@ def open_state(
     db = open_database(state_dir, durable_commits=durable_commits, rebuild_damaged=rebuild_damaged)
     if db.created:
         try:
-            import_legacy_state(db.writer, state_dir, failed_ttl_seconds)
+            import_legacy_state(db.write_conn, state_dir, failed_ttl_seconds)
         except BaseException:
             db.close()
             raise
@@ -181,7 +216,7 @@ def open_database(
     )
     return Database(
         path=path,
-        writer=conn,
+        write_conn=conn,
         reader=reader,
         epoch=str(epoch),
         moved_aside=moved,
@@ -246,7 +281,7 @@ def checkpoint(
     conn: sqlite3.Connection, path: Path, *, truncate: bool = False, wait: bool = True
 ) -> dict[str, int | bool]:
     """Fold the WAL into the database file and sync both: everything committed so far is now
-    durable against a power cut. Runs outside any transaction, on the writer connection.
+    durable against a power cut. Runs outside any transaction, on the write connection.
 
     With `wait=False` a TRUNCATE that another program's read transaction holds back does not
     wait for it (the connection's busy timeout is switched off): SQLite then folds in what it
@@ -276,40 +311,6 @@ def checkpoint(
         "checkpointed_frames": int(moved),
         "duration_us": int((time.perf_counter() - started) * 1e6),
     }
-
-
-def renew_wal(db: Database) -> sqlite3.Connection | None:
-    """If `musicd.db-wal` is no longer the file SQLite writes to (deleted or replaced under the
-    running daemon), fold everything into the main file and start a new WAL at its path.
-
-    SQLite keeps writing commits to the WAL it opened; once that file is unlinked, whatever is
-    committed after the last checkpoint exists only in a file nobody can find after a crash.
-    Runs on the writer's thread, outside a transaction. Returns the old read connection for
-    the caller to close on the loop (None: nothing was wrong). The caller must hand
-    `db.writer` to the Writer. Raises DatabaseUnavailable while a reader holds the fold back.
-    """
-    if db.wal_id is None or wal_identity(db.path) == db.wal_id:
-        return None
-    log.warning("database_wal_replaced", path=str(db.path))
-    busy, frames, moved = db.writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    if busy or frames != moved:
-        raise DatabaseUnavailable(
-            f"the WAL of {db.path} was deleted or replaced and cannot be folded into the "
-            "database yet (another program is reading it); musicd retries by itself"
-        )
-    # Everything is in the main file now; new connections open (and create) the WAL by path.
-    writer = connect(db.path, durable_commits=db.durable_commits)
-    try:
-        reader = connect(db.path, durable_commits=db.durable_commits)
-    except BaseException:
-        writer.close()
-        raise
-    old_writer, old_reader = db.writer, db.reader
-    db.writer, db.reader = writer, reader
-    old_writer.close()
-    db.wal_id = wal_identity(db.path)
-    log.info("database_wal_renewed", path=str(db.path))
-    return old_reader
 
 
 def _sync_file(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The one writer: every change to the database is a function of the writer connection.
+"""The one writer: every change to the database is a function of the write connection.
 
 Callers `await writer.submit(fn)`; `fn(conn)` runs in a worker thread inside a transaction and
 the call returns once that transaction has committed, so an answer sent after it is durable
@@ -17,8 +17,8 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from dataclasses import asdict, dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -84,19 +84,29 @@ class _Op(Generic[T]):
 @dataclass
 class WriterStatus:
     commits: int = 0
+    # Commits since the last checkpoint: what a power cut could still take back.
+    uncheckpointed_commits: int = 0
     error: str | None = None
     error_at: float | None = None
-    # Commits since the last checkpoint: what a power cut could still take back.
-    uncheckpointed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """What `status` shows of the writer."""
+        return asdict(self)
+
+
+class WriteTarget(Protocol):
+    """Where the write connection is kept (`Database`): it can be replaced between rounds (a
+    new WAL, see `Database.renew_wal`), so the writer asks for it each time."""
+
+    @property
+    def write_conn(self) -> sqlite3.Connection: ...
 
 
 class Writer:
-    """Owns the writer connection; `run()` is its task, `submit()` its only door."""
+    """Uses the write connection alone; `run()` is its task, `submit()` its only door."""
 
-    def __init__(
-        self, conn: sqlite3.Connection, *, on_commit: Callable[[], None] | None = None
-    ) -> None:
-        self.conn = conn
+    def __init__(self, target: WriteTarget, *, on_commit: Callable[[], None] | None = None) -> None:
+        self._target = target
         self.status = WriterStatus()
         self._queue: list[_Op[Any]] = []
         self._wake = anyio.Event()
@@ -148,6 +158,10 @@ class Writer:
                         log.exception("after_commit_failed")
                 op.done.set()
 
+    def checkpointed(self, commits: int) -> None:
+        """A checkpoint made the first `commits` of the uncheckpointed commits durable."""
+        self.status.uncheckpointed_commits = max(0, self.status.uncheckpointed_commits - commits)
+
     def close(self) -> None:
         """Refuse new work; `run()` returns once the queue is empty."""
         self._closing = True
@@ -163,13 +177,13 @@ class Writer:
             if op.in_transaction:
                 continue
             try:
-                op.result = op.fn(self.conn)
+                op.result = op.fn(self._target.write_conn)
             except Exception as err:
                 op.error = self._wrap(err)
         return committed
 
     def _transaction(self, batch: list[_Op[Any]]) -> bool:
-        conn = self.conn
+        conn = self._target.write_conn
         changes = conn.total_changes
         try:
             with transaction(conn):
@@ -187,7 +201,7 @@ class Writer:
         if not all(op.quiet for op in batch):
             # A round of quiet writes alone (the checkpoint's own event) does not make the
             # database "dirty" again, or an idle daemon would checkpoint forever.
-            self.status.uncheckpointed += 1
+            self.status.uncheckpointed_commits += 1
         if self.status.error is not None:
             log.info("database_recovered", previous_error=self.status.error)
             self.status.error = self.status.error_at = None

@@ -38,7 +38,8 @@ class ScanStatus:
     reader_error_at: float | None = None
     # The last scan's events could not be committed; it is read and recorded again.
     database_error: str | None = None
-    library_missing: bool = False
+    # None until a scanner exists (the baseline is still loading): not known yet.
+    library_missing: bool | None = False
     held_removals: int = 0
     held_since: float | None = None
     without_persistent_id: int = 0
@@ -48,8 +49,29 @@ class ScanStatus:
     # When the read that is still running past library.read_timeout_seconds started.
     read_stalled_since: float | None = None
 
-    def library_error_dict(self) -> dict[str, object] | None:
-        return self.library_error.as_dict() if self.library_error else None
+    def library_dict(self) -> dict[str, object]:
+        """What `status` shows of the library, as the scans found it."""
+        return {
+            "missing": self.library_missing,
+            "reader_error": self.reader_error,
+            "reader_error_at": self.reader_error_at,
+            "library_error": self.library_error.as_dict() if self.library_error else None,
+            "read_stalled": self.read_stalled(),
+            "without_persistent_id": self.without_persistent_id,
+            "duplicate_ids": self.duplicate_ids,
+            "held_removals": self.held_removals,
+            "held_since": self.held_since,
+        }
+
+    def as_dict(self) -> dict[str, object]:
+        """What `status` shows of the scans."""
+        return {
+            "last_scan_at": self.last_scan_at,
+            "last_scan_duration_ms": self.last_scan_duration_ms,
+            "last_scan_counts": self.last_counts,
+            "scan_error": self.database_error,
+            "scans": self.scans,
+        }
 
     def read_stalled(self) -> dict[str, float] | None:
         """How long the current read has been running, once it is past its deadline."""

@@ -252,6 +252,10 @@ class LibraryWatcher:
         self._rewatch = anyio.Event()
         self._generation = 0
 
+    def as_dict(self) -> dict[str, str | None]:
+        """What `status` shows of the watch."""
+        return {"watching": str(self.watching) if self.watching else None}
+
     def _on_loop(self, reason: str, *, scan: bool, rewatch: bool, generation: int) -> None:
         # A rewatch asked for by an observer that was already replaced is stale: honouring it
         # would restart the new watch for nothing.

@@ -201,7 +201,7 @@ def bench_edit_state(state_dir: Path, work: Path) -> tuple[EditCost, EditCost, i
     shutil.copy(state_dir / "musicd.db", copy / "musicd.db")
     db = open_database(copy)
     try:
-        conn = db.writer
+        conn = db.write_conn
         edits = edit_candidates(conn, repeat)
         ours = []
         for i, (pid, artist, album) in enumerate(edits):
@@ -262,7 +262,7 @@ def bench_invalidation(entries: int, albums: int, baseline_albums: int) -> Figur
     with scratch() as root:
         db = open_database(root)
         try:
-            conn = db.writer
+            conn = db.write_conn
             conn.execute("BEGIN IMMEDIATE")
             cache.put_many(conn, map(as_result, rows))
             conn.execute("COMMIT")

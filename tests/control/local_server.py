@@ -1,4 +1,5 @@
-"""An in-process control server on a real Service (a real database, no scanner), and a raw client.
+"""An in-process control server on a daemon made by `app.build` (a real database; the scanner
+and the watcher are never started), and a raw client.
 
 The server runs in an anyio blocking portal's thread, so tests can use the synchronous client
 and plain sockets against it, and reach into the daemon (`local.call(fn, ...)` runs `fn` on the
@@ -20,14 +21,15 @@ import orjson
 from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from daemon.app import Daemon, build
 from daemon.client import MusicdClient
-from daemon.config import config_from_mapping
+from daemon.config import Config, config_from_mapping
 from daemon.control.server import ControlServer, Limits
 from daemon.library.xml_reader import read_library_xml
 from daemon.service.core import Service
 from daemon.stores import tracks as track_rows
 from daemon.stores._atomic import ensure_private_dir
-from daemon.stores.database import open_database
+from daemon.stores.database import Database, open_database
 from tests.support import sample_library_bytes, short_tempdir
 
 T = TypeVar("T")
@@ -104,19 +106,23 @@ class LocalServer:
         return MusicdClient(self.socket, timeout=timeout)
 
 
-async def _serve(daemon: Service, server: ControlServer, *, task_status: TaskStatus[None]) -> None:
-    # Stands in for the daemon's task groups: the writer, and the sources scope that `shutdown`
-    # cancels (which stops the server).
+async def _serve(
+    config: Config, db: Database, limits: Limits | None, *, task_status: TaskStatus[Daemon]
+) -> None:
+    # The daemon's own objects, run as far as the tests need: the writer, and the sources scope
+    # that `shutdown` cancels (which stops the server).
+    daemon = build(config, db, limits=limits)
     async with anyio.create_task_group() as tg:
         tg.start_soon(daemon.writer.run)
         await daemon.writer.submit(
             lambda conn: track_rows.replace_all(
-                conn, read_library_xml(daemon.config.library.path).tracks.values()
+                conn, read_library_xml(config.library.path).tracks.values()
             )
         )
-        with anyio.CancelScope() as scope:
-            daemon.stop_sources = scope
-            await server.serve(task_status=task_status)
+        with daemon.service.stop_sources:
+            async with anyio.create_task_group() as sources:
+                await sources.start(daemon.server.serve)
+                task_status.started(daemon)
         tg.cancel_scope.cancel()
 
 
@@ -138,10 +144,8 @@ def local_server(limits: Limits | None = None, **sections: dict[str, Any]) -> It
         with start_blocking_portal() as portal:
             ensure_private_dir(config.state.dir)
             db = open_database(config.state.dir)
-            daemon = Service.create(config, db)
-            server = ControlServer(daemon, limits or Limits())
-            future, _ = portal.start_task(_serve, daemon, server)
-            local = LocalServer(portal, daemon, server, root, config.control.socket)
+            future, daemon = portal.start_task(_serve, config, db, limits)
+            local = LocalServer(portal, daemon.service, daemon.server, root, config.control.socket)
             try:
                 yield local
             finally:

@@ -13,6 +13,7 @@ import pytest
 from anyio.abc import UNIXSocketStream
 
 from daemon.control.connection import Connection, Disconnected, Limits
+from daemon.journal.hub import EventHub
 
 pytestmark = pytest.mark.anyio
 
@@ -43,7 +44,7 @@ async def test_send_data_whole_after_any_message_already_being_sent() -> None:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     stream = await UNIXSocketStream.from_socket(ours)
-    conn = Connection(1, stream, Limits())
+    conn = Connection(1, stream, Limits(), EventHub())
     # Far more than the socket buffers hold: the first send goes out in parts, and the small
     # ones sent meanwhile must wait for its last part instead of landing inside it.
     big = {"big": "x" * 2_000_000}
@@ -61,7 +62,7 @@ async def test_send_data_whole_after_any_message_already_being_sent() -> None:
 async def test_a_client_that_does_not_read_is_given_up_on_after_the_send_timeout() -> None:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     stream = await UNIXSocketStream.from_socket(ours)
-    conn = Connection(1, stream, Limits(send_timeout_seconds=0.2))
+    conn = Connection(1, stream, Limits(send_timeout_seconds=0.2), EventHub())
     with pytest.raises(Disconnected), anyio.fail_after(5):
         while True:
             await conn.send({"pad": "x" * 65536})
@@ -73,7 +74,7 @@ async def test_a_client_that_does_not_read_is_given_up_on_after_the_send_timeout
 async def test_nothing_is_written_after_the_connection_was_given_up_on() -> None:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     stream = await UNIXSocketStream.from_socket(ours)
-    conn = Connection(1, stream, Limits())
+    conn = Connection(1, stream, Limits(), EventHub())
     conn.close("send_timeout")  # as after a line cut short by the send timeout
     with pytest.raises(Disconnected):
         await conn.send({"late": True})
@@ -86,7 +87,7 @@ async def test_nothing_is_written_after_the_connection_was_given_up_on() -> None
 async def test_a_notice_waits_no_longer_than_its_own_timeout_behind_a_blocked_send() -> None:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     stream = await UNIXSocketStream.from_socket(ours)
-    conn = Connection(1, stream, Limits(send_timeout_seconds=60))
+    conn = Connection(1, stream, Limits(send_timeout_seconds=60), EventHub())
     async with anyio.create_task_group() as tg:
         # An answer the client never reads holds the writer for up to a minute ...
         tg.start_soon(conn.send, {"pad": "x" * 4_000_000})

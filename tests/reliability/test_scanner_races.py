@@ -59,7 +59,7 @@ async def scanner_running(
     await anyio.Path(state_dir).mkdir(mode=0o700)
     db = await anyio.to_thread.run_sync(open_database, state_dir)
     try:
-        writer = Writer(db.writer)
+        writer = Writer(db)
         hub = EventHub()
         scans = hub.subscribe([SCAN_FINISHED])
         recorder = Recorder(writer, hub, JournalSignal(), last_seq=0)

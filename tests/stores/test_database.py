@@ -73,8 +73,8 @@ def test_new_database_is_at_the_current_schema_in_wal_mode(tmp_path: Path) -> No
     db = open_database(tmp_path)
     try:
         assert db.created
-        assert db.writer.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert db.writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.write_conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.write_conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         db.close()
     again = open_database(tmp_path)
@@ -107,7 +107,7 @@ def test_a_file_that_is_not_a_database_is_moved_aside_and_rebuilt(
         if content:
             assert db.moved_aside is not None and db.moved_aside.read_bytes() == content
             assert [e for e in logs if e["event"] == "database_corrupt"]
-        assert db.writer.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        assert db.write_conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
     finally:
         db.close()
 
@@ -116,11 +116,11 @@ def test_salvage_copies_the_cached_answers_of_a_damaged_file(tmp_path: Path) -> 
     (tmp_path / "old").mkdir()
     (tmp_path / "new").mkdir()
     old = open_database(tmp_path / "old")
-    _in_tx(old.writer, lambda c: cache.put_many(c, [_entry("A", "B"), _entry("C", "D")]))
+    _in_tx(old.write_conn, lambda c: cache.put_many(c, [_entry("A", "B"), _entry("C", "D")]))
     old.close()
     new = open_database(tmp_path / "new")
     try:
-        assert salvage_cache(tmp_path / "old" / "musicd.db", new.writer) == 2
+        assert salvage_cache(tmp_path / "old" / "musicd.db", new.write_conn) == 2
         assert cache.get(new.reader, "a", "b", "MusicBrainz", now=2000.0) is not None
     finally:
         new.close()
@@ -130,16 +130,17 @@ def test_journal_seq_is_never_handed_out_again_after_a_trim_and_a_reopen(tmp_pat
     db = open_database(tmp_path)
     first = []
     _in_tx(
-        db.writer, lambda c: first.extend(journal.append(c, [ObserverEvent("x", at=1.0)] * 3, 1.0))
+        db.write_conn,
+        lambda c: first.extend(journal.append(c, [ObserverEvent("x", at=1.0)] * 3, 1.0)),
     )
     assert [e.seq for e in first] == [1, 2, 3]
-    _in_tx(db.writer, lambda c: journal.trim(c, keep_after=3, before_at=10.0, max_events=1000))
-    assert journal.oldest(db.writer) is None
+    _in_tx(db.write_conn, lambda c: journal.trim(c, keep_after=3, before_at=10.0, max_events=1000))
+    assert journal.oldest(db.write_conn) is None
     db.close()
     db = open_database(tmp_path)
     try:
         later = []
-        _in_tx(db.writer, lambda c: later.extend(journal.append(c, [ObserverEvent("y")], 2.0)))
+        _in_tx(db.write_conn, lambda c: later.extend(journal.append(c, [ObserverEvent("y")], 2.0)))
         assert later[0].seq == 4 and journal.head(db.reader) == 4
     finally:
         db.close()
@@ -148,10 +149,10 @@ def test_journal_seq_is_never_handed_out_again_after_a_trim_and_a_reopen(tmp_pat
 def test_trim_keeps_what_a_consumer_still_needs(tmp_path: Path) -> None:
     db = open_database(tmp_path)
     try:
-        _in_tx(db.writer, lambda c: journal.append(c, [ObserverEvent("x", at=1.0)] * 10, 1.0))
+        _in_tx(db.write_conn, lambda c: journal.append(c, [ObserverEvent("x", at=1.0)] * 10, 1.0))
         dropped: list[int] = []
         _in_tx(
-            db.writer,
+            db.write_conn,
             lambda c: dropped.append(journal.trim(c, keep_after=4, before_at=5.0, max_events=1000)),
         )
         assert dropped == [4] and journal.oldest(db.reader) == 5
@@ -171,7 +172,7 @@ def test_events_read_back_from_the_journal_equal_what_was_recorded(tmp_path: Pat
     db = open_database(tmp_path)
     try:
         numbered: list[object] = []
-        _in_tx(db.writer, lambda c: numbered.extend(journal.append(c, events, 3.0)))
+        _in_tx(db.write_conn, lambda c: numbered.extend(journal.append(c, events, 3.0)))
         rows = journal.read(db.reader, 0, 10)
         assert [journal.event_from_row(*row) for row in rows] == numbered
         assert [journal.wire_from_row(seq, body) for seq, _, body in rows] == [
@@ -190,7 +191,7 @@ def test_cache_keys_nfd_and_nfc_names_alike_and_expires_failed_lookups(tmp_path:
     try:
         nfd = unicodedata.normalize("NFD", "Björk")
         _in_tx(
-            db.writer,
+            db.write_conn,
             lambda c: cache.put_many(
                 c,
                 [
@@ -209,10 +210,10 @@ def test_cache_keys_nfd_and_nfc_names_alike_and_expires_failed_lookups(tmp_path:
             "musicbrainz": (1, 0),
         }
         removed: list[int] = []
-        _in_tx(db.writer, lambda c: removed.append(cache.cleanup_expired(c, 1060.0)))
+        _in_tx(db.write_conn, lambda c: removed.append(cache.cleanup_expired(c, 1060.0)))
         assert removed == [2]
         _in_tx(
-            db.writer,
+            db.write_conn,
             lambda c: removed.append(cache.invalidate_keys(c, [("björk", "homogenic")])),
         )
         assert removed[-1] == 1 and cache.counts(db.reader, 0.0) == {}
@@ -233,9 +234,9 @@ def test_tracks_keep_snapshot_order_and_albums_match_either_artist(tmp_path: Pat
     c = Track("C000000000000003", name="x", album="No Artist")
     db = open_database(tmp_path)
     try:
-        _in_tx(db.writer, lambda conn: tracks.upsert(conn, [a, b, c]))
+        _in_tx(db.write_conn, lambda conn: tracks.upsert(conn, [a, b, c]))
         _in_tx(
-            db.writer,
+            db.write_conn,
             lambda conn: tracks.upsert(
                 conn,
                 [
@@ -271,12 +272,12 @@ def test_invalidating_an_album_costs_its_entries_never_a_scan(tmp_path: Path) ->
     db = open_database(tmp_path)
     statements: list[str] = []
     try:
-        _in_tx(db.writer, lambda conn: cache.put_many(conn, [_entry("Band", "LP")]))
-        db.writer.set_trace_callback(statements.append)
-        _in_tx(db.writer, lambda conn: cache.invalidate_keys(conn, [_entry("Band", "LP").key]))
-        db.writer.set_trace_callback(None)
+        _in_tx(db.write_conn, lambda conn: cache.put_many(conn, [_entry("Band", "LP")]))
+        db.write_conn.set_trace_callback(statements.append)
+        _in_tx(db.write_conn, lambda conn: cache.invalidate_keys(conn, [_entry("Band", "LP").key]))
+        db.write_conn.set_trace_callback(None)
         (delete,) = [sql for sql in statements if sql.startswith("DELETE")]
-        plan = [row[-1] for row in db.writer.execute(f"EXPLAIN QUERY PLAN {delete}")]
+        plan = [row[-1] for row in db.write_conn.execute(f"EXPLAIN QUERY PLAN {delete}")]
     finally:
         db.close()
     assert plan and all(step.startswith("SEARCH") for step in plan), plan
@@ -285,8 +286,8 @@ def test_invalidating_an_album_costs_its_entries_never_a_scan(tmp_path: Path) ->
 def test_checkpoint_folds_the_wal_into_the_file(tmp_path: Path) -> None:
     db = open_database(tmp_path)
     try:
-        _in_tx(db.writer, lambda c: cache.put_many(c, [_entry("A", "B")]))
-        done = checkpoint(db.writer, db.path, truncate=True)
+        _in_tx(db.write_conn, lambda c: cache.put_many(c, [_entry("A", "B")]))
+        done = checkpoint(db.write_conn, db.path, truncate=True)
         assert not done["busy"]
         assert (tmp_path / "musicd.db-wal").stat().st_size == 0
     finally:

@@ -13,7 +13,7 @@ from daemon.journal import merger
 from daemon.journal.follow import apply_round
 from daemon.models import Track
 from daemon.stores import journal, tracks
-from daemon.stores.database import Database, open_database, renew_wal
+from daemon.stores.database import Database, open_database
 from daemon.stores.writer import DatabaseUnavailable
 
 
@@ -55,7 +55,7 @@ def test_head_follows_a_renewed_wal(tmp_path: Path) -> None:
     try:
         assert list(head.keys()) == []
         (tmp_path / "musicd.db-wal").unlink()
-        old_reader = renew_wal(db)
+        old_reader = db.renew_wal()
         assert old_reader is not None
         old_reader.close()
         track = Track("E" * 16, name="after the new WAL")

@@ -102,13 +102,13 @@ def test_old_json_state_files_are_imported_and_moved_aside_not_deleted(tmp_path:
     (tmp_path / "delta.json").write_bytes(orjson.dumps({"version": 1}))
     db = open_database(tmp_path)
     try:
-        assert import_legacy_state(db.writer, tmp_path, failed_ttl=60.0)
+        assert import_legacy_state(db.write_conn, tmp_path, failed_ttl=60.0)
         assert [t.persistent_id for t in tracks.iterate(db.reader)] == ["AAAA000000000001"]
         meta = journal.meta(db.reader)
         assert meta["library_size"] == 5 and meta["last_full_scan"] == 3.0
         assert journal.head(db.reader) == 77
         names = sorted(p.name.split(".imported-")[0] for p in tmp_path.glob("*.imported-*"))
         assert names == ["api_cache.json", "delta.json", "snapshot.json", "snapshot.meta.json"]
-        assert not import_legacy_state(db.writer, tmp_path, failed_ttl=60.0)
+        assert not import_legacy_state(db.write_conn, tmp_path, failed_ttl=60.0)
     finally:
         db.close()

@@ -22,7 +22,7 @@ class Cancelled(BaseException):
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
     database = open_database(tmp_path)
-    database.writer.execute("CREATE TABLE t (x INTEGER)")
+    database.write_conn.execute("CREATE TABLE t (x INTEGER)")
     try:
         yield database
     finally:
@@ -39,25 +39,25 @@ def test_a_transaction_is_committed_when_the_block_ends(db: Database) -> None:
         tx.execute("INSERT INTO t VALUES (2)")
         # Not visible to another connection before the commit.
         assert _rows(db) == []
-    assert not db.writer.in_transaction
+    assert not db.write_conn.in_transaction
     assert _rows(db) == [1, 2]
 
 
 def test_a_transaction_is_rolled_back_when_an_exception_leaves_it(db: Database) -> None:
-    with pytest.raises(ValueError, match="bad value"), transaction(db.writer) as tx:
+    with pytest.raises(ValueError, match="bad value"), transaction(db.write_conn) as tx:
         tx.execute("INSERT INTO t VALUES (1)")
         raise ValueError("bad value")
-    assert not db.writer.in_transaction
+    assert not db.write_conn.in_transaction
     assert _rows(db) == []
 
 
 def test_a_transaction_is_rolled_back_on_a_base_exception_such_as_cancellation(
     db: Database,
 ) -> None:
-    with pytest.raises(Cancelled), transaction(db.writer) as tx:
+    with pytest.raises(Cancelled), transaction(db.write_conn) as tx:
         tx.execute("INSERT INTO t VALUES (1)")
         raise Cancelled
-    assert not db.writer.in_transaction
+    assert not db.write_conn.in_transaction
     assert _rows(db) == []
 
 
@@ -65,7 +65,7 @@ def test_a_transaction_takes_the_write_lock_at_once(db: Database) -> None:
     other = connect(db.path)
     other.execute("PRAGMA busy_timeout = 0")
     try:
-        with transaction(db.writer):
+        with transaction(db.write_conn):
             # IMMEDIATE: a second writer is refused before it writes anything.
             with pytest.raises(sqlite3.OperationalError, match="locked"):
                 other.execute("BEGIN IMMEDIATE")
@@ -79,12 +79,12 @@ def test_an_error_after_sqlite_rolled_back_by_itself_propagates_unchanged(db: Da
     with (
         capture_logs() as logs,
         pytest.raises(ValueError, match="first"),
-        transaction(db.writer) as tx,
+        transaction(db.write_conn) as tx,
     ):
         tx.execute("INSERT INTO t VALUES (1)")
         tx.execute("ROLLBACK")
         raise ValueError("first")
-    assert not db.writer.in_transaction
+    assert not db.write_conn.in_transaction
     assert _rows(db) == []
     assert logs == []
 
@@ -94,7 +94,7 @@ def test_nested_transactions_are_refused_and_leave_the_outer_one_as_it_was(
 ) -> None:
     # Chosen: a transaction opened inside another is a bug; it raises before doing anything,
     # and the outer transaction then rolls back or commits as its own block decides.
-    with transaction(db.writer) as tx:
+    with transaction(db.write_conn) as tx:
         tx.execute("INSERT INTO t VALUES (1)")
         with pytest.raises(NestedTransaction), transaction(tx):
             pass  # pragma: no cover
@@ -105,19 +105,19 @@ def test_nested_transactions_are_refused_and_leave_the_outer_one_as_it_was(
 
 
 def test_a_nested_transaction_that_escapes_rolls_the_outer_one_back(db: Database) -> None:
-    with pytest.raises(NestedTransaction), transaction(db.writer) as tx:
+    with pytest.raises(NestedTransaction), transaction(db.write_conn) as tx:
         tx.execute("INSERT INTO t VALUES (1)")
         with transaction(tx):
             pass  # pragma: no cover
-    assert not db.writer.in_transaction
+    assert not db.write_conn.in_transaction
     assert _rows(db) == []
 
 
 def test_a_snapshot_sees_one_moment_of_the_database(db: Database) -> None:
-    db.writer.execute("INSERT INTO t VALUES (1)")
+    db.write_conn.execute("INSERT INTO t VALUES (1)")
     with snapshot(db.reader) as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (1,)
-        db.writer.execute("INSERT INTO t VALUES (2)")
+        db.write_conn.execute("INSERT INTO t VALUES (2)")
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (1,)
     assert not db.reader.in_transaction
     assert _rows(db) == [1, 2]
@@ -134,7 +134,7 @@ def test_a_snapshot_is_ended_however_the_block_ends(db: Database) -> None:
 def test_a_snapshot_takes_no_lock_a_writer_waits_for(db: Database) -> None:
     with snapshot(db.reader) as conn:
         conn.execute("SELECT count(*) FROM t").fetchone()
-        with transaction(db.writer) as tx:
+        with transaction(db.write_conn) as tx:
             tx.execute("INSERT INTO t VALUES (1)")
     assert _rows(db) == [1]
 

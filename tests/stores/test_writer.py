@@ -18,7 +18,7 @@ from daemon.stores.writer import DatabaseUnavailable, Writer
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[tuple[Database, Writer]]:
     db = open_database(tmp_path)
-    writer = Writer(db.writer)
+    writer = Writer(db)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(writer.run)
@@ -113,7 +113,7 @@ async def test_a_locked_database_fails_the_round_and_recovers(
     db, writer = running
     other = sqlite3.connect(db.path, isolation_level=None, timeout=0)
     other.execute("BEGIN IMMEDIATE")
-    db.writer.execute("PRAGMA busy_timeout = 50")
+    db.write_conn.execute("PRAGMA busy_timeout = 50")
     try:
         with pytest.raises(DatabaseUnavailable, match="write lock"):
             await writer.submit(_put("A"))  # type: ignore[arg-type]
@@ -130,3 +130,20 @@ async def test_nothing_is_accepted_after_close(running: tuple[Database, Writer])
     writer.close()
     with pytest.raises(DatabaseUnavailable, match="shutting down"):
         await writer.submit(_put("A"))  # type: ignore[arg-type]
+
+
+async def test_the_writer_asks_for_the_write_connection_each_round(
+    running: tuple[Database, Writer],
+) -> None:
+    # A deleted WAL is renewed with new connections: the writer's next round uses the new one.
+    db, writer = running
+    await writer.submit(_put("A"))  # type: ignore[arg-type]
+    first = db.write_conn
+    (db.path.parent / (db.path.name + "-wal")).unlink()
+    old_reader = await writer.submit(lambda conn: db.renew_wal(), transaction=False)
+    assert old_reader is not None
+    old_reader.close()
+    assert db.write_conn is not first
+    await writer.submit(_put("B"))  # type: ignore[arg-type]
+    assert _rows(db) == 2
+    assert (db.path.parent / (db.path.name + "-wal")).exists()

@@ -164,7 +164,7 @@ def record_versions(
             db = await anyio.to_thread.run_sync(open_database, state)
             head = tracks.HeadTracks(db.path, merger.CONSUMER)
             try:
-                writer = Writer(db.writer)
+                writer = Writer(db)
                 hub = EventHub()
                 recorder = Recorder(writer, hub, JournalSignal(), last_seq=0)
                 reader = FastXmlReader(path, snapshot=head if streamed else None)

@@ -1,0 +1,79 @@
+"""The scanner's start: its baseline is loaded only once the socket serves (a cold start
+answers at once), so the `Scanner` is made then, by `LibraryScan.run`, and what asks for it
+meanwhile (`rescan`, `status`) is told it is not there yet."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from daemon.config import Config
+from daemon.journal import merger
+from daemon.journal.recorder import Recorder
+from daemon.library import FileStat, KnownTracks
+from daemon.stores import journal, tracks
+from daemon.stores.schema import reading
+from daemon.watch.debounce import Wakeup
+from daemon.watch.scan_status import ScanStatus
+from daemon.watch.scanner import Reader, Scanner
+
+MakeReader = Callable[[Config, KnownTracks], Reader]
+
+
+@dataclass
+class LibraryScan:
+    """Loads the baseline, then runs the scanner until cancelled."""
+
+    config: Config
+    db_path: Path
+    recorder: Recorder
+    wakeup: Wakeup
+    make_reader: MakeReader
+    # Made by run() once the baseline is loaded; None until then.
+    scanner: Scanner | None = field(default=None, init=False)
+
+    async def run(self) -> None:
+        config = self.config
+        known, stat, meta = await anyio.to_thread.run_sync(_baseline, self.db_path)
+        # The scanner's worker threads read the baseline on a connection of their own.
+        head = await anyio.to_thread.run_sync(tracks.HeadTracks, self.db_path, merger.CONSUMER)
+        self.scanner = Scanner(
+            library=config.library,
+            reader=self.make_reader(config, head),
+            snapshot=head,
+            baseline_count=known,
+            baseline_stat=stat,
+            initial_build=not known and meta.get("last_full_scan") is None,
+            recorder=self.recorder,
+            wakeup=self.wakeup,
+        )
+        try:
+            await self.scanner.run()
+        finally:
+            head.close()
+
+    def status(self) -> ScanStatus:
+        if self.scanner is None:
+            # Nothing is known of the library before the scanner exists.
+            return ScanStatus(library_missing=None)
+        return self.scanner.status
+
+    def progress(self) -> dict[str, Any] | None:
+        """The scan under way (`scan_in_progress`), None when none runs."""
+        return self.scanner.progress.snapshot() if self.scanner is not None else None
+
+
+def _baseline(db_path: Path) -> tuple[int, FileStat | None, dict[str, object]]:
+    """The track count, library stat and metadata the journal's head describes (after
+    catch-up)."""
+    # Its own connection: this runs in a worker thread while the loop reads on its own.
+    with reading(db_path) as conn:
+        meta = journal.meta(conn)
+        known = tracks.count(conn)
+    parts = (meta.get("library_mtime_ns"), meta.get("library_size"), meta.get("library_inode"))
+    stat = FileStat(*parts) if all(isinstance(p, int) for p in parts) else None  # type: ignore[arg-type]
+    return known, stat, meta
