@@ -40,9 +40,10 @@ from daemon.library.fast_xml import FastXmlReader
 from daemon.logs import stop_logging
 from daemon.paths import library_is_dir
 from daemon.process import apply_process_policy
+from daemon.service.cache_api import CacheApi
 from daemon.service.core import Service
 from daemon.service.housekeeping import DirtySignal, Housekeeping
-from daemon.service.programs import ProgramApi
+from daemon.service.programs import BulkReads, ProgramApi
 from daemon.service.sources import Sources
 from daemon.stores import journal
 from daemon.stores._atomic import ensure_private_dir
@@ -172,7 +173,8 @@ def build(config: Config, db: Database, *, limits: Limits | None = None) -> Daem
             Consumer(invalidator.CONSUMER, invalidator.invalidate, invalidator.report),
         ],
     )
-    sources = Sources(config.cache.sources)
+    # The programs' bulk reads and cache.get_many share one bound on how many run at once.
+    reads = BulkReads(db)
     housekeeping = Housekeeping(config, db, writer, recorder, dirty)
     # The watcher wakes the scanner through `wakeup`.
     wakeup = Wakeup()
@@ -186,8 +188,8 @@ def build(config: Config, db: Database, *, limits: Limits | None = None) -> Daem
         hub=hub,
         writer=writer,
         recorder=recorder,
-        programs=ProgramApi(config, db, writer, sources),
-        sources=sources,
+        programs=ProgramApi(config, db, writer, reads),
+        cache=CacheApi(config, db, writer, reads, Sources(config.cache.sources)),
         housekeeping=housekeeping,
         consumers=consumers,
         scan=scan,

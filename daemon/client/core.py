@@ -10,6 +10,7 @@ them it imports neither anyio nor pydantic.
 from __future__ import annotations
 
 import errno
+import os
 from collections import deque
 from pathlib import Path
 from typing import Any, Final
@@ -168,3 +169,28 @@ class Conversation:
                 event: Json = message["params"]
                 return event
         return None
+
+
+def resolve_socket(path: str | os.PathLike[str] | None) -> Path:
+    """The socket to use: `path`, or the platform default (see daemon.paths)."""
+    if path is not None:
+        return Path(path).expanduser()
+    from daemon.paths import default_socket_path
+
+    return default_socket_path()
+
+
+class BaseClient:
+    """What both clients hold: where the daemon is, how long to wait, the conversation."""
+
+    def __init__(
+        self,
+        socket_path: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.socket_path = resolve_socket(socket_path)
+        self.timeout = timeout
+        self._conversation = Conversation()
+        # The daemon's answer to the last `subscribe` (resync, reason, cursor).
+        self.subscription: Json | None = None

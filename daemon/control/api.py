@@ -6,11 +6,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from daemon.journal.hub import EventHub
+from daemon.service.cache_api import CacheApi
 from daemon.service.programs import ProgramApi
 
 
@@ -24,6 +24,7 @@ class ScanResult(Protocol):
 class DaemonApi(Protocol):
     hub: EventHub
     programs: ProgramApi
+    cache: CacheApi
 
     @property
     def socket_path(self) -> Path: ...
@@ -36,8 +37,6 @@ class DaemonApi(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
-    async def stats(self) -> dict[str, Any]: ...
-
     async def flush(self, reason: str = "requested") -> dict[str, Any]: ...
 
     async def rescan(self, *, accept_removals: bool = False) -> ScanResult: ...
@@ -49,23 +48,3 @@ class DaemonApi(Protocol):
         ...
 
     def album(self, artist: str, album: str) -> list[dict[str, Any]]: ...
-
-    def cache_get(self, artist: str, album: str, source: str) -> dict[str, Any] | None: ...
-
-    async def cache_put(
-        self,
-        artist: str,
-        album: str,
-        source: str,
-        *,
-        success: bool,
-        data: Any = None,
-        metadata: dict[str, Any] | None = None,
-        ttl_seconds: float | None = None,
-    ) -> dict[str, Any]: ...
-
-    async def cache_invalidate(self, albums: Sequence[tuple[str, str]]) -> int:
-        """Drop the answers of these (artist, album) pairs, at once; returns how many."""
-        ...
-
-    async def cache_clear(self) -> int: ...

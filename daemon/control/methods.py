@@ -1,23 +1,26 @@
-"""What each control method does with the daemon's state (all but `subscribe`, which belongs to
-a connection and lives in subscriptions.py).
+"""What each control method does with the daemon's state (the programs' methods are in
+program_methods.py, `subscribe` in subscriptions.py).
 
-A handler is marked with the control method it answers (`@handles("cache.get")`); the server
-checks the handlers against daemon/control/spec.py when it is built. A handler gets its validated
-params model and returns a Reply; it raises ProtocolError for an answer that is an error (flush
-failed, scan failed, a value the cache refuses).
+A handler is a plain async function, named after its method (`cache.put`: `cache_put`), that
+takes a `Context` and its validated params model and returns a Reply; daemon/control/spec.py's
+table names it beside its method. Its docstring says what it answers: written as `{a, b}`, keys
+every answer has (tests/client/test_client.py holds the answers to that). It raises
+ProtocolError for an answer that is an error (flush failed, scan failed, a value the cache
+refuses).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from daemon import __version__
 from daemon.control.api import DaemonApi
+from daemon.control.connection import Connection
 from daemon.control.params import (
     AlbumParams,
     AlbumsParams,
@@ -31,6 +34,17 @@ from daemon.control.protocol import FLUSH_FAILED, INVALID_PARAMS, SCAN_FAILED, P
 from daemon.errors import StateError
 
 
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a handler is given besides its params."""
+
+    daemon: DaemonApi
+    # The connection the request came on (a subscription belongs to it).
+    conn: Connection
+    # The control server's own counters (connections, requests), for `status` and `stats`.
+    control_stats: Callable[[], dict[str, Any]]
+
+
 @dataclass
 class Reply:
     result: Any
@@ -41,146 +55,115 @@ class Reply:
     log: dict[str, Any] | None = None
 
 
-Method = Callable[[Any], Awaitable[Reply]]
-H = TypeVar("H", bound=Callable[..., Awaitable[Reply]])
-_HANDLES = "_control_method"
-
-
-def handles(method: str) -> Callable[[H], H]:
-    """Mark a handler as the one of control `method` (its class's `table` finds it)."""
-
-    def mark(handler: H) -> H:
-        setattr(handler, _HANDLES, method)
-        return handler
-
-    return mark
-
-
-class Handlers:
-    """A set of handlers marked with `handles`."""
-
-    def table(self) -> dict[str, Method]:
-        """Control method name: bound handler."""
-        found: dict[str, Method] = {}
-        for attr in dir(type(self)):
-            method = getattr(getattr(type(self), attr), _HANDLES, None)
-            if method is not None:
-                found[method] = getattr(self, attr)
-        return found
-
-
 def ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-class DaemonMethods(Handlers):
-    """The methods that read or change the stores; `control_stats` adds the server's counters."""
+async def ping(ctx: Context, params: NoParams) -> Reply:
+    """Answers {pong, pid, version}."""
+    return Reply({"pong": True, "pid": os.getpid(), "version": __version__})
 
-    def __init__(self, daemon: DaemonApi, control_stats: Callable[[], dict[str, Any]]) -> None:
-        self.daemon = daemon
-        self.control_stats = control_stats
 
-    @handles("ping")
-    async def ping(self, params: NoParams) -> Reply:
-        return Reply({"pong": True, "pid": os.getpid(), "version": __version__})
+async def status(ctx: Context, params: NoParams) -> Reply:
+    """Answers the daemon's status object."""
+    answer = ctx.daemon.status()
+    answer["connections"] = ctx.control_stats()["connections_open"]
+    return Reply(answer)
 
-    @handles("status")
-    async def status(self, params: NoParams) -> Reply:
-        status = self.daemon.status()
-        status["connections"] = self.control_stats()["connections_open"]
-        return Reply(status)
 
-    @handles("stats")
-    async def stats(self, params: NoParams) -> Reply:
-        hub = self.daemon.hub
-        return Reply(
-            {
-                "cache": await self.daemon.stats(),
-                "events": {
-                    "emitted": dict(sorted(hub.emitted.items())),
-                    "total": sum(hub.emitted.values()),
-                    "last_seq": self.daemon.last_seq,
-                },
-                "subscribers": hub.subscriber_count,
-                "consumers": self.daemon.programs.consumers(),
-                "control": self.control_stats(),
-            }
-        )
+async def stats(ctx: Context, params: NoParams) -> Reply:
+    """Answers {cache, events, subscribers, consumers, control}."""
+    daemon = ctx.daemon
+    return Reply(
+        {
+            "cache": await daemon.cache.stats(),
+            "events": {
+                "emitted": dict(sorted(daemon.hub.emitted.items())),
+                "total": sum(daemon.hub.emitted.values()),
+                "last_seq": daemon.last_seq,
+            },
+            "subscribers": daemon.hub.subscriber_count,
+            "consumers": daemon.programs.consumers(),
+            "control": ctx.control_stats(),
+        }
+    )
 
-    @handles("flush")
-    async def flush(self, params: NoParams) -> Reply:
-        try:
-            result = await self.daemon.flush("requested")
-        except StateError as err:
-            raise ProtocolError(
-                FLUSH_FAILED,
-                f"flush failed: {err}; every acknowledged write is still committed, and the "
-                "checkpoint is retried by itself",
-            ) from None
-        return Reply(result)
 
-    @handles("rescan")
-    async def rescan(self, params: RescanParams) -> Reply:
-        started = time.perf_counter()
-        outcome = await self.daemon.rescan(accept_removals=params.accept_removals)
-        if not outcome.ok:
-            raise ProtocolError(SCAN_FAILED, f"rescan failed: {outcome.error}")
-        result = outcome.as_dict()
-        result["duration_ms"] = ms_since(started)
-        return Reply(result)
+async def flush(ctx: Context, params: NoParams) -> Reply:
+    """Answers what the checkpoint wrote."""
+    try:
+        result = await ctx.daemon.flush("requested")
+    except StateError as err:
+        raise ProtocolError(
+            FLUSH_FAILED,
+            f"flush failed: {err}; every acknowledged write is still committed, and the "
+            "checkpoint is retried by itself",
+        ) from None
+    return Reply(result)
 
-    @handles("tracks.get")
-    async def track(self, params: TrackParams) -> Reply:
-        return Reply(self.daemon.track(*params.lookup()))
 
-    @handles("tracks.album")
-    async def album(self, params: AlbumParams) -> Reply:
-        return Reply(self.daemon.album(params.artist, params.album))
+async def rescan(ctx: Context, params: RescanParams) -> Reply:
+    """Answers the scan's event counts and duration_ms."""
+    started = time.perf_counter()
+    outcome = await ctx.daemon.rescan(accept_removals=params.accept_removals)
+    if not outcome.ok:
+        raise ProtocolError(SCAN_FAILED, f"rescan failed: {outcome.error}")
+    result = outcome.as_dict()
+    result["duration_ms"] = ms_since(started)
+    return Reply(result)
 
-    @handles("cache.get")
-    async def cache_get(self, params: CacheKeyParams) -> Reply:
-        return Reply(self.daemon.cache_get(params.artist, params.album, params.source))
 
-    @handles("cache.put")
-    async def cache_put(self, params: CachePutParams) -> Reply:
-        try:
-            entry = await self.daemon.cache_put(
-                params.artist,
-                params.album,
-                params.source,
-                success=params.success,
-                data=params.data,
-                metadata=params.metadata,
-                ttl_seconds=params.ttl_seconds,
-            )
-        except (TypeError, ValueError) as err:
-            raise ProtocolError(INVALID_PARAMS, f"cache.put: {err}") from None
-        return Reply(entry)
+async def tracks_get(ctx: Context, params: TrackParams) -> Reply:
+    """Answers a track object or null."""
+    return Reply(ctx.daemon.track(*params.lookup()))
 
-    @handles("cache.invalidate")
-    async def cache_invalidate(self, params: AlbumParams) -> Reply:
-        removed = await self.daemon.cache_invalidate([(params.artist, params.album)])
-        return Reply(
-            {"removed": removed},
-            log={"artist": params.artist[:200], "album": params.album[:200], "entries": removed},
-        )
 
-    @handles("cache.invalidate_many")
-    async def cache_invalidate_many(self, params: AlbumsParams) -> Reply:
-        albums = [(a.artist, a.album) for a in params.albums]
-        removed = await self.daemon.cache_invalidate(albums)
-        # One line for the batch: a program may invalidate a thousand albums at once.
-        return Reply({"removed": removed}, log={"albums": len(albums), "entries": removed})
+async def tracks_album(ctx: Context, params: AlbumParams) -> Reply:
+    """Answers the album's track objects."""
+    return Reply(ctx.daemon.album(params.artist, params.album))
 
-    @handles("cache.clear")
-    async def cache_clear(self, params: NoParams) -> Reply:
-        removed = await self.daemon.cache_clear()
-        return Reply({"removed": removed}, log={"entries": removed})
 
-    @handles("shutdown")
-    async def shutdown(self, params: NoParams) -> Reply:
-        # Answered first; the daemon starts stopping once the answer is written.
-        return Reply(
-            {"stopping": True, "pid": os.getpid()},
-            after=partial(self.daemon.request_shutdown, "control"),
-        )
+async def cache_get(ctx: Context, params: CacheKeyParams) -> Reply:
+    """Answers a cache entry or null."""
+    return Reply(ctx.daemon.cache.get(params.artist, params.album, params.source))
+
+
+async def cache_put(ctx: Context, params: CachePutParams) -> Reply:
+    """Answers the stored cache entry."""
+    try:
+        entry = await ctx.daemon.cache.put(dict(params))
+    except (TypeError, ValueError) as err:
+        raise ProtocolError(INVALID_PARAMS, f"cache.put: {err}") from None
+    return Reply(entry)
+
+
+async def cache_invalidate(ctx: Context, params: AlbumParams) -> Reply:
+    """Answers {removed}."""
+    removed = await ctx.daemon.cache.invalidate([(params.artist, params.album)])
+    return Reply(
+        {"removed": removed},
+        log={"artist": params.artist[:200], "album": params.album[:200], "entries": removed},
+    )
+
+
+async def cache_invalidate_many(ctx: Context, params: AlbumsParams) -> Reply:
+    """Answers {removed}."""
+    albums = [(a.artist, a.album) for a in params.albums]
+    removed = await ctx.daemon.cache.invalidate(albums)
+    # One line for the batch: a program may invalidate a thousand albums at once.
+    return Reply({"removed": removed}, log={"albums": len(albums), "entries": removed})
+
+
+async def cache_clear(ctx: Context, params: NoParams) -> Reply:
+    """Answers {removed}."""
+    removed = await ctx.daemon.cache.clear()
+    return Reply({"removed": removed}, log={"entries": removed})
+
+
+async def shutdown(ctx: Context, params: NoParams) -> Reply:
+    """Answers {stopping, pid}."""
+    # Answered first; the daemon starts stopping once the answer is written.
+    return Reply(
+        {"stopping": True, "pid": os.getpid()},
+        after=partial(ctx.daemon.request_shutdown, "control"),
+    )

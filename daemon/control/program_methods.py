@@ -1,7 +1,8 @@
 """The control methods for programs that use musicd: `changes.since`, `cursor.get`,
 `cursor.commit`, `tracks.list`, `cache.get_many`, `cache.put_many` and `cache.cleanup`.
 
-`subscribe(since=...)` belongs to a connection and lives in replay.py.
+Handlers as in methods.py. `subscribe(since=...)` belongs to a connection and lives in
+subscriptions.py (its replay in replay.py).
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from daemon.control.api import DaemonApi
-from daemon.control.methods import Handlers, Reply, handles
+from daemon.control.methods import Context, Reply
 from daemon.control.params import (
     CacheGetManyParams,
     CachePutManyParams,
@@ -31,7 +31,7 @@ from daemon.control.protocol import (
     json_type,
 )
 from daemon.journal.feed import CursorError
-from daemon.service.programs import AnswerTooLarge, EntryErrors
+from daemon.service.cache_api import AnswerTooLarge, EntryErrors
 
 
 def _cursor_error(method: str, err: CursorError) -> ProtocolError:
@@ -67,87 +67,89 @@ def _entries_refused(errors: list[dict[str, Any]]) -> ProtocolError:
     )
 
 
-class ProgramMethods(Handlers):
-    def __init__(self, daemon: DaemonApi) -> None:
-        self.daemon = daemon
-
-    @handles("changes.since")
-    async def changes_since(self, params: ChangesSinceParams) -> Reply:
-        try:
-            result = await self.daemon.programs.changes_since(
-                params.cursor,
-                consumer=params.consumer,
-                limit=params.limit,
-                types=params.types,
-                max_bytes=MAX_ANSWER_BYTES,
-            )
-        except CursorError as err:
-            raise _cursor_error("changes.since", err) from None
-        if result["resync"]:
-            return Reply(
-                result,
-                log={"consumer": params.consumer, "resync": True, "reason": result["reason"]},
-            )
-        return Reply(result)
-
-    @handles("cursor.get")
-    async def cursor_get(self, params: CursorGetParams) -> Reply:
-        return Reply(self.daemon.programs.cursor_get(params.consumer))
-
-    @handles("cursor.commit")
-    async def cursor_commit(self, params: CursorCommitParams) -> Reply:
-        try:
-            result = await self.daemon.programs.cursor_commit(
-                params.consumer, params.cursor, force=params.force
-            )
-        except CursorError as err:
-            raise _cursor_error("cursor.commit", err) from None
+async def changes_since(ctx: Context, params: ChangesSinceParams) -> Reply:
+    """Answers {events, cursor, more, resync, reason}, and last_seq unless resync."""
+    try:
+        result = await ctx.daemon.programs.changes_since(
+            params.cursor,
+            consumer=params.consumer,
+            limit=params.limit,
+            types=params.types,
+            max_bytes=MAX_ANSWER_BYTES,
+        )
+    except CursorError as err:
+        raise _cursor_error("changes.since", err) from None
+    if result["resync"]:
         return Reply(
             result,
-            log={
-                "consumer": params.consumer,
-                "cursor": result["cursor"],
-                "moved": result["committed"],
-                "forced": params.force,
-            },
+            log={"consumer": params.consumer, "resync": True, "reason": result["reason"]},
         )
+    return Reply(result)
 
-    @handles("tracks.list")
-    async def tracks_list(self, params: TracksListParams) -> Reply:
-        return Reply(
-            await self.daemon.programs.tracks_list(
-                params.after,
-                params.limit,
-                params.fields,
-                MAX_ANSWER_BYTES,
-                by=params.by,
-                ids=params.ids or (),
-            )
+
+async def cursor_get(ctx: Context, params: CursorGetParams) -> Reply:
+    """Answers {consumer, cursor, updated_at, behind}."""
+    return Reply(ctx.daemon.programs.cursor_get(params.consumer))
+
+
+async def cursor_commit(ctx: Context, params: CursorCommitParams) -> Reply:
+    """Answers {consumer, committed, cursor, previous, reason}."""
+    try:
+        result = await ctx.daemon.programs.cursor_commit(
+            params.consumer, params.cursor, force=params.force
         )
+    except CursorError as err:
+        raise _cursor_error("cursor.commit", err) from None
+    return Reply(
+        result,
+        log={
+            "consumer": params.consumer,
+            "cursor": result["cursor"],
+            "moved": result["committed"],
+            "forced": params.force,
+        },
+    )
 
-    @handles("cache.get_many")
-    async def cache_get_many(self, params: CacheGetManyParams) -> Reply:
-        keys = [(k.artist, k.album, k.source) for k in params.keys]
-        try:
-            return Reply(await self.daemon.programs.cache_get_many(keys, MAX_ANSWER_BYTES))
-        except AnswerTooLarge as err:
-            raise ProtocolError(
-                ANSWER_TOO_LARGE,
-                f"cache.get_many: the answer would be over {err.max_bytes} bytes; only the "
-                f"first {err.fits} of the {len(keys)} keys fit, ask for the rest in further calls",
-                {"fits": err.fits, "max_bytes": err.max_bytes},
-            ) from None
 
-    @handles("cache.put_many")
-    async def cache_put_many(self, params: CachePutManyParams) -> Reply:
-        entries = check_entries(params.entries)
-        try:
-            result = await self.daemon.programs.cache_put_many(entries)
-        except EntryErrors as err:
-            raise _entries_refused(err.errors) from None
-        return Reply(result)
+async def tracks_list(ctx: Context, params: TracksListParams) -> Reply:
+    """Answers {tracks, next, cursor, building}."""
+    return Reply(
+        await ctx.daemon.programs.tracks_list(
+            params.after,
+            params.limit,
+            params.fields,
+            MAX_ANSWER_BYTES,
+            by=params.by,
+            ids=params.ids or (),
+        )
+    )
 
-    @handles("cache.cleanup")
-    async def cache_cleanup(self, params: NoParams) -> Reply:
-        removed = await self.daemon.programs.cache_cleanup()
-        return Reply({"removed": removed}, log={"entries": removed})
+
+async def cache_get_many(ctx: Context, params: CacheGetManyParams) -> Reply:
+    """Answers [cache entry or null], in the keys' order."""
+    keys = [(k.artist, k.album, k.source) for k in params.keys]
+    try:
+        return Reply(await ctx.daemon.cache.get_many(keys, MAX_ANSWER_BYTES))
+    except AnswerTooLarge as err:
+        raise ProtocolError(
+            ANSWER_TOO_LARGE,
+            f"cache.get_many: the answer would be over {err.max_bytes} bytes; only the "
+            f"first {err.fits} of the {len(keys)} keys fit, ask for the rest in further calls",
+            {"fits": err.fits, "max_bytes": err.max_bytes},
+        ) from None
+
+
+async def cache_put_many(ctx: Context, params: CachePutManyParams) -> Reply:
+    """Answers {stored}."""
+    entries = check_entries(params.entries)
+    try:
+        result = await ctx.daemon.cache.put_many(entries)
+    except EntryErrors as err:
+        raise _entries_refused(err.errors) from None
+    return Reply(result)
+
+
+async def cache_cleanup(ctx: Context, params: NoParams) -> Reply:
+    """Answers {removed}."""
+    removed = await ctx.daemon.cache.cleanup()
+    return Reply({"removed": removed}, log={"entries": removed})

@@ -8,7 +8,7 @@ most about MAX_ANSWER_BYTES, and few long lines parsed at once.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -16,9 +16,10 @@ import anyio
 import anyio.lowlevel
 import orjson
 
+from daemon.control.api import DaemonApi
 from daemon.control.connection import Connection, Outcome, encode
 from daemon.control.log_limit import LogLimit
-from daemon.control.methods import Reply, ms_since
+from daemon.control.methods import Context, ms_since
 from daemon.control.protocol import (
     ANSWER_TOO_LARGE,
     BATCH_TOO_LARGE,
@@ -35,10 +36,8 @@ from daemon.control.protocol import (
     request_id,
     result_message,
 )
-from daemon.control.spec import CHEAP_METHODS, validate_params
+from daemon.control.spec import CHEAP_METHODS, METHODS, validate_params
 from daemon.errors import DaemonError, StateError
-
-Handler = Callable[[Connection, Any], Awaitable[Reply]]
 
 # A request line longer than this is parsed and run while at most _LONG_LINES_AT_ONCE others
 # are: parsed, a line of JSON takes up to 36 times its size, kept while its request runs (a
@@ -57,10 +56,16 @@ class Answer:
 
 
 class Requests:
-    """Answers request lines with the handlers in `methods`; counts requests and errors."""
+    """Answers request lines with the handlers of spec.py's table; counts requests and errors."""
 
-    def __init__(self, methods: dict[str, Handler], log_limit: LogLimit) -> None:
-        self.methods = methods
+    def __init__(
+        self,
+        daemon: DaemonApi,
+        control_stats: Callable[[], dict[str, Any]],
+        log_limit: LogLimit,
+    ) -> None:
+        self.daemon = daemon
+        self.control_stats = control_stats
         self.log_limit = log_limit
         self.long_lines = anyio.CapacityLimiter(_LONG_LINES_AT_ONCE)
         self.requests = 0
@@ -157,7 +162,8 @@ class Requests:
         try:
             request = parse_request(obj)
             params = validate_params(request.method, request.params)
-            reply = await self.methods[request.method](conn, params)
+            context = Context(self.daemon, conn, self.control_stats)
+            reply = await METHODS[request.method].handler(context, params)
         except ProtocolError as err:
             return self.rejected(conn, started, req_id, method, err)
         except DaemonError as err:

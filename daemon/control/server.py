@@ -39,30 +39,19 @@ from daemon.control.endpoint import (
     socket_ident,
 )
 from daemon.control.log_limit import LogLimit
-from daemon.control.methods import DaemonMethods, Method, Reply
-from daemon.control.program_methods import ProgramMethods
 from daemon.control.protocol import (
     PEER_REFUSED,
     REQUEST_TOO_LARGE,
     TOO_MANY_CONNECTIONS,
     error_message,
 )
-from daemon.control.requests import Answer, Handler, Requests
-from daemon.control.spec import HandlerMismatch, check_handlers
-from daemon.control.subscriptions import Subscriptions
+from daemon.control.requests import Answer, Requests
 from daemon.errors import describe_os_error
 
 # Limits is part of ControlServer's signature.
 __all__ = ["ControlServer", "Limits"]
 
 log = structlog.get_logger(__name__)
-
-
-def _without_conn(method: Method) -> Handler:
-    async def handler(conn: Connection, params: Any) -> Reply:
-        return await method(params)
-
-    return handler
 
 
 class ControlServer:
@@ -77,18 +66,7 @@ class ControlServer:
         self.refused = 0
         self.log_limit = LogLimit()
         self.holdings = Holdings(log_limit=self.log_limit)
-        state, programs = (
-            DaemonMethods(daemon, self.control_stats).table(),
-            ProgramMethods(daemon).table(),
-        )
-        if twice := sorted(state.keys() & programs.keys()):
-            raise HandlerMismatch(f"more than one handler for {', '.join(twice)}")
-        table = {**state, **programs}
-        self.methods: dict[str, Handler] = {name: _without_conn(fn) for name, fn in table.items()}
-        self.methods["subscribe"] = Subscriptions(daemon).subscribe
-        # A method without a handler, or a handler without a method, stops the daemon here.
-        check_handlers(self.methods)
-        self.answering = Requests(self.methods, self.log_limit)
+        self.answering = Requests(daemon, self.control_stats, self.log_limit)
 
     def control_stats(self) -> dict[str, Any]:
         return {

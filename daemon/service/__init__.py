@@ -1,2 +1,3 @@
 """What the running daemon offers its control socket: `core.Service` (the `DaemonApi`), the
-programs' calls (`programs.py`), which cache sources a write may name, and housekeeping."""
+programs' calls (`programs.py`), the cache's (`cache_api.py`, with which sources a write may name
+in `sources.py`), and housekeeping."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -26,11 +25,10 @@ from daemon.errors import StateError
 from daemon.journal.consumers import JournalConsumers
 from daemon.journal.hub import EventHub
 from daemon.journal.recorder import Recorder
-from daemon.models import album_key
+from daemon.service.cache_api import CacheApi
 from daemon.service.housekeeping import Housekeeping
 from daemon.service.programs import ProgramApi
-from daemon.service.sources import Sources
-from daemon.stores import cache, tracks
+from daemon.stores import tracks
 from daemon.stores.database import Database
 from daemon.stores.writer import Writer
 
@@ -60,7 +58,7 @@ class Service:
     writer: Writer
     recorder: Recorder
     programs: ProgramApi
-    sources: Sources
+    cache: CacheApi
     housekeeping: Housekeeping
     consumers: JournalConsumers
     scan: LibraryScan
@@ -126,7 +124,7 @@ class Service:
         """A checkpoint now (see Housekeeping.flush)."""
         return await self.housekeeping.flush(reason)
 
-    # -- tracks and cache, for the control server --------------------------------------------
+    # -- tracks, for the control server ------------------------------------------------------
 
     def track(self, field: str, value: str | int) -> dict[str, Any] | None:
         found = tracks.get_by(self.db.reader, field, value)
@@ -134,85 +132,6 @@ class Service:
 
     def album(self, artist: str, album: str) -> list[dict[str, Any]]:
         return [t.to_dict() for t in tracks.album(self.db.reader, artist, album)]
-
-    def cache_get(self, artist: str, album: str, source: str) -> dict[str, Any] | None:
-        entry = cache.get(self.db.reader, artist, album, source, time.time())
-        self.sources.count(source, hit=entry is not None)
-        return entry.to_dict() if entry is not None else None
-
-    async def cache_put(
-        self,
-        artist: str,
-        album: str,
-        source: str,
-        *,
-        success: bool,
-        data: Any = None,
-        metadata: dict[str, Any] | None = None,
-        ttl_seconds: float | None = None,
-    ) -> dict[str, Any]:
-        """Store an answer; returns it once committed. ValueError/TypeError for a bad value
-        (UnknownSource for a source the configuration does not accept)."""
-        entry = self.programs.make_entry(
-            {
-                "artist": artist,
-                "album": album,
-                "source": source,
-                "success": success,
-                "data": data,
-                "metadata": metadata,
-                "ttl_seconds": ttl_seconds,
-            },
-            time.time(),
-        )
-        await self.writer.submit(partial(cache.put_many, entries=[entry]))
-        return entry.to_dict()
-
-    async def cache_invalidate(self, albums: Sequence[tuple[str, str]]) -> int:
-        """Drop every source's answers of the (artist, album) pairs in one transaction."""
-        keys = sorted({album_key(artist, album) for artist, album in albums})
-        return await self.writer.submit(partial(cache.invalidate_keys, keys=keys))
-
-    async def cache_clear(self) -> int:
-        return await self.writer.submit(cache.clear)
-
-    async def stats(self) -> dict[str, Any]:
-        """Cache counts (a GROUP BY over the table, off the loop) and event counters."""
-        counts, albums = await anyio.to_thread.run_sync(self._cache_counts)
-        by_source: dict[str, dict[str, int]] = {}
-        hits, misses = self.sources.hits, self.sources.misses
-        for src in sorted(counts.keys() | self.sources.counted()):
-            ok, failed = counts.get(src, (0, 0))
-            by_source[src] = {
-                "entries": ok + failed,
-                "successful": ok,
-                "failed": failed,
-                "hits": hits[src],
-                "misses": misses[src],
-            }
-        successful = sum(c[0] for c in counts.values())
-        failed = sum(c[1] for c in counts.values())
-        return {
-            "total_entries": successful + failed,
-            "successful": successful,
-            "failed": failed,
-            "albums": albums,
-            "by_source": by_source,
-            "hits": sum(hits.values()),
-            "misses": sum(misses.values()),
-            "cache_file": str(self.db.path),
-            "cache_file_exists": self.db.path.exists(),
-            "persistent": True,
-            "policies": {
-                "successful": "kept until invalidated",
-                "failed_ttl_seconds": self.config.cache.failed_ttl_seconds,
-            },
-        }
-
-    def _cache_counts(self) -> tuple[dict[str, tuple[int, int]], int]:
-        # Its own connection: the loop's read connection is not shared with a worker thread.
-        with self.db.reading() as conn:
-            return cache.counts(conn, time.time()), cache.album_count(conn)
 
     # -- status ------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """What the programs that use musicd ask for in bulk: changes since a position, durable named
-cursors, the whole library page by page, and batch cache calls.
+cursors and the whole library page by page (their cache calls are cache_api.py's).
 
 Big reads (a page of up to 10,000 events or tracks) run in a worker thread on a connection of
 their own, so the event loop never waits for them; small ones (a cursor row, a page of at most
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final, TypeVar
 
+import anyio
 import anyio.to_thread
 import orjson
 
@@ -24,8 +25,7 @@ from daemon.config import Config
 from daemon.journal import feed
 from daemon.journal.feed import CursorError
 from daemon.models import APP_ID_FIELDS, TRACK_FIELDS
-from daemon.service.sources import Sources
-from daemon.stores import cache, journal
+from daemon.stores import journal
 from daemon.stores.database import Database
 from daemon.stores.transactions import snapshot
 from daemon.stores.writer import Writer
@@ -34,23 +34,6 @@ T = TypeVar("T")
 
 # Columns SQLite keeps as 0/1 that the wire gives as booleans (as Track does).
 _BOOLEANS = frozenset({"compilation", "disabled"})
-
-
-class EntryErrors(ValueError):
-    """Some entries of a batch are invalid; nothing of the batch was stored."""
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__(f"{len(errors)} of the entries are invalid; nothing was stored")
-        self.errors = errors
-
-
-class AnswerTooLarge(ValueError):
-    """A bulk answer would be over its byte bound; `fits` items of it would not."""
-
-    def __init__(self, fits: int, max_bytes: int) -> None:
-        super().__init__(f"the answer would be over {max_bytes} bytes after {fits} items")
-        self.fits = fits
-        self.max_bytes = max_bytes
 
 
 @dataclass
@@ -88,10 +71,6 @@ def encode_within(items: Iterable[Any], max_bytes: int) -> Encoded:
     return Encoded(orjson.Fragment(bytes(out)), count, last, False)
 
 
-def _array(parts: list[bytes]) -> orjson.Fragment:
-    return orjson.Fragment(b"[" + b",".join(parts) + b"]")
-
-
 BULK_READS_AT_ONCE: Final = 2
 # Pages this small are read on the loop: a thread costs a connection and a GIL hand-off per row
 # while the loop is busy (100 tracks: 23 ms at the median beside busy clients, 1 ms on the loop).
@@ -101,22 +80,17 @@ MAX_CONSUMERS: Final = 1000
 
 
 @dataclass
-class ProgramApi:
-    config: Config
+class BulkReads:
+    """Where the programs' reads run, each in one read snapshot: a big one in a worker thread on
+    a connection of its own, a few at a time (each holds up to a page of rows and its encoded
+    answer, MAX_ANSWER_BYTES, until it is done); a small one on the loop's read connection."""
+
     db: Database
-    writer: Writer
-    sources: Sources
-    # Bulk reads build their answers a few at a time: each holds up to a page of rows and its
-    # encoded answer (MAX_ANSWER_BYTES) until it is done.
-    bulk_reads: anyio.CapacityLimiter = field(
+    limiter: anyio.CapacityLimiter = field(
         default_factory=lambda: anyio.CapacityLimiter(BULK_READS_AT_ONCE)
     )
 
-    @property
-    def epoch(self) -> str:
-        return self.db.epoch
-
-    async def _read(self, fn: Callable[[sqlite3.Connection], T], *, small: bool = False) -> T:
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, small: bool = False) -> T:
         """`fn` in a read snapshot on its own connection in a worker thread; a `small` one on
         the loop's."""
         if small:
@@ -127,7 +101,19 @@ class ProgramApi:
             with self.db.reading() as conn, snapshot(conn):
                 return fn(conn)
 
-        return await anyio.to_thread.run_sync(run, limiter=self.bulk_reads)
+        return await anyio.to_thread.run_sync(run, limiter=self.limiter)
+
+
+@dataclass
+class ProgramApi:
+    config: Config
+    db: Database
+    writer: Writer
+    reads: BulkReads
+
+    @property
+    def epoch(self) -> str:
+        return self.db.epoch
 
     async def changes_since(
         self,
@@ -140,7 +126,7 @@ class ProgramApi:
     ) -> dict[str, Any]:
         """CursorError for a cursor that is not ours or is ahead of the journal. A page ends
         early (`more: true`) once its events' stored text passes `max_bytes`."""
-        return await self._read(
+        return await self.reads.run(
             partial(
                 feed.changes_since,
                 epoch=self.epoch,
@@ -173,7 +159,7 @@ class ProgramApi:
                 return feed.resync(conn, self.epoch, reason)
             return feed.read_after(conn, self.epoch, seq, limit, types)
 
-        return await self._read(read, small=limit <= SMALL_PAGE)
+        return await self.reads.run(read, small=limit <= SMALL_PAGE)
 
     def cursor_get(self, consumer: str) -> dict[str, Any]:
         with snapshot(self.db.reader) as conn:
@@ -301,70 +287,4 @@ class ProgramApi:
                 "building": building,
             }
 
-        return await self._read(read, small=limit <= SMALL_PAGE)
-
-    async def cache_get_many(
-        self, keys: Sequence[tuple[str, str, str]], max_bytes: int
-    ) -> orjson.Fragment:
-        """The entries (null for a miss) in the keys' order, as JSON built off the event loop
-        from the stored JSON text; AnswerTooLarge when they would be over `max_bytes`."""
-
-        def read(conn: sqlite3.Connection) -> tuple[orjson.Fragment | int, list[bool]]:
-            now = time.time()
-            parts: list[bytes] = []
-            found: list[bool] = []
-            size = 0
-            for artist, album, source in keys:
-                part = cache.get_json(conn, artist, album, source, now)
-                found.append(part is not None)
-                parts.append(b"null" if part is None else part)
-                size += len(parts[-1]) + 1
-                if size > max_bytes:
-                    # How many fit, not an exception: one raised here would keep this frame's
-                    # megabytes alive in a reference cycle until a full collection.
-                    return len(parts) - 1, found
-            return _array(parts), found
-
-        answer, found = await self._read(read)
-        for (_artist, _album, source), hit in zip(keys, found, strict=False):
-            self.sources.count(source, hit=hit)
-        if isinstance(answer, int):
-            raise AnswerTooLarge(answer, max_bytes)
-        return answer
-
-    def make_entry(self, e: dict[str, Any], now: float) -> cache.CachedApiResult:
-        """A checked entry from `cache.put`'s params, the one rule of `cache.put` and
-        `cache.put_many`: UnknownSource for a source the configuration does not accept,
-        ValueError/TypeError for a bad value."""
-        return cache.make_entry(
-            e["artist"],
-            e["album"],
-            self.sources.check(e["source"]),
-            success=e["success"],
-            data=e.get("data"),
-            metadata=e.get("metadata"),
-            now=now,
-            failed_ttl_seconds=self.config.cache.failed_ttl_seconds,
-            ttl_seconds=e.get("ttl_seconds"),
-        )
-
-    async def cache_put_many(self, entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Store every entry in one transaction, or none: EntryErrors lists the bad ones
-        (a source the configuration does not accept among them, as for `cache.put`)."""
-        now = time.time()
-        made: list[cache.CachedApiResult] = []
-        errors: list[dict[str, Any]] = []
-        for index, e in enumerate(entries):
-            try:
-                made.append(self.make_entry(e, now))
-            except (TypeError, ValueError) as err:
-                errors.append({"index": index, "error": str(err)})
-        if errors:
-            raise EntryErrors(errors)
-        await self.writer.submit(partial(cache.put_many, entries=made))
-        return {"stored": len(made)}
-
-    async def cache_cleanup(self) -> int:
-        """Drop expired entries now (maintenance does it every cleanup interval)."""
-        removed: int = await self.writer.submit(partial(cache.cleanup_expired, now=time.time()))
-        return removed
+        return await self.reads.run(read, small=limit <= SMALL_PAGE)

@@ -1,7 +1,8 @@
 """The cache's sources: which names a write may use (`cache.sources` in the config) and the
 hit/miss counters, kept only for names the configuration knows.
 
-`cache.put` and `cache.put_many` both check a source here, so the two cannot drift apart. A read
+`CacheApi` (cache_api.py) holds the one `Sources`: `cache.put` and `cache.put_many` both check a
+source here, so the two cannot drift apart. A read
 may name any source (it simply misses), but its count goes to one `(other)` bucket: counters
 keyed by whatever a client sends would grow for ever, and `stats` with them.
 """

@@ -28,7 +28,7 @@ def normalize_source(source: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class CachedApiResult:
+class CacheEntry:
     """One cached lookup answer; `artist` and `album` keep the spelling they were stored with."""
 
     artist: str
@@ -75,7 +75,7 @@ def make_entry(
     now: float,
     failed_ttl_seconds: float,
     ttl_seconds: float | None = None,
-) -> CachedApiResult:
+) -> CacheEntry:
     """A checked entry. Raises ValueError for an empty source and TypeError when `data` or
     `metadata` cannot be written as JSON."""
     src = normalize_source(source)
@@ -91,14 +91,14 @@ def make_entry(
         expires_at: float | None = now + ttl_seconds
     else:
         expires_at = None if success else now + failed_ttl_seconds
-    return CachedApiResult(
+    return CacheEntry(
         artist, album, src, success, data, metadata, now, expires_at, data_json, metadata_json
     )
 
 
-def _from_row(row: tuple[Any, ...]) -> CachedApiResult:
+def _from_row(row: tuple[Any, ...]) -> CacheEntry:
     artist, album, source, success, data, metadata, created_at, expires_at = row
-    return CachedApiResult(
+    return CacheEntry(
         artist,
         album,
         source,
@@ -110,7 +110,7 @@ def _from_row(row: tuple[Any, ...]) -> CachedApiResult:
     )
 
 
-def _params(entry: CachedApiResult) -> tuple[Any, ...]:
+def _params(entry: CacheEntry) -> tuple[Any, ...]:
     artist_key, album_key_ = entry.key
     return (
         artist_key,
@@ -139,7 +139,7 @@ def _row(conn: sqlite3.Connection, artist: str, album: str, source: str) -> tupl
 
 def get(
     conn: sqlite3.Connection, artist: str, album: str, source: str, now: float
-) -> CachedApiResult | None:
+) -> CacheEntry | None:
     """The live entry for this album and source, or None (an expired one counts as none)."""
     row = _row(conn, artist, album, source)
     if row is None:
@@ -175,7 +175,7 @@ def get_json(
 
 def get_album(
     conn: sqlite3.Connection, artist: str, album: str, now: float
-) -> dict[str, CachedApiResult]:
+) -> dict[str, CacheEntry]:
     """Every live entry of an album, by source."""
     artist_key, album_key_ = album_key(artist, album)
     rows = conn.execute(
@@ -186,7 +186,7 @@ def get_album(
     return {e.source: e for e in entries if not e.expired(now)}
 
 
-def put_many(conn: sqlite3.Connection, entries: Iterable[CachedApiResult]) -> None:
+def put_many(conn: sqlite3.Connection, entries: Iterable[CacheEntry]) -> None:
     """Store answers, each replacing any for the same album and source."""
     conn.executemany(
         "INSERT INTO api_cache (artist_key, album_key, source, artist, album, success, data, "

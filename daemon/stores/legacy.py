@@ -87,10 +87,8 @@ def _legacy_tracks(data: Any) -> list[Track] | None:
     return [Track(*row) for row in rows if _valid_row(row, fields)] if type(rows) is list else None
 
 
-def _legacy_entries(
-    data: Any, failed_ttl: float, now: float
-) -> tuple[list[cache.CachedApiResult], int]:
-    entries: list[cache.CachedApiResult] = []
+def _legacy_entries(data: Any, failed_ttl: float, now: float) -> tuple[list[cache.CacheEntry], int]:
+    entries: list[cache.CacheEntry] = []
     bad = 0
     raw = data.get("entries") if type(data) is dict else None
     for value in raw or []:
@@ -101,7 +99,7 @@ def _legacy_entries(
             expires = value.get("expires_at")
             if not success and expires is None:
                 expires = created + failed_ttl
-            entry = cache.CachedApiResult(
+            entry = cache.CacheEntry(
                 str(value["artist"]),
                 str(value["album"]),
                 source,
@@ -166,7 +164,7 @@ def import_legacy_state(conn: sqlite3.Connection, state_dir: Path, failed_ttl: f
 
 def _original_entry(
     value: Any, failed_ttl: float, now: float
-) -> tuple[cache.CachedApiResult | None, str | None]:
+) -> tuple[cache.CacheEntry | None, str | None]:
     if type(value) is not dict:
         return None, "not an object"
     artist, album, source = value.get("artist"), value.get("album"), value.get("source")
@@ -194,7 +192,7 @@ def _original_entry(
         orjson.dumps(metadata)
     except TypeError:
         return None, "not JSON"
-    entry = cache.CachedApiResult(
+    entry = cache.CacheEntry(
         artist,
         album,
         cache.normalize_source(source),
@@ -219,7 +217,7 @@ def import_original_cache(
         report.skipped["file is not a JSON object of entries"] += 1
         return report
     now = time.time() if now is None else now
-    entries: list[cache.CachedApiResult] = []
+    entries: list[cache.CacheEntry] = []
     for value in data.values():
         entry, why = _original_entry(value, failed_ttl, now)
         if entry is None:

@@ -37,7 +37,7 @@ from daemon.models import TRACK_FIELDS, Track
 
 # The former design wrote every state file with the same atomic write the launchd plist still uses.
 from daemon.stores._atomic import write_atomic
-from daemon.stores.cache import CachedApiResult
+from daemon.stores.cache import CacheEntry
 
 SNAPSHOT_FILE: Final = "snapshot.json"
 META_FILE: Final = "snapshot.meta.json"
@@ -57,7 +57,7 @@ def dumps_snapshot(tracks: list[Track]) -> bytes:
     return head[:-2] + b",".join(parts) + b"]}"
 
 
-def dumps_cache(entries: list[CachedApiResult]) -> bytes:
+def dumps_cache(entries: list[CacheEntry]) -> bytes:
     """orjson.dumps({"version", "entries"}) in chunks of 2,048; orjson writes the slotted
     dataclasses natively, in field order, as the former cache did."""
     head = orjson.dumps({"version": 1, "entries": []})
@@ -71,7 +71,7 @@ class JsonState:
 
     state_dir: Path
     tracks: dict[str, Track]
-    cache: list[CachedApiResult]
+    cache: list[CacheEntry]
     meta: dict[str, Any]
     processed_ids: list[str]
 
@@ -111,7 +111,7 @@ class JsonState:
         return written
 
 
-def new_state(state_dir: Path, tracks: dict[str, Track], cache: list[CachedApiResult]) -> JsonState:
+def new_state(state_dir: Path, tracks: dict[str, Track], cache: list[CacheEntry]) -> JsonState:
     meta = {
         "version": 1,
         "library_path": "/Users/bench/Music/Library.xml",
@@ -132,7 +132,7 @@ def new_state(state_dir: Path, tracks: dict[str, Track], cache: list[CachedApiRe
 _TrackRow = make_dataclass("_TrackRow", [(name, Any) for name in TRACK_FIELDS], slots=True)
 
 
-def load(state_dir: Path) -> tuple[dict[str, Track], dict[tuple[str, str, str], CachedApiResult]]:
+def load(state_dir: Path) -> tuple[dict[str, Track], dict[tuple[str, str, str], CacheEntry]]:
     """What the former daemon did with the files at start: decode them and build the objects
     with the cyclic GC paused, then freeze them out of its reach."""
     gc.disable()
@@ -145,7 +145,7 @@ def load(state_dir: Path) -> tuple[dict[str, Track], dict[tuple[str, str, str], 
         del doc, rows, built
         orjson.loads((state_dir / META_FILE).read_bytes())
         entries = orjson.loads((state_dir / CACHE_FILE).read_bytes())["entries"]
-        cache = {(e["artist"], e["album"], e["source"]): CachedApiResult(**e) for e in entries}
+        cache = {(e["artist"], e["album"], e["source"]): CacheEntry(**e) for e in entries}
         del entries
         gc.freeze()
     finally:

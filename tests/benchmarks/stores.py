@@ -105,8 +105,8 @@ def cache_entries(n: int) -> list[dict[str, Any]]:
     return [cache_entry(i // len(SOURCES), SOURCES[i % len(SOURCES)]) for i in range(n)]
 
 
-def as_result(e: dict[str, Any]) -> cache.CachedApiResult:
-    return cache.CachedApiResult(
+def as_result(e: dict[str, Any]) -> cache.CacheEntry:
+    return cache.CacheEntry(
         e["artist"],
         e["album"],
         e["source"],
@@ -118,13 +118,13 @@ def as_result(e: dict[str, Any]) -> cache.CachedApiResult:
     )
 
 
-def all_cache_rows(conn: sqlite3.Connection) -> list[cache.CachedApiResult]:
+def all_cache_rows(conn: sqlite3.Connection) -> list[cache.CacheEntry]:
     rows = conn.execute(
         "SELECT artist, album, source, success, data, metadata, created_at, expires_at "
         "FROM api_cache"
     )
     return [
-        cache.CachedApiResult(
+        cache.CacheEntry(
             a, b, s, bool(ok), orjson.loads(d) if d is not None else None, orjson.loads(m), c, x
         )
         for a, b, s, ok, d, m, c, x in rows
@@ -160,7 +160,7 @@ def edit_candidates(conn: sqlite3.Connection, n: int) -> list[tuple[str, str, st
     return [(str(p), str(a), str(b)) for p, a, b in rows]
 
 
-def album_answers(artist: str, album: str) -> list[cache.CachedApiResult]:
+def album_answers(artist: str, album: str) -> list[cache.CacheEntry]:
     """One answer per source for this album, as a lookup tool stores them."""
     return [
         replace(as_result(cache_entry(0, source)), artist=artist, album=album) for source in SOURCES

@@ -1,6 +1,7 @@
-"""Both clients' typed methods against the control table: a method added to, renamed in or
-removed from daemon/control/spec.py without its client method (or the other way round) fails
-here, and so does a typed method whose params the daemon would refuse."""
+"""Both clients' typed methods against the control table: every method of
+daemon/control/spec.py has a method on both clients with the same parameters, so a method added
+to, renamed in or removed from the table without its client methods (or the other way round)
+fails here, and so does a typed method whose params the daemon would refuse."""
 
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ SAMPLES: dict[str, Any] = {
 }
 # Enough of every result for the typed methods to convert it and page on.
 RESULT = {"removed": 0, "resync": False, "more": False, "next": None}
-CLIENT_NAMES = {spec.client for spec in METHODS.values()}
+CLIENT_NAMES = {spec.client_method for spec in METHODS.values()}
+# The client methods that return an iterator of a stream's notifications.
+STREAMS = {spec.client_method for spec in METHODS.values() if spec.streams}
 
 
 def parameters(method: Callable[..., Any]) -> set[str]:
@@ -57,10 +60,10 @@ def typed_methods(client: type) -> list[str]:
 @pytest.mark.parametrize("name", list(METHODS))
 def test_every_method_has_a_typed_method_with_its_params(client: type, name: str) -> None:
     spec = METHODS[name]
-    method = getattr(client, spec.client, None)
-    assert method is not None, f"{client.__name__} has no {spec.client} for {name}"
+    method = getattr(client, spec.client_method, None)
+    assert method is not None, f"{client.__name__} has no {spec.client_method} for {name}"
     fields = set(spec.params.model_fields)
-    assert parameters(method) - TRANSPORT_ONLY.get(spec.client, set()) == fields
+    assert parameters(method) - TRANSPORT_ONLY.get(spec.client_method, set()) == fields
 
 
 def test_both_clients_offer_the_same_typed_methods() -> None:
@@ -118,7 +121,7 @@ def test_each_blocking_typed_method_sends_a_request_the_daemon_takes(name: str) 
     client = Recording()
     method = getattr(client, name)
     args, kwargs = arguments(method)
-    if name == "subscribe":
+    if name in STREAMS:
         with pytest.raises(NotRunning):  # the request was recorded; reading finds no daemon
             next(method(*args, **kwargs))
     elif name.startswith("iter_"):
@@ -127,7 +130,9 @@ def test_each_blocking_typed_method_sends_a_request_the_daemon_takes(name: str) 
         method(*args, **kwargs)
     check_sent(client.sent, name)
     if name in CLIENT_NAMES:
-        assert {m for m, _ in client.sent} == {s.name for s in METHODS.values() if s.client == name}
+        assert {m for m, _ in client.sent} == {
+            s.name for s in METHODS.values() if s.client_method == name
+        }
 
 
 @pytest.mark.parametrize("name", typed_methods(AsyncMusicdClient))
@@ -135,7 +140,7 @@ async def test_each_async_typed_method_sends_a_request_the_daemon_takes(name: st
     client = AsyncRecording()
     method = getattr(client, name)
     args, kwargs = arguments(method)
-    if name == "subscribe":
+    if name in STREAMS:
         with pytest.raises(NotRunning):  # the request was recorded; reading finds no daemon
             await method(*args, **kwargs).__anext__()
     elif name.startswith("iter_"):
@@ -148,6 +153,6 @@ async def test_each_async_typed_method_sends_a_request_the_daemon_takes(name: st
 def test_async_calls_are_coroutine_functions_as_inspect_sees_them() -> None:
     for name in typed_methods(AsyncMusicdClient):
         method = getattr(AsyncMusicdClient, name)
-        if name == "subscribe" or name.startswith("iter_"):
+        if name in STREAMS or name.startswith("iter_"):
             continue  # these return an async iterator
         assert inspect.iscoroutinefunction(method), name

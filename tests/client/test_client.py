@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,14 +103,15 @@ async def test_async_client_round_trips_and_subscribes(local: LocalServer) -> No
     assert [(e["type"], e["seq"]) for e in received] == [("flush_finished", 2)]
 
 
-def named_keys(result: str) -> set[str] | None:
-    """The keys a spec's result names when it is written as `{a, b, ...}`, else None."""
-    if not result.startswith("{"):
+def named_keys(handler: Callable[..., Any]) -> set[str] | None:
+    """The keys a handler's docstring names when it answers `{a, b, ...}`, else None."""
+    doc = handler.__doc__ or ""
+    if not doc.startswith("Answers {"):
         return None
-    return {key.strip() for key in result[1 : result.index("}")].split(",")}
+    return {key.strip() for key in doc[len("Answers {") : doc.index("}")].split(",")}
 
 
-def test_results_have_the_keys_the_table_names(local: LocalServer) -> None:
+def test_results_have_the_keys_their_handlers_name(local: LocalServer) -> None:
     consumer = "shape-check"
     params: dict[str, dict[str, Any]] = {
         "cache.invalidate": {"artist": "a", "album": "b"},
@@ -128,7 +129,7 @@ def test_results_have_the_keys_the_table_names(local: LocalServer) -> None:
         cursor = client.changes_since(consumer=consumer)["cursor"]
         params["cursor.commit"] = {"consumer": consumer, "cursor": cursor}
         for name, spec in METHODS.items():
-            keys = named_keys(spec.result)
+            keys = named_keys(spec.handler)
             if keys is None or name in skipped:
                 continue
             result = client.call(name, **params.get(name, {}))

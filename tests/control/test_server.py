@@ -13,16 +13,14 @@ import sqlite3
 import stat
 import threading
 import warnings
-from typing import Any, cast
+from dataclasses import replace
+from typing import Any
 
 import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.control.api import DaemonApi
-from daemon.control.connection import Connection
-from daemon.control.methods import Method, Reply
-from daemon.control.program_methods import ProgramMethods
+from daemon.control.methods import Context, Reply
 from daemon.control.protocol import (
     ALREADY_SUBSCRIBED,
     DAEMON_BUSY,
@@ -36,8 +34,8 @@ from daemon.control.protocol import (
     REQUEST_TOO_LARGE,
     TOO_MANY_CONNECTIONS,
 )
-from daemon.control.server import ControlServer, Limits
-from daemon.control.spec import HandlerMismatch
+from daemon.control.server import Limits
+from daemon.control.spec import METHODS
 from daemon.events import ObserverEvent, TrackModified
 from daemon.models import Track
 from tests.control.local_server import LocalServer, local_server
@@ -217,12 +215,13 @@ def test_connection_limit_refuses_with_a_clear_message() -> None:
 
 
 def test_handler_that_raises_is_an_internal_error_and_the_connection_goes_on(
-    local: LocalServer,
+    local: LocalServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(conn: Connection, params: object) -> Reply:
+    async def broken(ctx: Context, params: object) -> Reply:
         raise RuntimeError("kaput\nsecond line")
 
-    local.server.methods["stats"] = broken  # fault injection: a bug in one handler
+    # Fault injection: a bug in one handler.
+    monkeypatch.setitem(METHODS, "stats", replace(METHODS["stats"], handler=broken))
     with capture_logs() as logs:
         conn = local.raw()
         code, message = error_of(conn.request("stats"))
@@ -376,24 +375,3 @@ def test_unknown_track_is_null_and_album_tracks_come_in_order(local: LocalServer
         assert [t["track_number"] for t in tracks] == [1, 2, 3, 4, 5]
         first = client.track(tracks[0]["persistent_id"])
         assert first is not None and first["name"] == "So What"
-
-
-@pytest.mark.parametrize("change", ["drop", "add", "twice"])
-def test_server_refuses_to_start_when_its_handlers_and_the_table_disagree(
-    monkeypatch: pytest.MonkeyPatch, change: str
-) -> None:
-    table = ProgramMethods.table
-
-    def changed(self: ProgramMethods) -> dict[str, Method]:
-        methods = table(self)
-        if change == "drop":
-            del methods["cache.cleanup"]
-        elif change == "twice":
-            methods["ping"] = methods["cache.cleanup"]
-        else:
-            methods["cache.vacuum"] = methods["cache.cleanup"]
-        return methods
-
-    monkeypatch.setattr(ProgramMethods, "table", changed)
-    with pytest.raises(HandlerMismatch, match=r"cache\.(cleanup|vacuum)|than one handler for ping"):
-        ControlServer(cast(DaemonApi, object()), Limits())

@@ -1,4 +1,5 @@
-"""The cache's sources, one rule for every write and counters only for what the config knows."""
+"""The cache's sources, one rule for every write and counters only for what the config knows
+(daemon/service/sources.py, held by daemon/service/cache_api.py)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,20 @@ def test_cache_put_many_refuses_a_source_cache_put_refuses(local: LocalServer) -
             ]
         )
         assert got == [None, None]
+
+
+def test_cache_put_and_put_many_refuse_the_same_source_with_the_same_error(
+    local: LocalServer,
+) -> None:
+    with local.client() as client:
+        with pytest.raises(RemoteError) as put:
+            client.cache_put("Björk", "Homogenic", "Nowhere", data=1)
+        with pytest.raises(RemoteError) as many:
+            client.cache_put_many([entry("Nowhere")])
+    assert put.value.rpc_code == many.value.rpc_code == INVALID_PARAMS
+    reason = str(put.value).removeprefix("cache.put: ")
+    assert reason.startswith("unknown source 'Nowhere'; known sources: ")
+    assert many.value.data == {"errors": [{"index": 0, "error": reason}]}
 
 
 def test_cache_put_many_stores_a_source_the_config_adds() -> None:

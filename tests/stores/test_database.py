@@ -23,9 +23,7 @@ def _in_tx(conn: sqlite3.Connection, sql_fn: object) -> None:
         sql_fn(conn)  # type: ignore[operator]
 
 
-def _entry(
-    artist: str, album: str, source: str = "musicbrainz", **kw: object
-) -> cache.CachedApiResult:
+def _entry(artist: str, album: str, source: str = "musicbrainz", **kw: object) -> cache.CacheEntry:
     defaults: dict[str, object] = {
         "success": True,
         "data": {"year": 1959},

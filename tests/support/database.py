@@ -77,7 +77,7 @@ def db_seed_cache(state_dir: Path, entries: list[dict[str, Any]]) -> None:
             cache.put_many(
                 tx,
                 [
-                    cache.CachedApiResult(
+                    cache.CacheEntry(
                         e["artist"],
                         e["album"],
                         cache.normalize_source(e["source"]),
