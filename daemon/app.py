@@ -20,13 +20,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
 import structlog
 from anyio.abc import TaskStatus
 
-from daemon import __version__, hints
+from daemon import __version__
 from daemon.config import Config
 from daemon.control.server import ControlServer, Limits
 from daemon.errors import AlreadyRunning
@@ -52,8 +53,13 @@ from daemon.stores.writer import Writer
 from daemon.watch.debounce import Wakeup
 from daemon.watch.library_scan import LibraryScan
 from daemon.watch.read_job import run_abandonable
+from daemon.watch.removal_guard import RemovalGuard
 from daemon.watch.scanner import Reader
 from daemon.watch.watcher import LibraryWatcher
+
+if TYPE_CHECKING:
+    # The CLI builds it (musicd run); the daemon only reads it.
+    from daemon.cli.hints import Invocation
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +73,7 @@ FINAL_CHECKPOINT_SECONDS = 2.0
 
 
 @contextmanager
-def instance_lock(state_dir: Path) -> Iterator[None]:
+def instance_lock(state_dir: Path, invocation: Invocation) -> Iterator[None]:
     """Hold an exclusive lock on the state dir for the daemon's lifetime.
 
     Taken before the socket is bound, because binding a Unix listener silently replaces an
@@ -82,7 +88,7 @@ def instance_lock(state_dir: Path) -> Iterator[None]:
             other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise AlreadyRunning(
                 f"another musicd (pid {other}) is already running with state dir {state_dir}; "
-                f"stop it with '{hints.command('stop')}' or use another state.dir"
+                f"stop it with '{invocation.command('stop')}' or use another state.dir"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -91,13 +97,14 @@ def instance_lock(state_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def make_reader(config: Config, snapshot: KnownTracks) -> Reader:
+def make_reader(config: Config, snapshot: KnownTracks, *, rescan_command: str) -> Reader:
     """The library reader chosen by `library.source`; the XML reader compares a full read with
-    `snapshot` as it parses, never holding the whole library."""
+    `snapshot` as it parses, never holding the whole library. `rescan_command` ends the
+    message of a read that macOS refused."""
     if config.library.source == "music-app":
         from daemon.library.music_app import make_music_app_reader
 
-        return make_music_app_reader(config)
+        return make_music_app_reader(config, rescan_command=rescan_command)
     # Re-parses only the tracks whose bytes changed; a full read first and every
     # full_scan_interval_seconds (see daemon/library/fast_xml.py).
     return FastXmlReader(
@@ -107,13 +114,14 @@ def make_reader(config: Config, snapshot: KnownTracks) -> Reader:
     )
 
 
-def _open_state(config: Config) -> Database:
+def _open_state(config: Config, invocation: Invocation) -> Database:
     """Open the database (as every command does: see `open_state`)."""
     from daemon.control.endpoint import prepare_socket_path
 
     # A second daemon on the same socket (with another state dir) must stop here, with a
     # plain message, before anything is opened.
-    prepare_socket_path(config.control.socket)
+    path = config.control.socket
+    prepare_socket_path(path, invocation.command("stop", "--socket", str(path), socket=False))
     return open_state(
         config.state.dir,
         failed_ttl_seconds=config.cache.failed_ttl_seconds,
@@ -154,9 +162,13 @@ class Daemon:
     server: ControlServer
 
 
-def build(config: Config, db: Database, *, limits: Limits | None = None) -> Daemon:
+def build(
+    config: Config, db: Database, invocation: Invocation, *, limits: Limits | None = None
+) -> Daemon:
     """Make the daemon's objects on an open database, in dependency order, each handed what it
-    needs; nothing is assigned to any of them afterwards. Call it on the event loop."""
+    needs; nothing is assigned to any of them afterwards. Call it on the event loop.
+
+    `invocation` is how `musicd run` was started: the commands the daemon suggests use it."""
     hub = EventHub(config.control.max_subscriber_queue)
     # Set by every commit; the periodic checkpoint waits on it.
     dirty = DirtySignal()
@@ -181,7 +193,18 @@ def build(config: Config, db: Database, *, limits: Limits | None = None) -> Daem
     watcher = LibraryWatcher(
         config.library.path, wakeup, target_is_dir=library_is_dir(config.library.source)
     )
-    scan = LibraryScan(config, db.path, recorder, wakeup, make_reader)
+    scan = LibraryScan(
+        config,
+        db.path,
+        recorder,
+        wakeup,
+        partial(make_reader, rescan_command=invocation.command("rescan")),
+        RemovalGuard(
+            ratio=config.library.mass_removal_ratio,
+            confirm_seconds=config.library.mass_removal_confirm_seconds,
+            accept_command=invocation.command("rescan", "--accept-removals"),
+        ),
+    )
     service = Service(
         config=config,
         db=db,
@@ -202,17 +225,21 @@ def build(config: Config, db: Database, *, limits: Limits | None = None) -> Daem
 
 async def run(
     config: Config,
+    invocation: Invocation,
     *,
     task_status: TaskStatus[Service] = anyio.TASK_STATUS_IGNORED,
 ) -> int:
-    """Run the daemon until shutdown; return the exit status (0 after a clean drain)."""
+    """Run the daemon until shutdown; return the exit status (0 after a clean drain).
+
+    `invocation` is how `musicd run` was started: the commands the daemon suggests use it.
+    """
     apply_process_policy()
     state_dir = config.state.dir
     ensure_private_dir(state_dir)  # raises StateError with a message naming the dir
-    with instance_lock(state_dir):
-        db = await anyio.to_thread.run_sync(_open_state, config)
+    with instance_lock(state_dir, invocation):
+        db = await anyio.to_thread.run_sync(_open_state, config, invocation)
         try:
-            return await serve(build(config, db), task_status=task_status)
+            return await serve(build(config, db, invocation), task_status=task_status)
         finally:
             # Whatever happened above, what was committed is made durable against a power cut.
             # On a daemon thread: a checkpoint stuck on a failing disk is left behind and the

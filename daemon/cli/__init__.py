@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import NoReturn, cast
 
-from daemon import __version__, hints
+from daemon import __version__
 from daemon.cli import (
     cache,
     changes,
@@ -37,6 +37,7 @@ from daemon.cli.command import (
     config_problem,
     finish,
 )
+from daemon.cli.hints import Invocation, program
 from daemon.errors import EX_USAGE, DaemonError, NotRunning
 
 # Options that may come before or after the subcommand (`musicd --config X status` and
@@ -50,7 +51,7 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # The hint runs the same executable (`.venv/bin/musicd`, `python -m daemon`).
         words = self.prog.split()[1:]
-        again = hints.command(*words, "--help", config=False, socket=False)
+        again = Invocation(program()).command(*words, "--help")
         self.exit(EX_USAGE, f"{self.prog}: {message} (see '{again}')\n")
 
 
@@ -174,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in GLOBAL_OPTIONS:
         if not hasattr(args, name):
             setattr(args, name, None if name != "json" else False)
-    hints.remember(config=args.config, socket=args.socket)
+    # Built once; the commands that suggest another command take it from here.
+    args.invocation = Invocation.of(config=args.config, socket=args.socket)
     handler: Handler = args.handler
     try:
         result = handler(args)
@@ -183,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     except NotRunning as err:
         problem = config_problem(args)
-        print(f"musicd: {problem or _not_running(err)}", file=sys.stderr)
+        print(f"musicd: {problem or _not_running(err, args.invocation)}", file=sys.stderr)
         return (problem or err).exit_status
     except DaemonError as err:
         print(f"musicd: {err}", file=sys.stderr)
@@ -197,12 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _not_running(err: NotRunning) -> str:
+def _not_running(err: NotRunning, invocation: Invocation) -> str:
     """The client's message, with a start command that uses this invocation's config."""
     text = str(err).split("; start it with", 1)[0]
-    text += f"; start it with '{hints.command('run', socket=False)}'"
-    if hints.given_socket() and not hints.given_config():
+    text += f"; start it with '{invocation.command('run', socket=False)}'"
+    if invocation.socket and not invocation.config:
         text += " and a config whose control.socket is that path"
-    if not hints.explicit_location():
+    if not invocation.explicit_location:
         text += " (if it was started with --config, pass the same --config here)"
     return text

@@ -14,8 +14,8 @@ import time
 from typing import Any
 
 import daemon.cli.format as fmt
-from daemon import hints
 from daemon.cli.command import Output, Subcommands, add_client_command, connect, socket_path
+from daemon.cli.hints import Invocation
 from daemon.client import ClientTimeout, MusicdClient
 from daemon.errors import DaemonError
 
@@ -52,10 +52,10 @@ def register(sub: Subcommands) -> None:
 
 def cmd_status(args: argparse.Namespace) -> Output:
     with connect(args) as client:
-        return Output(client.status(), show_status)
+        return Output(client.status(), lambda s: show_status(s, args.invocation))
 
 
-def show_status(s: dict[str, Any]) -> None:
+def show_status(s: dict[str, Any], invocation: Invocation) -> None:
     lib = s["library"]
     up = fmt.duration(s["uptime_seconds"])
     print(f"musicd {s['version']} is running (pid {s['pid']}, up {up})")
@@ -73,7 +73,7 @@ def show_status(s: dict[str, Any]) -> None:
     if lib.get("held_removals"):
         print(
             f"              {fmt.plural(lib['held_removals'], 'removal')} held for confirmation "
-            f"('{hints.command('rescan', '--accept-removals')}' applies them)"
+            f"('{invocation.command('rescan', '--accept-removals')}' applies them)"
         )
     scanning = s.get("scan_in_progress")
     if scanning:
@@ -191,10 +191,10 @@ def cmd_rescan(args: argparse.Namespace) -> Output:
                 result = client.rescan(accept_removals=args.accept_removals)
         else:
             result = client.rescan(accept_removals=args.accept_removals)
-    return Output(result, show_rescan)
+    return Output(result, lambda r: show_rescan(r, args.invocation))
 
 
-def show_rescan(result: dict[str, Any]) -> None:
+def show_rescan(result: dict[str, Any], invocation: Invocation) -> None:
     print(
         f"rescanned in {fmt.ms(result['duration_ms'])}: {result['added']} added, "
         f"{result['modified']} modified, {result['removed']} removed"
@@ -202,7 +202,7 @@ def show_rescan(result: dict[str, Any]) -> None:
     if result.get("held_removals"):
         print(
             f"{fmt.plural(result['held_removals'], 'removal')} held for confirmation; "
-            f"'{hints.command('rescan', '--accept-removals')}' applies them"
+            f"'{invocation.command('rescan', '--accept-removals')}' applies them"
         )
 
 
@@ -212,7 +212,7 @@ def cmd_stop(args: argparse.Namespace) -> Output:
         pid = int(client.shutdown()["pid"])
         still_running = DaemonError(
             f"asked musicd (pid {pid}) to stop, but it is still running after "
-            f"{STOP_WAIT_SECONDS:g} s; see '{hints.command('logs', socket=False)}'"
+            f"{STOP_WAIT_SECONDS:g} s; see '{args.invocation.command('logs', socket=False)}'"
         )
         try:
             # The socket closes first (the sources stop), then the daemon drains and flushes.

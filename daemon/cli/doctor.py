@@ -27,7 +27,7 @@ def cmd_doctor(args: argparse.Namespace) -> Output:
     # The checks import the config model and the stores: only when this command runs.
     from daemon.mac.doctor import failed, run_checks
 
-    checks = run_checks(args.config)
+    checks = run_checks(args.config, rescan_command=args.invocation.command("rescan"))
 
     def show(_: Any) -> None:
         for check in checks:

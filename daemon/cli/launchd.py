@@ -7,8 +7,8 @@ import shlex
 import sys
 from typing import Any
 
-from daemon import hints
 from daemon.cli.command import Subcommands, add_command, add_group
+from daemon.cli.hints import Invocation
 from daemon.errors import EX_CONFIG, EXIT_NOT_RUNNING
 
 
@@ -73,7 +73,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         if "--config" in agent.plist["ProgramArguments"]
         else None
     )
-    follow = hints.command("logs", "-f", config=False, socket=False) + (
+    follow = args.invocation.command("logs", "-f", config=False, socket=False) + (
         f" --config {shlex.quote(config)}" if config else ""
     )
     print(f"logs: {follow}   (launchd's own output: {agent.log_dir})")
@@ -121,20 +121,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     plist_path = launchd.launch_agents_dir() / f"{launchd.LABEL}.plist"
     if not status.loaded:
         where = f"plist at {plist_path}" if plist is not None else "not installed"
-        install = hints.command("launchd", "install", socket=False)
+        install = args.invocation.command("launchd", "install", socket=False)
         print(f"{launchd.LABEL}: not loaded ({where}; '{install}' loads it)")
         return EXIT_NOT_RUNNING
     running = f", pid {status.pid}" if status.pid is not None else ""
     print(f"{launchd.LABEL}: loaded, {status.state or 'state unknown'}{running}")
     last = status.last_exit_code or "unknown"
-    print(f"  last exit status: {last}{_explain_exit(last, status.last_signal, plist)}")
+    explained = _explain_exit(last, status.last_signal, plist, args.invocation)
+    print(f"  last exit status: {last}{explained}")
     print(f"  plist: {plist_path}" + ("" if plist is not None else " (missing)"))
     if plist is not None and plist.get("StandardErrorPath"):
         print(f"  launchd output: {plist['StandardErrorPath']}")
     return 0
 
 
-def _explain_exit(code: str, signal: str | None, plist: dict[str, Any] | None = None) -> str:
+def _explain_exit(
+    code: str, signal: str | None, plist: dict[str, Any] | None, invocation: Invocation
+) -> str:
     if signal:
         return f" (killed by {signal})"
     # launchctl says "0", "78: EX_CONFIG" or "(never exited)".
@@ -142,14 +145,14 @@ def _explain_exit(code: str, signal: str | None, plist: dict[str, Any] | None = 
     if number == str(EX_CONFIG):
         from daemon.mac import launchd
 
-        logs = hints.command("logs", "--level", "error", socket=False)
+        logs = invocation.command("logs", "--level", "error", socket=False)
         # launchd also reports 78 when it could not start the program at all (posix_spawn
         # refused): only a config failure in the log makes it a config error.
         error = launchd.last_config_failure(launchd.agent_log_files(plist))
         if error is not None:
             return f" (config error: {error}; see '{logs}'; restarts are throttled)"
-        install = hints.command("launchd", "install", socket=False)
-        doctor = hints.command("doctor", socket=False)
+        install = invocation.command("launchd", "install", socket=False)
+        doctor = invocation.command("doctor", socket=False)
         return (
             "\n  launchd could not start the program (no config error was logged). Likely: "
             "macOS privacy refused it (a program or virtualenv in ~/Documents, ~/Desktop or "
@@ -158,7 +161,7 @@ def _explain_exit(code: str, signal: str | None, plist: dict[str, Any] | None = 
             f"System Settings > General > Login Items. '{doctor}' checks these."
         )
     if number.isdigit() and number != "0":
-        return f" (see '{hints.command('logs', '--level', 'warning', socket=False)}')"
+        return f" (see '{invocation.command('logs', '--level', 'warning', socket=False)}')"
     return ""
 
 

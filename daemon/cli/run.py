@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from daemon import hints
 from daemon.cli.command import LOG_LEVELS, Subcommands, add_command
+from daemon.cli.hints import Invocation
 from daemon.errors import ConfigError, DaemonError
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ def _seed_demo_cache(cfg_path: Path) -> None:
         db.close()
 
 
-def _print_demo_help(cfg_path: Path) -> None:
+def _print_demo_help(cfg_path: Path, invocation: Invocation) -> None:
     root = cfg_path.parent
     library = root / "Library.xml"
     # The Python that runs musicd: a bare `python3` may not exist, or be another one.
@@ -119,8 +119,8 @@ def _print_demo_help(cfg_path: Path) -> None:
         f"{shlex.quote(sys.executable)} -c \"import pathlib; p = pathlib.Path('{library}'); "
         "p.write_text(p.read_text().replace('Kind of Blue', 'Kind of Blue (Legacy Edition)'))\""
     )
-    cached = hints.command("cache", "get", "Miles Davis", "Kind of Blue", "musicbrainz")
-    renamed = hints.command("tracks", "album", "Miles Davis", "Kind of Blue (Legacy Edition)")
+    cached = invocation.command("cache", "get", "Miles Davis", "Kind of Blue", "musicbrainz")
+    renamed = invocation.command("tracks", "album", "Miles Davis", "Kind of Blue (Legacy Edition)")
     print(
         f"""musicd demo: watching a copy of the sample library in {root}
   (a temp dir; it is removed when the demo stops)
@@ -133,10 +133,10 @@ def _print_demo_help(cfg_path: Path) -> None:
     {cached}; echo "exit status $?"
     {renamed}
   Talk to it:
-    {hints.command("status")}
-    {hints.command("subscribe")}
+    {invocation.command("status")}
+    {invocation.command("subscribe")}
 
-  Stop it with Ctrl-C (or: {hints.command("stop")}).
+  Stop it with Ctrl-C (or: {invocation.command("stop")}).
 """,
         flush=True,
     )
@@ -151,7 +151,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from daemon.logs import configure_logging, log_without_config, stop_logging
 
     config_arg = str(_prepare_demo()) if args.demo else args.config
-    hints.remember(config=config_arg, socket=None)
+    # `run` takes no --socket; the demo's hints name the demo's config.
+    invocation = Invocation.of(config=config_arg, socket=None)
     try:
         cfg = load_config(config_arg)
     except ConfigError as err:
@@ -179,12 +180,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if args.demo:
             _seed_demo_cache(Path(config_arg))
-            _print_demo_help(Path(config_arg))
+            _print_demo_help(Path(config_arg), invocation)
         try:
             if console is None:
-                return anyio.run(run, cfg)
+                return anyio.run(run, cfg, invocation)
             with local_scans(console):
-                return anyio.run(run, cfg)
+                return anyio.run(run, cfg, invocation)
         except BaseExceptionGroup as group:
             # A user error raised inside the task groups (e.g. the socket is taken) is still a
             # one-line message, not an exception-group traceback.

@@ -17,7 +17,6 @@ from typing import Final
 
 import structlog
 
-from daemon import hints
 from daemon.errors import AlreadyRunning, StateError, describe_os_error
 from daemon.paths import check_socket_path
 
@@ -32,8 +31,10 @@ XUCRED_VERSION: Final = 0
 XUCRED_FORMAT: Final = "IIh16I"  # cr_version, cr_uid, cr_ngroups, cr_groups[16]
 
 
-def prepare_socket_path(path: Path) -> None:
+def prepare_socket_path(path: Path, stop_command: str) -> None:
     """Make `path` ready to bind: a private directory, and no live daemon behind it.
+
+    `stop_command` is the `musicd stop` that reaches the daemon on `path`, for the message.
 
     The directory is created 0700 when missing; an existing one must be owned by this user and
     closed to group and others. A socket that answers belongs to another musicd: refuse rather
@@ -73,9 +74,8 @@ def prepare_socket_path(path: Path) -> None:
     finally:
         probe.close()
     raise AlreadyRunning(
-        f"another musicd is already listening on {path}; stop it with "
-        f"'{hints.command('stop', '--socket', str(path), socket=False)}' or set control.socket to "
-        "another path"
+        f"another musicd is already listening on {path}; stop it with '{stop_command}' or "
+        "set control.socket to another path"
     )
 
 

@@ -31,10 +31,10 @@ from daemon.control.connection import (
     Limits,
 )
 from daemon.control.endpoint import (
+    ensure_socket_dir,
     fit_connection_limit,
     peer_refusal,
     peer_uid,
-    prepare_socket_path,
     remove_socket_if_ours,
     socket_ident,
 )
@@ -91,7 +91,10 @@ class ControlServer:
         `apply_process_policy` itself or gets fewer (128 under macOS's default of 256).
         """
         path = self.daemon.socket_path
-        await anyio.to_thread.run_sync(prepare_socket_path, path)
+        # The daemon refused a live musicd on this path before it opened anything (app.py,
+        # prepare_socket_path: one check, with the hint its invocation gives); binding needs
+        # only the private directory.
+        await anyio.to_thread.run_sync(ensure_socket_dir, path.parent)
         fitted = fit_connection_limit(self.limits.max_connections)
         self.limits = replace(self.limits, max_connections=fitted)
         listener = await anyio.create_unix_listener(path, mode=0o600)

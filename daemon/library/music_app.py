@@ -106,12 +106,15 @@ _TYPES: Final[dict[str, frozenset[type]]] = {
 _PROBE_INDEX: Final = tuple(TRACK_FIELDS.index(f) for f in PROBE_FIELDS)
 
 
-def make_music_app_reader(config: Config) -> Callable[[], LibraryRead]:
-    """The reader for `library.source = "music-app"` (see the module docstring)."""
+def make_music_app_reader(config: Config, *, rescan_command: str) -> Callable[[], LibraryRead]:
+    """The reader for `library.source = "music-app"` (see the module docstring).
+
+    `rescan_command` ends the message of a read macOS refused (see `run_osascript`)."""
     reader = MusicAppReader(
         config.library.path,
         timeout_seconds=config.library.osascript_timeout_seconds,
         full_scan_interval_seconds=config.library.full_scan_interval_seconds,
+        rescan_command=rescan_command,
     )
     return reader
 
@@ -125,9 +128,11 @@ class MusicAppReader:
         *,
         timeout_seconds: float,
         full_scan_interval_seconds: float,
+        rescan_command: str,
         incremental: bool = True,
     ) -> None:
         self.bundle = bundle
+        self.rescan_command = rescan_command
         self.timeout_seconds = timeout_seconds
         self.full_scan_interval_seconds = full_scan_interval_seconds
         self.incremental = incremental
@@ -169,7 +174,7 @@ class MusicAppReader:
         return time.monotonic() - self._last_full >= self.full_scan_interval_seconds
 
     def _read_full(self) -> LibraryRead:
-        answer = _parse(self._run(["full"]), "full")
+        answer = _parse(self._run(["full"]), "full", self.rescan_command)
         result = _build(answer.rows, answer.warnings)
         self._last_full = time.monotonic()
         return result
@@ -178,7 +183,7 @@ class MusicAppReader:
         """Probe every track, then fetch only the new and changed ones (or all, when many)."""
         previous = self._tracks
         assert previous is not None
-        probe = _parse(self._run(["probe"]), "probe")
+        probe = _parse(self._run(["probe"]), "probe", self.rescan_command)
         ids = [row[0] for row in probe.rows]
         if None in ids or len(set(ids)) != len(ids):
             # Odd libraries (tracks without ids, repeated ids) get the full read's handling.
@@ -196,7 +201,7 @@ class MusicAppReader:
         fresh: dict[str, Track] = {}
         warnings = list(probe.warnings)
         if stale:
-            answer = _parse(self._run(["fetch", *stale]), "fetch")
+            answer = _parse(self._run(["fetch", *stale]), "fetch", self.rescan_command)
             fresh = {row[0]: Track(*row) for row in answer.rows}
             if len(answer.rows) != len(stale) or fresh.keys() != set(stale):
                 # A track went away (or came back) between the probe and the fetch.
@@ -219,7 +224,12 @@ class MusicAppReader:
             raise LibraryReadError("the read was stopped: musicd is shutting down")
         with resources.as_file(resources.files("daemon") / "data" / "music_library.js") as script:
             return run_osascript(
-                script, args, self.timeout_seconds, self.timeout_seconds, on_start=self._started
+                script,
+                args,
+                self.timeout_seconds,
+                self.timeout_seconds,
+                rescan_command=self.rescan_command,
+                on_start=self._started,
             )
 
     def _started(self, proc: subprocess.Popen[bytes] | None) -> None:
@@ -283,7 +293,7 @@ def _bad(problem: str) -> LibraryReadError:
     )
 
 
-def _parse(stdout: bytes, mode: str) -> _Answer:
+def _parse(stdout: bytes, mode: str, rescan_command: str) -> _Answer:
     """Validate the script's JSON answer for `mode`; return its rows and warnings."""
     text = stdout.strip()
     if not text:
@@ -312,6 +322,7 @@ def _parse(stdout: bytes, mode: str) -> _Answer:
             describe_apple_event_error(
                 number if type(number) is int else None,
                 message if isinstance(message, str) else "unknown error",
+                rescan_command,
             )
         )
     fields = PROBE_FIELDS if mode == "probe" else TRACK_FIELDS

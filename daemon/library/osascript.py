@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-from daemon import hints
 from daemon.errors import LibraryReadError, describe_os_error
 
 __all__ = ["describe_apple_event_error", "run_osascript"]
@@ -23,11 +22,11 @@ __all__ = ["describe_apple_event_error", "run_osascript"]
 _REAP_SECONDS: Final = 5.0
 
 
-def _permission_hint() -> str:
+def _permission_hint(rescan_command: str) -> str:
     return (
         "macOS did not allow musicd to control Music.app (error -1743): allow it in System "
         "Settings > Privacy & Security > Automation for the app running musicd (your terminal, "
-        f"or python3 for the launchd agent), then run '{hints.command('rescan')}'"
+        f"or python3 for the launchd agent), then run '{rescan_command}'"
     )
 
 
@@ -37,12 +36,14 @@ def run_osascript(
     timeout: float,
     configured: float,
     *,
+    rescan_command: str,
     on_start: Callable[[subprocess.Popen[bytes] | None], None] | None = None,
 ) -> bytes:
     """Run `osascript -l JavaScript script args...`; return its stdout.
 
     osascript runs in its own session so that on timeout the whole process group is killed,
-    along with anything it started.
+    along with anything it started. `rescan_command` is the `musicd rescan` a person should
+    run once macOS allows musicd to control Music.app (it ends that message).
 
     Raises:
         LibraryReadError: osascript is missing, failed, or ran longer than `timeout` seconds
@@ -79,7 +80,7 @@ def run_osascript(
         _kill(proc)
         raise
     if proc.returncode != 0:
-        raise LibraryReadError(_describe_exit(proc.returncode, errout))
+        raise LibraryReadError(_describe_exit(proc.returncode, errout, rescan_command))
     return out
 
 
@@ -99,14 +100,14 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _describe_exit(returncode: int, stderr: bytes) -> str:
+def _describe_exit(returncode: int, stderr: bytes, rescan_command: str) -> str:
     text = stderr.decode("utf-8", errors="replace").strip()
     last = text.splitlines()[-1].strip() if text else ""
     if "-1743" in text or "Not authorized to send Apple events" in text:
-        return _permission_hint()
+        return _permission_hint(rescan_command)
     number = _error_number(last)
     if number is not None:
-        return describe_apple_event_error(number, last)
+        return describe_apple_event_error(number, last, rescan_command)
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
@@ -128,9 +129,9 @@ def _error_number(line: str) -> int | None:
     return None
 
 
-def describe_apple_event_error(number: int | None, message: str) -> str:
+def describe_apple_event_error(number: int | None, message: str, rescan_command: str) -> str:
     if number == -1743:
-        return _permission_hint()
+        return _permission_hint(rescan_command)
     if number in (-600, -609):
         return (
             "Music.app quit while the library was being read; it is read again when Music.app "

@@ -239,14 +239,19 @@ def check_log(cfg: Config) -> Check:
 # -- all of them -------------------------------------------------------------------------------
 
 
-def run_checks(config_arg: str | None, *, platform: str | None = None) -> list[Check]:
-    """Every check, in order; stops after the config when it does not load."""
+def run_checks(
+    config_arg: str | None, *, rescan_command: str, platform: str | None = None
+) -> list[Check]:
+    """Every check, in order; stops after the config when it does not load.
+
+    `rescan_command` is the `musicd rescan` a person runs after a fix (it ends some messages).
+    """
     platform = platform or sys.platform
     config_check, cfg = check_config(config_arg)
     checks = [config_check]
     if cfg is None:
         return checks
-    checks.extend(check_library(cfg, platform))
+    checks.extend(check_library(cfg, platform, rescan_command))
     checks.extend(check_state(cfg))
     checks.extend(check_daemon(cfg))
     checks.extend(check_launchd(platform))

@@ -73,7 +73,7 @@ def _os_failure(name: str, path: Path, err: OSError, platform: str) -> Check:
     return Check(name, "fail", f"{path}: {errno_name(err.errno)} ({describe_os_error(err)})", hint)
 
 
-def check_library(cfg: Config, platform: str) -> Iterator[Check]:
+def check_library(cfg: Config, platform: str, rescan_command: str) -> Iterator[Check]:
     path = cfg.library.path
     source = cfg.library.source
     try:
@@ -121,7 +121,7 @@ def check_library(cfg: Config, platform: str) -> Iterator[Check]:
     if source == "xml":
         yield _check_xml(path, st.st_mtime)
     else:
-        yield from _check_music_app()
+        yield from _check_music_app(rescan_command)
 
 
 def _read_some(path: Path) -> int:
@@ -171,7 +171,7 @@ def _check_xml(path: Path, mtime: float) -> Check:
     return Check("library_xml", "ok", message)
 
 
-def _check_music_app() -> Iterator[Check]:
+def _check_music_app(rescan_command: str) -> Iterator[Check]:
     from importlib import resources
 
     from daemon.library import music_app
@@ -190,8 +190,10 @@ def _check_music_app() -> Iterator[Check]:
     def ask() -> int:
         script = resources.files("daemon") / "data" / "music_library.js"
         with resources.as_file(script) as path:
-            out = music_app.run_osascript(path, ["probe"], READ_SECONDS, READ_SECONDS)
-        return len(music_app._parse(out, "probe").rows)
+            out = music_app.run_osascript(
+                path, ["probe"], READ_SECONDS, READ_SECONDS, rescan_command=rescan_command
+            )
+        return len(music_app._parse(out, "probe", rescan_command).rows)
 
     done, outcome = with_deadline(ask, READ_SECONDS + 10)
     if not done:

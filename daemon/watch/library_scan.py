@@ -18,6 +18,7 @@ from daemon.library import FileStat, KnownTracks
 from daemon.stores import journal, tracks
 from daemon.stores.schema import reading
 from daemon.watch.debounce import Wakeup
+from daemon.watch.removal_guard import RemovalGuard
 from daemon.watch.scan_status import ScanStatus
 from daemon.watch.scanner import Reader, Scanner
 
@@ -33,6 +34,7 @@ class LibraryScan:
     recorder: Recorder
     wakeup: Wakeup
     make_reader: MakeReader
+    removal_guard: RemovalGuard
     # Made by run() once the baseline is loaded; None until then.
     scanner: Scanner | None = field(default=None, init=False)
 
@@ -50,6 +52,7 @@ class LibraryScan:
             initial_build=not known and meta.get("last_full_scan") is None,
             recorder=self.recorder,
             wakeup=self.wakeup,
+            removal_guard=self.removal_guard,
         )
         try:
             await self.scanner.run()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import structlog
 
-from daemon import hints
 from daemon.events import TrackEvent, TrackRemoved
 from daemon.models import Track
 
@@ -21,10 +20,12 @@ log = structlog.get_logger(__name__)
 class RemovalGuard:
     """Holds a mass removal until a later scan confirms it (or the user accepts it)."""
 
-    def __init__(self, *, ratio: float, confirm_seconds: float) -> None:
+    def __init__(self, *, ratio: float, confirm_seconds: float, accept_command: str) -> None:
         # Removing more than this share of the baseline at once is held.
         self.ratio = ratio
         self.confirm_seconds = confirm_seconds
+        # `musicd rescan --accept-removals` as this daemon's user can run it, for the hint.
+        self.accept_command = accept_command
         # The tracks whose removal is held, by persistent id, and since when.
         self.held: dict[str, Track] = {}
         self.since: float | None = None
@@ -58,8 +59,7 @@ class RemovalGuard:
             removed=len(removed),
             tracks=total,
             share=round(share, 3),
-            hint=f"run '{hints.command('rescan', '--accept-removals')}' if the tracks really were "
-            "deleted",
+            hint=f"run '{self.accept_command}' if the tracks really were deleted",
         )
         kept: list[TrackEvent] = [e for e in events if not isinstance(e, TrackRemoved)]
         return kept, dict(self.held)

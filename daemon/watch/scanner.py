@@ -85,6 +85,7 @@ class Scanner:
         initial_build: bool,
         recorder: Recorder,
         wakeup: Wakeup,
+        removal_guard: RemovalGuard,
     ) -> None:
         self.library = library
         self.reader = reader
@@ -104,9 +105,7 @@ class Scanner:
             settle_seconds=library.settle_seconds,
             settle_max_seconds=library.settle_max_seconds,
         )
-        self.removal_guard = RemovalGuard(
-            ratio=library.mass_removal_ratio, confirm_seconds=library.mass_removal_confirm_seconds
-        )
+        self.removal_guard = removal_guard
         self.status = ScanStatus()
         self.progress = ScanProgress()
         self._commit_failures = 0

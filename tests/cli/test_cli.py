@@ -13,9 +13,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from daemon import cli, hints
+from daemon import cli
 from daemon.cli import build_parser, parse_args
 from daemon.cli.command import NotFound, Output, finish
+from daemon.cli.hints import Invocation, program
 from daemon.events import EVENT_TYPES
 from daemon.models import DEFAULT_SOURCES
 from daemon.paths import default_config_path
@@ -131,15 +132,15 @@ def test_global_options_go_before_or_after_the_command(
 
 
 @pytest.fixture
-def saved_hints() -> Iterator[None]:
-    saved = (hints._config, hints._socket, list(sys.argv))
+def saved_argv() -> Iterator[None]:
+    saved = list(sys.argv)
     try:
         yield
     finally:
-        hints._config, hints._socket, sys.argv[:] = saved
+        sys.argv[:] = saved
 
 
-@pytest.mark.usefixtures("saved_hints")
+@pytest.mark.usefixtures("saved_argv")
 def test_hints_name_the_executable_that_ran_and_the_options_in_use(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,15 +152,15 @@ def test_hints_name_the_executable_that_ran_and_the_options_in_use(
     monkeypatch.delenv("MUSICD_CONFIG", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")
     sys.argv[0] = "venv/bin/musicd"  # not on PATH: the absolute path, pastable anywhere
-    hints.remember(config="my config.toml", socket=None)
-    assert hints.command("stop") == f"{script} stop --config '{tmp_path / 'my config.toml'}'"
+    given = Invocation.of(config="my config.toml", socket=None)
+    assert given.command("stop") == f"{script} stop --config '{tmp_path / 'my config.toml'}'"
     monkeypatch.setenv("PATH", str(script.parent))
-    assert hints.program() == "musicd"  # the shell finds this very file as `musicd`
-    hints.remember(config=None, socket="/tmp/d.sock")
-    assert hints.command("status") == "musicd status --socket /tmp/d.sock"
-    assert hints.command("run", socket=False) == "musicd run"
+    assert program() == "musicd"  # the shell finds this very file as `musicd`
+    on_path = Invocation.of(config=None, socket="/tmp/d.sock")
+    assert on_path.command("status") == "musicd status --socket /tmp/d.sock"
+    assert on_path.command("run", socket=False) == "musicd run"
     sys.argv[0] = str(Path(cli.__file__).parent.with_name("__main__.py"))
-    assert hints.program() == f"{sys.executable} -m daemon"
+    assert program() == f"{sys.executable} -m daemon"
 
 
 def test_not_running_hint_repeats_the_config_and_asks_about_the_default(tmp_path: Path) -> None:

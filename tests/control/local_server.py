@@ -22,6 +22,7 @@ from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from daemon.app import Daemon, build
+from daemon.cli.hints import Invocation
 from daemon.client import MusicdClient
 from daemon.config import Config, config_from_mapping
 from daemon.control.server import ControlServer, Limits
@@ -111,7 +112,7 @@ async def _serve(
 ) -> None:
     # The daemon's own objects, run as far as the tests need: the writer, and the sources scope
     # that `shutdown` cancels (which stops the server).
-    daemon = build(config, db, limits=limits)
+    daemon = build(config, db, Invocation(program="musicd"), limits=limits)
     async with anyio.create_task_group() as tg:
         tg.start_soon(daemon.writer.run)
         await daemon.writer.submit(

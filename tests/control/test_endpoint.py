@@ -23,6 +23,8 @@ from daemon.control.endpoint import (
 from daemon.errors import AlreadyRunning, StateError
 from tests.support import short_tempdir, umask
 
+STOP = "/opt/bin/musicd stop --socket /tmp/d.sock"
+
 
 @pytest.fixture
 def root() -> Iterator[Path]:
@@ -37,7 +39,7 @@ def mode(path: Path) -> int:
 
 def test_missing_socket_dir_is_created_owner_only(root: Path) -> None:
     with umask(0o022):
-        prepare_socket_path(root / "a" / "run" / "s.sock")
+        prepare_socket_path(root / "a" / "run" / "s.sock", STOP)
     assert mode(root / "a" / "run") == 0o700
 
 
@@ -61,7 +63,7 @@ def test_socket_dir_of_another_user_is_refused(root: Path) -> None:
 def test_socket_path_that_is_a_file_is_refused(root: Path) -> None:
     (root / "s.sock").write_text("not a socket")
     with pytest.raises(StateError, match="exists and is not a socket"):
-        prepare_socket_path(root / "s.sock")
+        prepare_socket_path(root / "s.sock", STOP)
     assert (root / "s.sock").read_text() == "not a socket"
 
 
@@ -71,7 +73,7 @@ def test_stale_socket_of_a_crashed_daemon_is_removed(root: Path) -> None:
     dead.bind(str(path))
     dead.close()  # the file stays, nobody listens: connecting is refused
     with capture_logs() as logs:
-        prepare_socket_path(path)
+        prepare_socket_path(path, STOP)
     assert not path.exists()
     assert [e for e in logs if e["event"] == "stale_socket_removed"]
 
@@ -83,7 +85,10 @@ def test_live_socket_is_never_stolen(root: Path) -> None:
     live.listen()
     try:
         with pytest.raises(AlreadyRunning, match=f"another musicd is already listening on {path}"):
-            prepare_socket_path(path)
+            prepare_socket_path(path, STOP)
+        with pytest.raises(AlreadyRunning) as refused:
+            prepare_socket_path(path, STOP)
+        assert f"stop it with '{STOP}'" in str(refused.value)  # the caller's invocation
         assert stat.S_ISSOCK(os.lstat(path).st_mode)
     finally:
         live.close()

@@ -299,9 +299,13 @@ def bundle(tmp_path: Path) -> Path:
     return path
 
 
+RESCAN = "/opt/bin/musicd rescan --config '/home/me/my config.toml'"
+
+
 def reader(bundle: Path, **kwargs: Any) -> MusicAppReader:
     kwargs.setdefault("timeout_seconds", 20.0)
     kwargs.setdefault("full_scan_interval_seconds", 3600.0)
+    kwargs.setdefault("rescan_command", RESCAN)
     return MusicAppReader(bundle, **kwargs)
 
 
@@ -332,7 +336,7 @@ def test_the_stat_moves_when_library_musicdb_is_rewritten_in_place(bundle: Path)
 
 def test_reader_is_built_from_the_config(fake: FakeOsascript, bundle: Path) -> None:
     config = config_from_mapping({"library": {"source": "music-app", "path": str(bundle)}})
-    read = make_music_app_reader(config)()
+    read = make_music_app_reader(config, rescan_command=RESCAN)()
     assert list(read.tracks.values()) == TRACKS
 
 
@@ -381,6 +385,7 @@ def test_denied_automation_names_the_settings_pane(
     message = str(info.value)
     assert "-1743" in message
     assert "System Settings > Privacy & Security > Automation" in message
+    assert message.endswith(f"then run '{RESCAN}'")  # as this process was invoked
     assert "\n" not in message
 
 

@@ -31,6 +31,8 @@ from tests.support import (
     write_config,
 )
 
+RESCAN = "musicd rescan"
+
 
 def by_name(checks: list[Check]) -> dict[str, Check]:
     return {c.name: c for c in checks}
@@ -55,7 +57,7 @@ def setup(tmp_path: Path, root: Path) -> tuple[Path, Path]:
 
 
 def run(config: Path, platform: str = "linux") -> dict[str, Check]:
-    return by_name(run_checks(str(config), platform=platform))
+    return by_name(run_checks(str(config), rescan_command=RESCAN, platform=platform))
 
 
 # -- config --------------------------------------------------------------------------------------
@@ -63,7 +65,7 @@ def run(config: Path, platform: str = "linux") -> dict[str, Check]:
 
 def test_a_healthy_setup_passes_every_check_but_the_daemon(setup: tuple[Path, Path]) -> None:
     config, _ = setup
-    checks = run_checks(str(config), platform="linux")
+    checks = run_checks(str(config), rescan_command=RESCAN, platform="linux")
     assert [c.name for c in checks] == [
         "config",
         "library_path",
@@ -85,7 +87,7 @@ def test_a_healthy_setup_passes_every_check_but_the_daemon(setup: tuple[Path, Pa
 def test_a_broken_config_stops_after_one_line(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("[library\n", encoding="utf-8")
-    checks = run_checks(str(config), platform="linux")
+    checks = run_checks(str(config), rescan_command=RESCAN, platform="linux")
     assert [(c.name, c.status) for c in checks] == [("config", "fail")]
     assert "not valid TOML" in checks[0].message and checks[0].fix
 

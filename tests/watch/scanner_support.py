@@ -11,6 +11,7 @@ from daemon.journal.recorder import Recorder
 from daemon.library import LibraryRead
 from daemon.watch.baseline import Snapshot
 from daemon.watch.debounce import Wakeup
+from daemon.watch.removal_guard import RemovalGuard
 from daemon.watch.scanner import Scanner
 
 
@@ -26,13 +27,11 @@ def fresh_scanner(
 ) -> Scanner:
     """No snapshot yet: its first scan builds one. `library` are LibraryConfig's fields;
     `snapshot` reads the baseline (a test that never diffs needs none)."""
+    config = LibraryConfig(
+        path=path, settle_seconds=settle_seconds, settle_max_seconds=settle_max_seconds, **library
+    )
     return Scanner(
-        library=LibraryConfig(
-            path=path,
-            settle_seconds=settle_seconds,
-            settle_max_seconds=settle_max_seconds,
-            **library,
-        ),
+        library=config,
         reader=reader,
         snapshot=snapshot,  # type: ignore[arg-type]  # None: the test never diffs
         baseline_count=0,
@@ -40,4 +39,9 @@ def fresh_scanner(
         initial_build=True,
         recorder=recorder,  # type: ignore[arg-type]  # None: the test never records a scan
         wakeup=Wakeup(),
+        removal_guard=RemovalGuard(
+            ratio=config.mass_removal_ratio,
+            confirm_seconds=config.mass_removal_confirm_seconds,
+            accept_command="musicd rescan --accept-removals",
+        ),
     )
