@@ -375,3 +375,123 @@ def test_foreign_assignment_finder_tells_wiring_from_owning() -> None:
         ("renew", "db", "db.reader"),
         ("start", "service", "service.scanner"),
     ]
+
+
+# -- no module-level mutable state read across packages ----------------------------------------
+#
+# A module-level name is *state* when the module rebinds it (`global`) or mutates it in place
+# (`name[k] = v`, `del name[k]`, `name.append(...)`, a ContextVar's `.set(...)`): constants,
+# loggers and tables built once are not. Two rules, checked on the source:
+# 1. a module that rebinds a name with `global` is imported by no module of another package;
+# 2. no module imports a state name from a module of another package.
+# Another package then reaches such state only through a value it is handed, never through an
+# import. Exceptions, each with its reason:
+REBINDING_MODULES_IMPORTED_ACROSS_PACKAGES = {
+    # Logging is process-wide by nature (stdlib logging and structlog are): the command that
+    # owns the console configures it once and stops it once; no caller reads its state back.
+    "daemon.logs": "the logging pipeline of the process",
+    # The scan's progress is reported through a context variable and the active scan through
+    # a module global; the readers get it as a value once they take a progress callback.
+    "daemon.watch.progress": "the scan's progress, until the readers are handed it",
+}
+_MUTATORS = frozenset(
+    {"append", "extend", "insert", "remove", "pop", "popitem", "clear", "update", "add",
+     "discard", "setdefault", "sort", "reverse", "appendleft", "set", "reset"}
+)  # fmt: skip
+
+
+def _package_of(module: str) -> str:
+    path = DAEMON.parent / Path(*module.split("."))
+    return module if (path / "__init__.py").exists() else module.rpartition(".")[0]
+
+
+def _module_state(tree: ast.Module) -> tuple[set[str], set[str]]:
+    """(names rebound with `global`, module-level names the module rebinds or mutates)."""
+    assigned: set[str] = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets = [node.target]
+        if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(
+            node.value,
+            ast.List | ast.Dict | ast.Set | ast.ListComp | ast.DictComp | ast.SetComp | ast.Call,
+        ):
+            assigned.update(t.id for t in targets if isinstance(t, ast.Name))
+    rebound: set[str] = set()
+    mutated: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Global):
+            rebound.update(node.names)
+        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store | ast.Del):
+            if isinstance(node.value, ast.Name):
+                mutated.add(node.value.id)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.attr in _MUTATORS
+        ):
+            mutated.add(node.func.value.id)
+    return rebound, rebound | (assigned & mutated)
+
+
+def _states() -> dict[str, tuple[set[str], set[str]]]:
+    return {
+        _module_name(path): _module_state(ast.parse(path.read_text(encoding="utf-8")))
+        for path in DAEMON.rglob("*.py")
+    }
+
+
+def _across_packages(imports: dict[str, set[str]], module: str) -> set[str]:
+    """The modules of other packages that import `module` (or a name from it)."""
+    package = _package_of(module)
+    return {
+        name for name, names in imports.items() if module in names and _package_of(name) != package
+    }
+
+
+def test_no_module_rebinds_state_that_another_package_imports() -> None:
+    imports = _imports()
+    found = {
+        module: sorted(_across_packages(imports, module))
+        for module, (rebound, _state) in _states().items()
+        if rebound and module not in REBINDING_MODULES_IMPORTED_ACROSS_PACKAGES
+    }
+    assert {m: users for m, users in found.items() if users} == {}
+
+
+def test_no_module_imports_mutable_state_from_another_package() -> None:
+    imports = _imports()
+    found = sorted(
+        f"{user} imports {module}.{name}"
+        for module, (_rebound, state) in _states().items()
+        for name in state
+        for user in _across_packages(imports, f"{module}.{name}")
+    )
+    assert found == []
+
+
+def test_the_state_rules_see_rebinding_and_mutation() -> None:
+    source = (
+        "import contextvars\n"
+        "LIMIT = 3\n"
+        "TABLE = {'a': 1}\n"
+        "_seen = []\n"
+        "_current = contextvars.ContextVar('c')\n"
+        "_active = None\n"
+        "def f(x):\n"
+        "    global _active\n"
+        "    _active = x\n"
+        "    _seen.append(x)\n"
+        "    _current.set(x)\n"
+        "    return TABLE['a'] + LIMIT\n"
+    )
+    rebound, state = _module_state(ast.parse(source))
+    assert rebound == {"_active"}
+    assert state == {"_active", "_seen", "_current"}
+
+
+def test_every_exception_to_the_state_rules_names_a_module_that_rebinds() -> None:
+    states = _states()
+    for module in REBINDING_MODULES_IMPORTED_ACROSS_PACKAGES:
+        assert module in states and states[module][0], module
