@@ -267,8 +267,11 @@ def test_follow_waits_for_a_log_file_that_does_not_exist_yet(config: Path) -> No
     follower = Follower(config)
     try:
         follower.expect(f"waiting for {log_file(config)} to appear", stderr=True)
+        # It waits: still running, nothing printed yet.
+        assert follower.proc.poll() is None and follower.lines.empty()
         append(log_file(config), entry("daemon_started"))
         follower.expect("daemon_started")
+        assert follower.proc.poll() is None  # and goes on following
     finally:
         follower.stop()
 

@@ -109,7 +109,7 @@ def test_music_app_edits_reach_the_log_and_the_snapshot() -> None:
                 "album"
             ] == ("Kind of Blue (Legacy Edition)")
 
-        wait_for(merged, what="snapshot.json with the edit")
+        wait_for(merged, what="the tracks table with the edit")
 
         # Automation permission withdrawn: the reader's error is logged, nothing is lost.
         mark = d.mark()

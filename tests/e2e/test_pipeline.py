@@ -78,10 +78,10 @@ def test_album_rename_is_logged_merged_and_invalidates_only_that_album() -> None
             snap = d.snapshot_tracks()
             return snap[event["persistent_id"]]["album"] == "Kind of Blue (Legacy Edition)"
 
-        wait_for(flushed, what="snapshot.json with the new album name")
+        wait_for(flushed, what="the tracks table with the new album name")
         wait_for(
             lambda: ("miles davis", "kind of blue") not in cached_albums(d),
-            what="old album gone from api_cache.json",
+            what="old album gone from the api_cache table",
         )
         remaining = cached_albums(d)
         assert ("björk", "homogenic") in remaining
@@ -109,7 +109,7 @@ def test_removed_track_leaves_snapshot_and_invalidates_its_album() -> None:
         wait_for(lambda: pid not in d.snapshot_tracks(), what="track gone from the snapshot")
         wait_for(
             lambda: ("björk", "homogenic") not in cached_albums(d),
-            what="album invalidated in api_cache.json",
+            what="album invalidated in the api_cache table",
         )
         assert ("miles davis", "kind of blue") in cached_albums(d)
         assert d.stop()[0] == 0

@@ -94,15 +94,18 @@ async def until_scanned(db: Database, genre: str) -> None:
 
 async def run_until_read(
     path: Path, state_dir: Path, reader: Callable[[], LibraryRead], want: str
-) -> None:
-    """Run the scanner on a real database until a track of genre `want` is committed; fail
-    after 5 s."""
+) -> int:
+    """Run the scanner on a real database until a track of genre `want` is committed (fail
+    after 5 s); return how many scans were recorded by then."""
+    recorded = 0
     async with scanner_running(path, state_dir, reader) as (_, db, scans):
         with anyio.fail_after(5):
             # Each recorded scan is delivered after its commit: look at the table then.
             async for _ in scans.receive:
+                recorded += 1
                 if genre_recorded(db.reader, want):
                     break
+    return recorded
 
 
 def versions(tmp_path: Path) -> tuple[Path, SynthLibrary, bytes]:
@@ -120,6 +123,7 @@ async def test_a_version_written_while_a_read_fails_is_read_later(
 ) -> None:
     path, _final, final_bytes = versions(tmp_path)
     calls = 0
+    failed: list[int] = []
 
     def reader() -> LibraryRead:
         # The first scan catches the file mid-rewrite: the read fails, and the rewrite
@@ -128,16 +132,22 @@ async def test_a_version_written_while_a_read_fails_is_read_later(
         calls += 1
         if failure == "unreadable" and calls == 1:
             write_library(path, final_bytes)
+            failed.append(calls)
             raise LibraryReadError(f"library file {path} is empty")
         if failure == "kept_changing" and calls <= CHANGED_DURING_READ_RETRIES:
             if calls == CHANGED_DURING_READ_RETRIES:
                 write_library(path, final_bytes)
+            failed.append(calls)
             raise LibraryChangedDuringRead(f"library file {path} changed while it was read")
         return read_library_xml(path)
 
     tally = report.case("read_failure_races")
     tally.tried += 1
-    await run_until_read(path, tmp_path / "state", reader, "Final")
+    recorded = await run_until_read(path, tmp_path / "state", reader, "Final")
+    # The reads that failed came first; the version written meanwhile is the first recorded.
+    retries = CHANGED_DURING_READ_RETRIES if failure == "kept_changing" else 1
+    assert failed == list(range(1, retries + 1))
+    assert calls > retries and recorded == 1
     tally.survived += 1
 
 
@@ -184,9 +194,14 @@ async def test_a_scan_bug_cannot_stop_watching(
             await anyio.to_thread.run_sync(
                 wait_for, lambda: bug.fired and not scanner._lock.locked()
             )
+        assert bug.fired
         write_library(path, final_bytes)
         scanner.wakeup.notify("modified")
+        # Only that notification can start the scan (the safety net is an hour away): the
+        # scanner still watches after the bug.
         await until_scanned(db, "Final")
+        assert scanner.status.reader_error is None  # that scan read and recorded cleanly
+        assert scanner.status.last_scan_reason == "modified"
 
 
 async def test_last_full_scan_records_whether_the_read_was_full(tmp_path: Path) -> None:
