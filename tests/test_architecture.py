@@ -247,8 +247,6 @@ FOREIGN_ASSIGNMENTS_ALLOWED = {
     ("cli/__init__.py", "node"): "argparse parsers are configured by setting their attributes",
     ("cli/__init__.py", "action"): "argparse actions are configured by setting their attributes",
     ("cli/completion.py", "action"): "shtab reads its completion hints from argparse actions",
-    ("client/calls.py", "build"): "a generated call builder takes the name and doc of its call",
-    ("client/calls.py", "method"): "a bound call takes the name, doc and signature of its call",
     ("library/plist_tracks.py", "parser"): "expat takes its handlers as parser attributes",
     ("logs.py", "logging"): "logging.raiseExceptions is the standard library's own switch",
     ("watch/watcher.py", "group"): "watchdog's inotify group takes its overflow callback so",
