@@ -1,10 +1,11 @@
 """The client's side of the control protocol without any I/O: request ids and lines, splitting
 what arrives into messages, telling notifications from answers, turning error answers into
-exceptions, and holding events that arrived before an answer.
+exceptions, and holding events that arrived before an answer; and `BaseClient`, what both
+clients hold.
 
-`MusicdClient` (a plain socket) and `AsyncMusicdClient` (anyio) are thin transports over it: they
-move bytes, wait with their own timeouts, and leave every decision about messages to it. Like
-them it imports neither anyio nor pydantic.
+`MusicdClient` (blocking.py, a plain socket) and `AsyncMusicdClient` (asynchronous.py, anyio) are
+thin transports over it: they move bytes, wait with their own timeouts, and leave every decision
+about messages to it. Like them it imports neither anyio nor pydantic.
 """
 
 from __future__ import annotations
