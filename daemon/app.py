@@ -33,9 +33,9 @@ from daemon.control.server import ControlServer, Limits
 from daemon.errors import AlreadyRunning
 from daemon.journal import invalidator, merger
 from daemon.journal.consumers import Consumer, JournalConsumers
-from daemon.journal.follow import JournalSignal
 from daemon.journal.hub import EventHub
 from daemon.journal.recorder import Recorder
+from daemon.journal.signal import Signal
 from daemon.library import KnownTracks
 from daemon.library.fast_xml import FastXmlReader
 from daemon.logs import stop_logging
@@ -43,14 +43,14 @@ from daemon.paths import library_is_dir
 from daemon.process import apply_process_policy
 from daemon.service.cache_api import CacheApi
 from daemon.service.core import Service
-from daemon.service.housekeeping import DirtySignal, Housekeeping
+from daemon.service.housekeeping import Housekeeping
 from daemon.service.programs import BulkReads, ProgramApi
 from daemon.service.sources import Sources
 from daemon.stores import journal
 from daemon.stores._atomic import ensure_private_dir
 from daemon.stores.database import Database, checkpoint, open_state
 from daemon.stores.writer import Writer
-from daemon.watch.debounce import Wakeup
+from daemon.watch.debounce import Debouncer
 from daemon.watch.library_scan import LibraryScan
 from daemon.watch.read_job import run_abandonable
 from daemon.watch.removal_guard import RemovalGuard
@@ -171,10 +171,10 @@ def build(
     `invocation` is how `musicd run` was started: the commands the daemon suggests use it."""
     hub = EventHub(config.control.max_subscriber_queue)
     # Set by every commit; the periodic checkpoint waits on it.
-    dirty = DirtySignal()
+    dirty = Signal()
     writer = Writer(db, on_commit=dirty.set)
-    # Bumped by every commit that recorded track events; the journal's consumers wait on it.
-    signal_ = JournalSignal()
+    # Set by every commit that recorded track events; the journal's consumers wait on it.
+    signal_ = Signal()
     recorder = Recorder(writer, hub, signal_, journal.head(db.reader))
     # The journal's consumers: adding one is one entry here.
     consumers = JournalConsumers(
@@ -188,16 +188,19 @@ def build(
     # The programs' bulk reads and cache.get_many share one bound on how many run at once.
     reads = BulkReads(db)
     housekeeping = Housekeeping(config, db, writer, recorder, dirty)
-    # The watcher wakes the scanner through `wakeup`.
-    wakeup = Wakeup()
+    # The watcher (and the scanner itself) notify `changes`; it settles them into bursts.
+    changes = Debouncer(
+        settle_seconds=config.library.settle_seconds,
+        settle_max_seconds=config.library.settle_max_seconds,
+    )
     watcher = LibraryWatcher(
-        config.library.path, wakeup, target_is_dir=library_is_dir(config.library.source)
+        config.library.path, changes, target_is_dir=library_is_dir(config.library.source)
     )
     scan = LibraryScan(
         config,
         db.path,
         recorder,
-        wakeup,
+        changes,
         partial(make_reader, rescan_command=invocation.command("rescan")),
         RemovalGuard(
             ratio=config.library.mass_removal_ratio,

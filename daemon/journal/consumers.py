@@ -15,7 +15,8 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 
-from daemon.journal.follow import Apply, JournalSignal, Round, catch_up, follow_journal
+from daemon.journal.follow import Apply, Round, catch_up, follow_journal
+from daemon.journal.signal import Signal
 from daemon.stores import journal
 from daemon.stores.writer import Writer
 
@@ -37,9 +38,7 @@ class Consumer(Generic[T]):
 class JournalConsumers:
     """Every consumer of the journal, on the one writer, woken by the one signal."""
 
-    def __init__(
-        self, writer: Writer, signal: JournalSignal, consumers: Sequence[Consumer[Any]]
-    ) -> None:
+    def __init__(self, writer: Writer, signal: Signal, consumers: Sequence[Consumer[Any]]) -> None:
         self._writer = writer
         self._signal = signal
         self._consumers = tuple(consumers)

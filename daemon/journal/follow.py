@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Generic, TypeVar
 
@@ -13,6 +13,7 @@ import anyio
 import structlog
 
 from daemon.events import TrackEvent
+from daemon.journal.signal import Signal
 from daemon.stores import journal
 from daemon.stores.writer import DatabaseUnavailable, Writer
 
@@ -23,23 +24,6 @@ T = TypeVar("T")
 # Events applied per transaction: bounds one transaction's size after a mass change.
 ROUND_EVENTS = 5000
 MAX_RETRY_SECONDS = 60.0
-
-
-@dataclass
-class JournalSignal:
-    """Bumped after every commit that recorded track events; consumers wait on it."""
-
-    version: int = 0
-    _event: anyio.Event = field(default_factory=anyio.Event)
-
-    def bump(self) -> None:
-        self.version += 1
-        self._event.set()
-        self._event = anyio.Event()
-
-    async def wait_past(self, version: int) -> None:
-        while self.version <= version:
-            await self._event.wait()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,15 +75,17 @@ async def catch_up(
 
 async def follow_journal(
     writer: Writer,
-    signal: JournalSignal,
+    signal: Signal,
     consumer: str,
     apply: Apply[T],
     report: Callable[[Round[T]], None],
 ) -> None:
-    """Run until cancelled; a round that cannot be committed is retried with a growing delay."""
+    """Run until cancelled; a round that cannot be committed is retried with a growing delay.
+
+    `signal` is set after every commit that recorded track events."""
     failures = 0
     while True:
-        seen = signal.version
+        seen = signal.count
         try:
             await catch_up(writer, consumer, apply, report)
         except DatabaseUnavailable as err:

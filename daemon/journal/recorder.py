@@ -16,9 +16,9 @@ from typing import Any
 import structlog
 
 from daemon.events import AnyEvent, ObserverEvent, TrackAdded, TrackModified, TrackRemoved
-from daemon.journal.follow import JournalSignal
 from daemon.journal.hub import EventHub
 from daemon.journal.merger import CONSUMER as SNAPSHOT_CONSUMER
+from daemon.journal.signal import Signal
 from daemon.library import FileStat
 from daemon.models import Track
 from daemon.stores import journal, tracks
@@ -102,7 +102,7 @@ def _record(
 class Recorder:
     """Appends to the journal through the writer; once committed, hands the events on."""
 
-    def __init__(self, writer: Writer, hub: EventHub, signal: JournalSignal, last_seq: int) -> None:
+    def __init__(self, writer: Writer, hub: EventHub, signal: Signal, last_seq: int) -> None:
         self.writer = writer
         self.hub = hub
         self.signal = signal
@@ -129,4 +129,4 @@ class Recorder:
                 _log_event(event)
         self.hub.deliver(events)
         if any(not isinstance(e, ObserverEvent) for e in events):
-            self.signal.bump()
+            self.signal.set()

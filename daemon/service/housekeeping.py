@@ -19,6 +19,7 @@ from daemon.config import Config
 from daemon.events import FLUSH_FINISHED, ObserverEvent
 from daemon.journal.feed import is_reserved, kept_for_program
 from daemon.journal.recorder import Recorder
+from daemon.journal.signal import Signal
 from daemon.stores import cache, journal
 from daemon.stores.database import Database, checkpoint
 from daemon.stores.writer import DatabaseUnavailable, Writer
@@ -26,23 +27,6 @@ from daemon.stores.writer import DatabaseUnavailable, Writer
 log = structlog.get_logger(__name__)
 
 MAX_FLUSH_RETRY_SECONDS = 300.0
-
-
-class DirtySignal:
-    """Set by every commit; the periodic checkpoint waits on it, so an idle daemon sleeps."""
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-
-    def clear(self) -> None:
-        if self._event.is_set():
-            self._event = anyio.Event()
 
 
 @dataclass
@@ -68,8 +52,9 @@ class Housekeeping:
     db: Database
     writer: Writer
     recorder: Recorder
-    # Set by every commit (the writer's on_commit): the periodic checkpoint waits on it.
-    dirty: DirtySignal
+    # Set by every commit (the writer's on_commit): the periodic checkpoint waits on it, so an
+    # idle daemon sleeps.
+    dirty: Signal
     flush_status: FlushStatus = field(default_factory=FlushStatus)
 
     async def flush(self, reason: str = "requested") -> dict[str, Any]:
@@ -126,19 +111,22 @@ class Housekeeping:
         """After a commit, wait `flush_interval_seconds`, then checkpoint; sleeps while idle."""
         interval = self.config.state.flush_interval_seconds
         failures = 0
+        flushed = 0  # the commits up to this count of `dirty` are checkpointed
         while True:
-            await self.dirty.wait()
+            await self.dirty.wait_past(flushed)
             await anyio.sleep(interval)  # coalesce: one checkpoint for every commit meanwhile
-            self.dirty.clear()
+            upto = self.dirty.count
             try:
                 await self.flush("interval")
-                failures = 0
             except DatabaseUnavailable:
+                # `flushed` stays: the next turn tries again, without waiting for a commit.
                 failures += 1
                 delay = min(max(interval, 1.0) * 2**failures, MAX_FLUSH_RETRY_SECONDS)
                 log.warning("flush_retry_scheduled", in_seconds=delay, failures=failures)
-                self.dirty.set()
                 await anyio.sleep(delay)
+                continue
+            failures = 0
+            flushed = upto
 
     async def maintain(self) -> None:
         """Every `cache.cleanup_interval_seconds`: drop expired cache entries, trim the journal."""

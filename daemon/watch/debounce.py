@@ -1,47 +1,21 @@
 """From "look again" signals to settled bursts: `async for burst in debouncer.settled(...)`.
 
-The watcher (and a read that finished late) notify a `Wakeup`; a save is many file events, and
-a sync tool may write for minutes. The `Debouncer` turns those notifications into one `Burst`
-once they stop for `library.settle_seconds`, or `library.settle_max_seconds` after the first
-(a file that never stops changing is still looked at), as watchfiles' `awatch` yields its
-debounced changes. Nothing runs while nothing is notified, except the caller's own safety-net
-timeout, after which an empty burst is yielded (watchfiles' `yield_on_timeout`).
+The watcher (and a read that finished late) notify the `Debouncer`; a save is many file
+events, and a sync tool may write for minutes. The `Debouncer` turns those notifications into
+one `Burst` once they stop for `library.settle_seconds`, or `library.settle_max_seconds` after
+the first (a file that never stops changing is still looked at), as watchfiles' `awatch`
+yields its debounced changes. Nothing runs while nothing is notified, except the caller's own
+safety-net timeout, after which an empty burst is yielded (watchfiles' `yield_on_timeout`).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 
-
-@dataclass
-class Wakeup:
-    """A re-armable, coalescing signal with the reasons it was notified for since take()."""
-
-    _event: anyio.Event = field(default_factory=anyio.Event)
-    reasons: set[str] = field(default_factory=set)
-    forced: bool = False
-
-    def notify(self, reason: str, *, force: bool = False) -> None:
-        self.reasons.add(reason)
-        self.forced = self.forced or force
-        self._event.set()
-
-    @property
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-
-    def take(self) -> tuple[set[str], bool]:
-        """Return and clear what accumulated; the next notify() wakes wait() again."""
-        reasons, forced = self.reasons, self.forced
-        self.reasons, self.forced = set(), False
-        self._event = anyio.Event()
-        return reasons, forced
+from daemon.journal.signal import Signal
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,12 +33,23 @@ class Burst:
 
 
 class Debouncer:
-    """Settles the notifications of one `Wakeup` into bursts."""
+    """Settles "look again" notifications into bursts; the watcher and the scanner notify it."""
 
-    def __init__(self, wakeup: Wakeup, *, settle_seconds: float, settle_max_seconds: float):
-        self.wakeup = wakeup
+    def __init__(self, *, settle_seconds: float, settle_max_seconds: float) -> None:
         self.settle_seconds = settle_seconds
         self.settle_max_seconds = settle_max_seconds
+        self._signal = Signal()
+        # The notifications since the last burst took them (`_seen`: the signal's count then).
+        self._seen = 0
+        self._reasons: set[str] = set()
+        self._forced = False
+
+    def notify(self, reason: str, *, force: bool = False) -> None:
+        """Ask for a look at the library, for `reason`; `force`: scan even if its stat did not
+        change. On the event loop."""
+        self._reasons.add(reason)
+        self._forced = self._forced or force
+        self._signal.set()
 
     async def settled(self, *, quiet_seconds: Callable[[], float]) -> AsyncGenerator[Burst, None]:
         """Each settled burst; an empty one after `quiet_seconds()` without a notification.
@@ -73,8 +58,8 @@ class Debouncer:
         """
         while True:
             with anyio.move_on_after(quiet_seconds()):
-                await self.wakeup.wait()
-            yield await self._settle() if self.wakeup.is_set else Burst()
+                await self._signal.wait_past(self._seen)
+            yield await self._settle() if self._signal.is_set_since(self._seen) else Burst()
 
     async def _settle(self) -> Burst:
         """Wait for `settle_seconds` of quiet, but no longer than `settle_max_seconds` in all."""
@@ -82,13 +67,14 @@ class Debouncer:
         reasons: set[str] = set()
         forced = False
         while True:
-            more, force = self.wakeup.take()
-            reasons |= more
-            forced = forced or force
+            reasons |= self._reasons
+            forced = forced or self._forced
+            self._reasons, self._forced = set(), False
+            self._seen = self._signal.count
             remaining = self.settle_max_seconds - (anyio.current_time() - first)
             if remaining <= 0 or self.settle_seconds <= 0:
                 return Burst(reasons=frozenset(reasons), forced=forced)
             with anyio.move_on_after(min(self.settle_seconds, remaining)):
-                await self.wakeup.wait()
-            if not self.wakeup.is_set:
+                await self._signal.wait_past(self._seen)
+            if not self._signal.is_set_since(self._seen):
                 return Burst(reasons=frozenset(reasons), forced=forced)

@@ -17,7 +17,7 @@ from daemon.journal.recorder import Recorder
 from daemon.library import FileStat, KnownTracks
 from daemon.stores import journal, tracks
 from daemon.stores.schema import reading
-from daemon.watch.debounce import Wakeup
+from daemon.watch.debounce import Debouncer
 from daemon.watch.removal_guard import RemovalGuard
 from daemon.watch.scan_status import ScanStatus
 from daemon.watch.scanner import Reader, Scanner
@@ -32,7 +32,7 @@ class LibraryScan:
     config: Config
     db_path: Path
     recorder: Recorder
-    wakeup: Wakeup
+    changes: Debouncer
     make_reader: MakeReader
     removal_guard: RemovalGuard
     # Made by run() once the baseline is loaded; None until then.
@@ -51,7 +51,7 @@ class LibraryScan:
             baseline_stat=stat,
             initial_build=not known and meta.get("last_full_scan") is None,
             recorder=self.recorder,
-            wakeup=self.wakeup,
+            changes=self.changes,
             removal_guard=self.removal_guard,
         )
         try:

@@ -34,7 +34,7 @@ from daemon.library import FileStat, LibraryRead, library_stat
 from daemon.models import Track
 from daemon.stores.writer import DatabaseUnavailable
 from daemon.watch.baseline import Snapshot, diff_read, forget_read
-from daemon.watch.debounce import Debouncer, Wakeup
+from daemon.watch.debounce import Debouncer
 from daemon.watch.progress import ScanProgress
 from daemon.watch.read_job import ReadJob, run_abandonable
 from daemon.watch.removal_guard import RemovalGuard
@@ -84,7 +84,7 @@ class Scanner:
         baseline_stat: FileStat | None,
         initial_build: bool,
         recorder: Recorder,
-        wakeup: Wakeup,
+        changes: Debouncer,
         removal_guard: RemovalGuard,
     ) -> None:
         self.library = library
@@ -97,14 +97,9 @@ class Scanner:
         self._stat_pending: _PendingStat | None = None
         self.initial_build = initial_build
         self.recorder = recorder
-        # The watcher notifies `wakeup` (and the scanner itself, for a read that finished
+        # The watcher notifies `changes` (and the scanner itself, for a read that finished
         # late); the library's settle times make bursts of those notifications.
-        self.wakeup = wakeup
-        self.changes = Debouncer(
-            wakeup,
-            settle_seconds=library.settle_seconds,
-            settle_max_seconds=library.settle_max_seconds,
-        )
+        self.changes = changes
         self.removal_guard = removal_guard
         self.status = ScanStatus()
         self.progress = ScanProgress()
@@ -125,7 +120,7 @@ class Scanner:
                         # Quiet for the whole timeout: the safety net (see _changed_unnoticed).
                         if await self._changed_unnoticed():
                             log.info("library_changed_unnoticed", path=str(self.library.path))
-                            self.wakeup.notify("verify", force=True)
+                            self.changes.notify("verify", force=True)
                         continue
                     if not burst.forced and await self._stat() == self.last_stat:
                         log.debug(
@@ -258,7 +253,7 @@ class Scanner:
         # Runs on the loop when a stalled read ends: scan now to pick up what it read.
         self.status.read_stalled_since = None
         log.info("library_read_finished_late", seconds=round(time.time() - job.started_at, 1))
-        self.wakeup.notify("stalled_read_finished", force=True)
+        self.changes.notify("stalled_read_finished", force=True)
 
     def _abandon_read(self) -> None:
         """At shutdown: stop a read that can be stopped (osascript); leave the rest behind."""

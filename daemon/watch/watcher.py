@@ -49,7 +49,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, EventEmitter
 
-from daemon.watch.debounce import Wakeup
+from daemon.watch.debounce import Debouncer
 from daemon.watch.read_job import run_abandonable
 
 log = structlog.get_logger(__name__)
@@ -242,11 +242,12 @@ class _ParentHandler(_LossAware):
 
 
 class LibraryWatcher:
-    """Watches one library path (a file, or a directory bundle) and sets `wakeup` on change."""
+    """Watches one library path (a file, or a directory bundle); notifies `changes` of each
+    change."""
 
-    def __init__(self, target: Path, wakeup: Wakeup, *, target_is_dir: bool = False) -> None:
+    def __init__(self, target: Path, changes: Debouncer, *, target_is_dir: bool = False) -> None:
         self.target = target
-        self.wakeup = wakeup
+        self.changes = changes
         self.target_is_dir = target_is_dir
         self.watching: Path | None = None
         self._rewatch = anyio.Event()
@@ -264,7 +265,7 @@ class LibraryWatcher:
         if reason == "events_lost":
             log.warning("file_events_lost", path=str(self.target), action="rescanning")
         # Even a rewatch pokes the scanner: its stat check decides whether anything changed.
-        self.wakeup.notify(reason, force=scan)
+        self.changes.notify(reason, force=scan)
 
     def _wanted_dir(self, resolved: Path) -> Path:
         return resolved if self.target_is_dir else resolved.parent
@@ -336,7 +337,7 @@ class LibraryWatcher:
                     task_status.started()
                     started = True
                 else:
-                    self.wakeup.notify("rewatched", force=True)
+                    self.changes.notify("rewatched", force=True)
                 try:
                     await self._wait_for_rewatch(resolved)
                 finally:

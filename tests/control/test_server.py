@@ -352,7 +352,7 @@ def test_peer_running_as_another_user_is_refused(local: LocalServer) -> None:
 
 
 def test_cache_put_is_marked_dirty_and_read_back(local: LocalServer) -> None:
-    local.call(local.daemon.housekeeping.dirty.clear)
+    commits = local.daemon.housekeeping.dirty.count
     with local.client() as client:
         stored = client.cache_put(
             "Björk", "Homogenic", "MusicBrainz", data={"year": 1997}, metadata={"mbid": "x"}
@@ -365,7 +365,7 @@ def test_cache_put_is_marked_dirty_and_read_back(local: LocalServer) -> None:
         assert client.cache_get("Björk", "Homogenic", "musicbrainz") is None
         stats = client.stats()["cache"]
         assert (stats["hits"], stats["misses"]) == (1, 2)
-    assert local.daemon.housekeeping.dirty._event.is_set()
+    assert local.daemon.housekeeping.dirty.is_set_since(commits)
 
 
 def test_unknown_track_is_null_and_album_tracks_come_in_order(local: LocalServer) -> None:

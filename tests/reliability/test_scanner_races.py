@@ -24,9 +24,9 @@ import pytest
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError
 from daemon.events import SCAN_FINISHED
 from daemon.journal import merger
-from daemon.journal.follow import JournalSignal
 from daemon.journal.hub import EventHub, Subscription
 from daemon.journal.recorder import Recorder
+from daemon.journal.signal import Signal
 from daemon.library import LibraryRead
 from daemon.library.xml_reader import read_library_xml
 from daemon.stores import journal, tracks
@@ -62,7 +62,7 @@ async def scanner_running(
         writer = Writer(db)
         hub = EventHub()
         scans = hub.subscribe([SCAN_FINISHED])
-        recorder = Recorder(writer, hub, JournalSignal(), last_seq=0)
+        recorder = Recorder(writer, hub, Signal(), last_seq=0)
         head = tracks.HeadTracks(db.path, merger.CONSUMER)
         scanner = fresh_scanner(
             path, reader, recorder, verify_seconds=verify_seconds, snapshot=head
@@ -190,13 +190,13 @@ async def test_a_scan_bug_cannot_stop_watching(
                 changed = final.copy()
                 next(iter(changed.tracks.values()))["Genre"] = "Changed"
                 write_library(path, changed.render())
-                scanner.wakeup.notify("modified")
+                scanner.changes.notify("modified")
             await anyio.to_thread.run_sync(
                 wait_for, lambda: bug.fired and not scanner._lock.locked()
             )
         assert bug.fired
         write_library(path, final_bytes)
-        scanner.wakeup.notify("modified")
+        scanner.changes.notify("modified")
         # Only that notification can start the scan (the safety net is an hour away): the
         # scanner still watches after the bug.
         await until_scanned(db, "Final")
@@ -223,7 +223,7 @@ async def test_last_full_scan_records_whether_the_read_was_full(tmp_path: Path) 
             if metas:
                 next(iter(final.tracks.values()))["Genre"] = genre
                 write_library(path, final.render())
-                scanner.wakeup.notify("modified")
+                scanner.changes.notify("modified")
 
             # The baseline (and with it status) moves once the scan is committed.
             def recorded(want: int = len(metas) + 1) -> bool:
@@ -262,7 +262,7 @@ async def test_a_full_read_whose_scan_was_not_recorded_counts_when_the_next_one_
         for genre in ("Lost", "Kept"):
             next(iter(final.tracks.values()))["Genre"] = genre
             write_library(path, final.render())
-            scanner.wakeup.notify("modified")
+            scanner.changes.notify("modified")
             if genre == "Lost":
                 await anyio.to_thread.run_sync(
                     wait_for, lambda: bug.fired and not scanner._lock.locked()

@@ -1,16 +1,22 @@
-"""A scanner on a library it has never read, as the scanner's own tests build one."""
+"""What the watch tests share: a scanner on a library it has never read, as the scanner's own
+tests build one, and the notifications a real watcher makes."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import anyio
+import anyio.to_thread
 
 from daemon.config import LibraryConfig
 from daemon.journal.recorder import Recorder
 from daemon.library import LibraryRead
 from daemon.watch.baseline import Snapshot
-from daemon.watch.debounce import Wakeup
+from daemon.watch.debounce import Debouncer
 from daemon.watch.removal_guard import RemovalGuard
 from daemon.watch.scanner import Scanner
 
@@ -38,10 +44,31 @@ def fresh_scanner(
         baseline_stat=None,
         initial_build=True,
         recorder=recorder,  # type: ignore[arg-type]  # None: the test never records a scan
-        wakeup=Wakeup(),
+        changes=Debouncer(settle_seconds=settle_seconds, settle_max_seconds=settle_max_seconds),
         removal_guard=RemovalGuard(
             ratio=config.mass_removal_ratio,
             confirm_seconds=config.mass_removal_confirm_seconds,
             accept_command="musicd rescan --accept-removals",
         ),
     )
+
+
+def unsettled() -> Debouncer:
+    """No settling: each burst is what the watcher notified since the one before."""
+    return Debouncer(settle_seconds=0, settle_max_seconds=0)
+
+
+def _touch(path: Path) -> None:
+    path.write_bytes(os.urandom(8))
+
+
+async def noticed(changes: Debouncer, path: Path) -> frozenset[str]:
+    """Edit `path` until the watcher notifies `changes`; the reasons it gave."""
+    bursts = changes.settled(quiet_seconds=lambda: 0.5)
+    async with contextlib.aclosing(bursts):
+        with anyio.fail_after(10):
+            while True:
+                await anyio.to_thread.run_sync(_touch, path)
+                burst = await anext(bursts)
+                if burst.reasons:
+                    return burst.reasons

@@ -27,9 +27,10 @@ from hypothesis import strategies as st
 
 from daemon.events import TrackAdded, TrackModified, TrackRemoved
 from daemon.journal import merger
-from daemon.journal.follow import JournalSignal, catch_up
+from daemon.journal.follow import catch_up
 from daemon.journal.hub import EventHub
 from daemon.journal.recorder import Recorder
+from daemon.journal.signal import Signal
 from daemon.library import plist_tracks
 from daemon.library.fast_xml import FastXmlReader
 from daemon.library.identity import TrackKeys, fallback_id, normalize_persistent_id
@@ -166,7 +167,7 @@ def record_versions(
             try:
                 writer = Writer(db)
                 hub = EventHub()
-                recorder = Recorder(writer, hub, JournalSignal(), last_seq=0)
+                recorder = Recorder(writer, hub, Signal(), last_seq=0)
                 reader = FastXmlReader(path, snapshot=head if streamed else None)
                 scanner = fresh_scanner(path, reader, recorder, snapshot=head)
                 async with anyio.create_task_group() as tg:

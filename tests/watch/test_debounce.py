@@ -6,15 +6,15 @@ import math
 
 import anyio
 
-from daemon.watch.debounce import Burst, Debouncer, Wakeup
+from daemon.watch.debounce import Burst, Debouncer
 
 
 async def test_notifications_settle_into_one_burst() -> None:
-    changes = Debouncer(Wakeup(), settle_seconds=0.05, settle_max_seconds=5)
+    changes = Debouncer(settle_seconds=0.05, settle_max_seconds=5)
     bursts = changes.settled(quiet_seconds=lambda: math.inf)
-    changes.wakeup.notify("modified")
-    changes.wakeup.notify("created")
-    changes.wakeup.notify("events_lost", force=True)
+    changes.notify("modified")
+    changes.notify("created")
+    changes.notify("events_lost", force=True)
     with anyio.fail_after(2):
         burst = await anext(bursts)
     assert burst == Burst(reasons=frozenset({"modified", "created", "events_lost"}), forced=True)
@@ -22,12 +22,12 @@ async def test_notifications_settle_into_one_burst() -> None:
 
 
 async def test_a_burst_that_never_stops_ends_after_settle_max() -> None:
-    changes = Debouncer(Wakeup(), settle_seconds=0.2, settle_max_seconds=0.5)
+    changes = Debouncer(settle_seconds=0.2, settle_max_seconds=0.5)
     bursts = changes.settled(quiet_seconds=lambda: math.inf)
 
     async def storm() -> None:
         while True:
-            changes.wakeup.notify("modified")
+            changes.notify("modified")
             await anyio.sleep(0.05)
 
     async with anyio.create_task_group() as tg:
@@ -42,16 +42,16 @@ async def test_a_burst_that_never_stops_ends_after_settle_max() -> None:
 
 
 async def test_quiet_yields_an_empty_burst_after_quiet_seconds() -> None:
-    changes = Debouncer(Wakeup(), settle_seconds=0.01, settle_max_seconds=1)
+    changes = Debouncer(settle_seconds=0.01, settle_max_seconds=1)
     bursts = changes.settled(quiet_seconds=lambda: 0.05)
     with anyio.fail_after(2):
         assert await anext(bursts) == Burst()
-        changes.wakeup.notify("verify", force=True)
+        changes.notify("verify", force=True)
         assert await anext(bursts) == Burst(reasons=frozenset({"verify"}), forced=True)
 
 
 async def test_nothing_is_yielded_or_run_while_nothing_is_notified() -> None:
-    changes = Debouncer(Wakeup(), settle_seconds=0.01, settle_max_seconds=1)
+    changes = Debouncer(settle_seconds=0.01, settle_max_seconds=1)
     asked: list[float] = []
 
     def quiet_seconds() -> float:

@@ -17,8 +17,8 @@ import anyio.to_thread
 import pytest
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
-from daemon.watch.debounce import Wakeup
 from daemon.watch.watcher import LibraryWatcher, _make_observer
+from tests.watch.scanner_support import noticed, unsettled
 
 pytestmark = pytest.mark.macos
 
@@ -67,17 +67,11 @@ async def test_the_watcher_watches_the_realpath_and_sees_an_edit_made_through_va
     library = var_dir / "Library.xml"
     library.write_bytes(b"x")
     canonical = Path(os.path.realpath(var_dir))  # noqa: ASYNC240 -- a local dir, before the loop
-    wakeup = Wakeup()
-    lw = LibraryWatcher(library, wakeup)
+    changes = unsettled()
+    lw = LibraryWatcher(library, changes)
     async with anyio.create_task_group() as tg:
         await tg.start(lw.run)
         assert lw.watching == canonical
-        with anyio.fail_after(10):
-            while True:
-                await anyio.to_thread.run_sync(library.write_bytes, b"edited")
-                with anyio.move_on_after(0.5):
-                    await wakeup.wait()
-                    break
-        reasons, _ = wakeup.take()
+        reasons = await noticed(changes, library)
         assert reasons & {"modified", "closed", "created"}, reasons
         tg.cancel_scope.cancel()

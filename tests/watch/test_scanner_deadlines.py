@@ -7,6 +7,7 @@ waiting on a macOS privacy prompt, a stat on a network volume that stopped answe
 from __future__ import annotations
 
 import errno
+import math
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ import pytest
 from daemon.errors import LibraryReadStalled
 from daemon.library import FileStat, LibraryRead
 from daemon.watch import scanner as scanner_mod
+from daemon.watch.debounce import Burst
 from daemon.watch.scanner import Scanner, StatFailed
 from tests.support import wait_for
 from tests.watch.scanner_support import fresh_scanner
@@ -61,8 +63,9 @@ async def test_a_read_past_its_deadline_is_stalled_then_used_when_it_ends(
             await scanner._read_once()
         assert calls == [1]
         gate.set()
-        await scanner.wakeup.wait()
-        assert scanner.wakeup.take() == ({"stalled_read_finished"}, True)
+        bursts = scanner.changes.settled(quiet_seconds=lambda: math.inf)
+        finished = Burst(reasons=frozenset({"stalled_read_finished"}), forced=True)
+        assert await anext(bursts) == finished
         assert scanner.status.read_stalled() is None
         assert await scanner._read_once() is result
     assert calls == [1]

@@ -7,8 +7,9 @@ library reached through a symlink.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
+import math
 import sys
 import threading
 import unicodedata
@@ -21,7 +22,6 @@ import pytest
 from watchdog.events import DirCreatedEvent, DirMovedEvent, FileModifiedEvent, FileMovedEvent
 
 from daemon.watch import watcher as watcher_mod
-from daemon.watch.debounce import Wakeup
 from daemon.watch.watcher import (
     EventsLostEvent,
     LibraryWatcher,
@@ -32,6 +32,7 @@ from daemon.watch.watcher import (
     fsevents_lost,
     resolve,
 )
+from tests.watch.scanner_support import noticed, unsettled
 
 Pokes = list[tuple[str, bool, bool]]
 
@@ -137,27 +138,14 @@ def test_fsevents_flags_that_mean_events_were_dropped(event: object, lost: bool)
     assert fsevents_lost([event]) is lost
 
 
-def _touch(path: Path) -> None:
-    path.write_bytes(os.urandom(8))
-
-
-async def _noticed(wakeup: Wakeup, path: Path) -> set[str]:
-    with anyio.fail_after(10):
-        while True:
-            await anyio.to_thread.run_sync(_touch, path)
-            with anyio.move_on_after(0.5):
-                await wakeup.wait()
-                return wakeup.take()[0]
-
-
 async def test_real_watch_through_a_symlinked_directory(tmp_path: Path) -> None:
     configured, real = linked_library(tmp_path)
-    wakeup = Wakeup()
-    lw = LibraryWatcher(configured, wakeup)
+    changes = unsettled()
+    lw = LibraryWatcher(configured, changes)
     async with anyio.create_task_group() as tg:
         await tg.start(lw.run)
         assert lw.watching == real.parent
-        reasons = await _noticed(wakeup, real)
+        reasons = await noticed(changes, real)
         assert reasons & {"modified", "closed", "created"}
         tg.cancel_scope.cancel()
 
@@ -170,8 +158,8 @@ async def test_a_repointed_symlink_is_followed(
     other = tmp_path / "other"
     other.mkdir()
     (other / "Library.xml").write_bytes(b"y")
-    wakeup = Wakeup()
-    lw = LibraryWatcher(configured, wakeup)
+    changes = unsettled()
+    lw = LibraryWatcher(configured, changes)
     async with anyio.create_task_group() as tg:
         await tg.start(lw.run)
         assert lw.watching == real.parent
@@ -179,11 +167,12 @@ async def test_a_repointed_symlink_is_followed(
         link.unlink()
         link.symlink_to(other, target_is_directory=True)
         # Re-pointing is seen by the periodic resolve check, which then rewatches (and wakes).
-        with anyio.fail_after(10):
-            while lw.watching != other:
-                await wakeup.wait()
-                wakeup.take()
-        reasons = await _noticed(wakeup, other / "Library.xml")
+        bursts = changes.settled(quiet_seconds=lambda: math.inf)
+        async with contextlib.aclosing(bursts):
+            with anyio.fail_after(10):
+                while lw.watching != other:
+                    await anext(bursts)
+        reasons = await noticed(changes, other / "Library.xml")
         assert reasons & {"modified", "closed", "created", "rewatched"}
         tg.cancel_scope.cancel()
 
@@ -223,10 +212,10 @@ async def test_a_decomposed_directory_name_is_watched_as_spelled(tmp_path: Path)
     folder.mkdir()
     library = folder / "Library.xml"
     library.write_bytes(b"x")
-    wakeup = Wakeup()
-    lw = LibraryWatcher(library, wakeup)
+    changes = unsettled()
+    lw = LibraryWatcher(library, changes)
     async with anyio.create_task_group() as tg:
         await tg.start(lw.run)
         assert lw.watching == folder
-        assert (await _noticed(wakeup, library)) & {"modified", "closed", "created"}
+        assert (await noticed(changes, library)) & {"modified", "closed", "created"}
         tg.cancel_scope.cancel()
