@@ -93,7 +93,7 @@ class Scanner:
         # How many tracks the baseline holds (for the removal guard and progress).
         self.baseline_count = baseline_count
         self.last_stat: Stat = baseline_stat
-        self._job: ReadJob | None = None
+        self._job: ReadJob[LibraryRead] | None = None
         self._stat_pending: _PendingStat | None = None
         self.initial_build = initial_build
         self.recorder = recorder
@@ -227,7 +227,7 @@ class Scanner:
         """
         job = self._job
         if job is None:
-            job = self._job = ReadJob(self.reader, self._read_finished_late)
+            job = self._job = ReadJob(self.reader, on_late_finish=self._read_finished_late)
         with anyio.move_on_after(self.library.read_timeout_seconds):
             await job.done.wait()
         if job.running:
@@ -249,7 +249,7 @@ class Scanner:
         self.status.read_stalled_since = None
         return job.outcome()
 
-    def _read_finished_late(self, job: ReadJob) -> None:
+    def _read_finished_late(self, job: ReadJob[LibraryRead]) -> None:
         # Runs on the loop when a stalled read ends: scan now to pick up what it read.
         self.status.read_stalled_since = None
         log.info("library_read_finished_late", seconds=round(time.time() - job.started_at, 1))

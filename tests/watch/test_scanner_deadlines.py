@@ -109,7 +109,7 @@ def test_a_read_left_running_does_not_keep_the_process_alive() -> None:
         "import threading, anyio\n"
         "from daemon.watch.read_job import ReadJob, run_abandonable\n"
         "async def main():\n"
-        "    ReadJob(threading.Event().wait, lambda job: None)\n"
+        "    ReadJob(threading.Event().wait)\n"
         "    with anyio.move_on_after(0.1):\n"
         "        await run_abandonable(threading.Event().wait)\n"
         "anyio.run(main)\n"
