@@ -36,7 +36,7 @@ from daemon.journal.consumers import Consumer, JournalConsumers
 from daemon.journal.hub import EventHub
 from daemon.journal.recorder import Recorder
 from daemon.journal.signal import Signal
-from daemon.library import KnownTracks
+from daemon.library import KnownTracks, LibraryReader
 from daemon.library.fast_xml import FastXmlReader
 from daemon.logs import stop_logging
 from daemon.paths import library_is_dir
@@ -52,9 +52,9 @@ from daemon.stores.database import Database, checkpoint, open_state
 from daemon.stores.writer import Writer
 from daemon.watch.debounce import Debouncer
 from daemon.watch.library_scan import LibraryScan
+from daemon.watch.progress import ScanProgress
 from daemon.watch.read_job import run_abandonable
 from daemon.watch.removal_guard import RemovalGuard
-from daemon.watch.scanner import Reader
 from daemon.watch.watcher import LibraryWatcher
 
 if TYPE_CHECKING:
@@ -97,14 +97,19 @@ def instance_lock(state_dir: Path, invocation: Invocation) -> Iterator[None]:
         os.close(fd)
 
 
-def make_reader(config: Config, snapshot: KnownTracks, *, rescan_command: str) -> Reader:
+def make_reader(config: Config, snapshot: KnownTracks, *, rescan_command: str) -> LibraryReader:
     """The library reader chosen by `library.source`; the XML reader compares a full read with
     `snapshot` as it parses, never holding the whole library. `rescan_command` ends the
     message of a read that macOS refused."""
     if config.library.source == "music-app":
-        from daemon.library.music_app import make_music_app_reader
+        from daemon.library.music_app import MusicAppReader
 
-        return make_music_app_reader(config, rescan_command=rescan_command)
+        return MusicAppReader(
+            config.library.path,
+            timeout_seconds=config.library.osascript_timeout_seconds,
+            full_scan_interval_seconds=config.library.full_scan_interval_seconds,
+            rescan_command=rescan_command,
+        )
     # Re-parses only the tracks whose bytes changed; a full read first and every
     # full_scan_interval_seconds (see daemon/library/fast_xml.py).
     return FastXmlReader(
@@ -163,12 +168,19 @@ class Daemon:
 
 
 def build(
-    config: Config, db: Database, invocation: Invocation, *, limits: Limits | None = None
+    config: Config,
+    db: Database,
+    invocation: Invocation,
+    *,
+    limits: Limits | None = None,
+    progress: ScanProgress | None = None,
 ) -> Daemon:
     """Make the daemon's objects on an open database, in dependency order, each handed what it
     needs; nothing is assigned to any of them afterwards. Call it on the event loop.
 
-    `invocation` is how `musicd run` was started: the commands the daemon suggests use it."""
+    `invocation` is how `musicd run` was started: the commands the daemon suggests use it.
+    `progress`: where the scanner tells how far a scan has got, for `status` and for whoever
+    made it (`musicd run`'s progress line); by default the daemon's own."""
     hub = EventHub(config.control.max_subscriber_queue)
     # Set by every commit; the periodic checkpoint waits on it.
     dirty = Signal()
@@ -207,6 +219,7 @@ def build(
             confirm_seconds=config.library.mass_removal_confirm_seconds,
             accept_command=invocation.command("rescan", "--accept-removals"),
         ),
+        progress if progress is not None else ScanProgress(),
     )
     service = Service(
         config=config,
@@ -230,11 +243,13 @@ async def run(
     config: Config,
     invocation: Invocation,
     *,
+    progress: ScanProgress | None = None,
     task_status: TaskStatus[Service] = anyio.TASK_STATUS_IGNORED,
 ) -> int:
     """Run the daemon until shutdown; return the exit status (0 after a clean drain).
 
-    `invocation` is how `musicd run` was started: the commands the daemon suggests use it.
+    `invocation` is how `musicd run` was started: the commands the daemon suggests use it;
+    `progress`: see `build`.
     """
     apply_process_policy()
     state_dir = config.state.dir
@@ -242,7 +257,9 @@ async def run(
     with instance_lock(state_dir, invocation):
         db = await anyio.to_thread.run_sync(_open_state, config, invocation)
         try:
-            return await serve(build(config, db, invocation), task_status=task_status)
+            return await serve(
+                build(config, db, invocation, progress=progress), task_status=task_status
+            )
         finally:
             # Whatever happened above, what was committed is made durable against a power cut.
             # On a daemon thread: a checkpoint stuck on a failing disk is left behind and the

@@ -178,6 +178,19 @@ def test_library_knows_nothing_of_anyio_sqlite_the_stores_or_the_socket() -> Non
     assert _within(_imported_by("daemon.library"), forbidden) == set()
 
 
+def test_library_needs_only_models_errors_events_and_paths() -> None:
+    """library/ is handed what it needs (a progress callback, the agent's plist): from the rest
+    of the daemon it imports only the shared vocabulary, in function bodies too, so nothing of
+    watch/ or mac/ comes in by the back door."""
+    daemon_imports = _imported_by("daemon.library") & set(_imports())
+    assert daemon_imports <= {"daemon.models", "daemon.errors", "daemon.events", "daemon.paths"}
+
+
+def test_an_import_inside_a_function_counts() -> None:
+    tree = ast.parse("def f():\n    from daemon.mac.launchd import installed_plist\n")
+    assert "daemon.mac.launchd" in _imported(tree, "daemon.library")
+
+
 def test_stores_need_only_models_events_and_errors() -> None:
     daemon_imports = _imported_by("daemon.stores") & set(_imports())
     assert daemon_imports <= {"daemon.models", "daemon.events", "daemon.errors"}
@@ -388,9 +401,6 @@ REBINDING_MODULES_IMPORTED_ACROSS_PACKAGES = {
     # Logging is process-wide by nature (stdlib logging and structlog are): the command that
     # owns the console configures it once and stops it once; no caller reads its state back.
     "daemon.logs": "the logging pipeline of the process",
-    # The scan's progress is reported through a context variable and the active scan through
-    # a module global; the readers get it as a value once they take a progress callback.
-    "daemon.watch.progress": "the scan's progress, until the readers are handed it",
 }
 _MUTATORS = frozenset(
     {"append", "extend", "insert", "remove", "pop", "popitem", "clear", "update", "add",

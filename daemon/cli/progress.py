@@ -19,6 +19,7 @@ import daemon.cli.format as cli_format
 
 if TYPE_CHECKING:
     from daemon.client import MusicdClient
+    from daemon.watch.progress import ScanProgress
 
 _CLEAR = "\r\x1b[K"
 # A scan shorter than this never shows a line: a flash of text helps nobody.
@@ -78,16 +79,14 @@ def _width() -> int:
 
 
 @contextmanager
-def local_scans(console: ProgressConsole) -> Iterator[None]:
-    """While the block runs, show this process's scans (`musicd run`) on `console`."""
-    from daemon.watch import progress
-
+def local_scans(console: ProgressConsole, progress: ScanProgress) -> Iterator[None]:
+    """While the block runs, show the scans `progress` tells of (`musicd run`'s own) on
+    `console`."""
     stopped = threading.Event()
 
     def draw() -> None:
         while not stopped.is_set():
-            scan = progress.active()
-            snapshot = scan.snapshot() if scan is not None else None
+            snapshot = progress.snapshot()
             if snapshot is None:
                 console.clear()
                 # Idle: sleep until a scan starts (nothing polls while the daemon is idle).

@@ -143,12 +143,15 @@ def _print_demo_help(cfg_path: Path, invocation: Invocation) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from functools import partial
+
     import anyio
 
     from daemon.app import run
     from daemon.cli.progress import ProgressConsole, local_scans
     from daemon.config import load_config, resolve_config_path
     from daemon.logs import configure_logging, log_without_config, stop_logging
+    from daemon.watch.progress import ScanProgress
 
     config_arg = str(_prepare_demo()) if args.demo else args.config
     # `run` takes no --socket; the demo's hints name the demo's config.
@@ -184,8 +187,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             if console is None:
                 return anyio.run(run, cfg, invocation)
-            with local_scans(console):
-                return anyio.run(run, cfg, invocation)
+            # The line shows the scans of the daemon's scanner, which reports to `progress`.
+            progress = ScanProgress()
+            with local_scans(console, progress):
+                return anyio.run(partial(run, cfg, invocation, progress=progress))
         except BaseExceptionGroup as group:
             # A user error raised inside the task groups (e.g. the socket is taken) is still a
             # one-line message, not an exception-group traceback.

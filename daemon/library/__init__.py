@@ -1,10 +1,11 @@
 """Library readers and the differ: pure, synchronous code, easy to test.
 
-Every reader returns a `LibraryRead`: the tracks keyed by persistent id in library order (by
-the rules of `daemon.library.identity`), plus the stat of the file taken *before* the read (so
-a change during the read is never missed) and warnings that carry a stable code. An incremental
-read may instead hand back only what changed since the read before it (`LibraryRead.gone`):
-nothing then holds the whole library in memory between two scans.
+Every reader is a `LibraryReader` and returns a `LibraryRead`: the tracks keyed by persistent
+id in library order (by the rules of `daemon.library.identity`), plus the stat of the file
+taken *before* the read (so a change during the read is never missed) and warnings that carry
+a stable code. An incremental read may instead hand back only what changed since the read
+before it (`LibraryRead.gone`): nothing then holds the whole library in memory between two
+scans.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from daemon.models import Track
 
@@ -103,6 +104,47 @@ class KnownTracks(Protocol):
 
     def keys(self) -> Iterator[str]:
         """Every key."""
+        ...
+
+
+class ReadProgress(Protocol):
+    """Where a reader reports how far its read has got, from the read's thread: absolute
+    values (a read started again reports 0), one left out keeps what it was."""
+
+    def __call__(
+        self,
+        *,
+        bytes_done: int | None = None,
+        bytes_total: int | None = None,
+        tracks_done: int | None = None,
+    ) -> None: ...
+
+
+@runtime_checkable
+class LibraryReader(Protocol):
+    """What the scanner asks of a reader; `app.make_reader` picks one by `library.source`.
+
+    `read` runs on the scanner's read thread, which may be left running past its deadline;
+    `cancel` comes from the event loop while a read runs, `forget` between reads. A reader
+    with nothing to do for one of them still has it, as a no-op.
+    """
+
+    def read(self, progress: ReadProgress | None = None) -> LibraryRead:
+        """Read the library once, telling `progress` how far it got (if it can tell).
+
+        Raises:
+            LibraryReadError: the library cannot be read; `LibraryChangedDuringRead` when it
+                changed while it was read.
+        """
+        ...
+
+    def forget(self) -> None:
+        """Drop what earlier reads kept: the next read is compared in full. The scanner asks
+        when a scan was not recorded (the reader moved on, the baseline did not)."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop a read in progress, if it can be stopped (at shutdown)."""
         ...
 
 

@@ -114,25 +114,21 @@ def programs_to_grant(plist: dict[str, object] | None = None) -> list[str]:
     return list(dict.fromkeys(programs))
 
 
-def _installed_agent_plist() -> dict[str, object] | None:
-    from daemon.mac.launchd import installed_plist
-
-    return installed_plist()
-
-
 def describe_library_error(
     number: int | None,
     path: Path,
     *,
+    plist: dict[str, object] | None,
     platform: str | None = None,
-    plist: dict[str, object] | None = None,
 ) -> str:
-    """A one-line hint for an OS error `number` on the library at `path`."""
+    """A one-line hint for an OS error `number` on the library at `path`.
+
+    `plist`: the installed launchd agent's (`mac.launchd.installed_plist()`), None without one;
+    on a Mac, the program it runs is one to allow.
+    """
     platform = platform or sys.platform
     if number in (errno.EPERM, errno.EACCES):
         if platform == "darwin":
-            if plist is None:
-                plist = _installed_agent_plist()
             programs = " and ".join(programs_to_grant(plist))
             where = protected_folder(path)
             why = f"{where} is protected by macOS privacy" if where else "macOS refused access"

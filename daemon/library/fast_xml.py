@@ -50,12 +50,13 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Final
 
 import structlog
 
-from daemon.library import FileStat, KnownTracks, LibraryRead
+from daemon.library import FileStat, KnownTracks, LibraryRead, ReadProgress
 from daemon.library.xml_entries import (
     END,
     RUN_ENTRIES,
@@ -68,7 +69,7 @@ from daemon.library.xml_entries import (
     default_fingerprint,
     parse_entries,
 )
-from daemon.library.xml_reader import check_unchanged, read_library_xml
+from daemon.library.xml_reader import check_unchanged, read_compared, read_library_xml
 from daemon.models import Track
 
 __all__ = ["RUN_ENTRIES", "FastXmlReader"]
@@ -165,7 +166,7 @@ def _edited_ids(ids: array[int], remove: set[int], add: set[int]) -> array[int]:
 
 
 class FastXmlReader:
-    """A stateful reader for `library.source = "xml"`: call it for a `LibraryRead`.
+    """The `LibraryReader` for `library.source = "xml"`; it keeps state between reads.
 
     Same contract as `read_library_xml(path)` for a full read: the same tracks (same order,
     same fields), counts and warnings, the stat taken before the read, `LibraryReadError` for
@@ -197,45 +198,50 @@ class FastXmlReader:
         self.last_reason = ""
         self.last_new_entries = 0
 
-    def __call__(self) -> LibraryRead:
+    def read(self, progress: ReadProgress | None = None) -> LibraryRead:
+        """Read the library; a full read tells `progress` how far it got."""
         with self._lock:
-            return self._read()
+            return self._read(progress)
 
     def forget(self) -> None:
         """Drop what earlier reads established: the next read is a full one."""
         with self._lock:
             self._known = None
 
+    def cancel(self) -> None:
+        """Nothing to stop: a blocked read of a file cannot be interrupted (it is left behind)."""
+
     # -- one read ------------------------------------------------------------------------
 
-    def _read(self) -> LibraryRead:
+    def _read(self, progress: ReadProgress | None) -> LibraryRead:
         started = time.perf_counter()
+        full = partial(self._full, started=started, progress=progress)
         try:
             st = os.stat(self.path)
         except OSError:
-            return self._full(None, None, "file not readable", started)
+            return full(None, None, "file not readable")
         if not stat_mod.S_ISREG(st.st_mode):
-            return self._full(None, None, "not a regular file", started)
+            return full(None, None, "not a regular file")
         before = FileStat(st.st_mtime_ns, st.st_size, st.st_ino)
         try:
             with open(self.path, "rb", buffering=0) as stream:
                 data = stream.readall()
         except OSError:
-            return self._full(None, None, "file not readable", started)
+            return full(None, None, "file not readable")
         check_unchanged(self.path, before)
 
         known = self._known
         if known is None:
-            return self._full(data, before, "first read", started)
+            return full(data, before, "first read")
         due = (
             self._last_full is None or self._clock() - self._last_full >= self.full_interval_seconds
         )
         try:
             result, commit = self._fast(data, known)
         except FullReadNeeded as why:
-            return self._full(data, before, str(why), started)
+            return full(data, before, str(why))
         if due:
-            return self._full(data, before, "periodic full read", started, expected=commit)
+            return full(data, before, "periodic full read", expected=commit)
         result.stat = before
         result.full = False
         self._known = commit
@@ -247,18 +253,19 @@ class FastXmlReader:
         data: bytes | None,
         before: FileStat | None,
         reason: str,
-        started: float,
         *,
+        started: float,
+        progress: ReadProgress | None,
         expected: _Known | None = None,
     ) -> LibraryRead:
         self.last_mode, self.last_reason, self.last_new_entries = "full", reason, 0
         # A bad version leaves what is known as it was: fingerprints name bytes, not versions.
         order: Collection[str]
         if self.snapshot is None:
-            result = read_library_xml(self.path)
+            result = read_library_xml(self.path, progress=progress)
             order = result.tracks
         else:
-            result, order = self._streamed(self.snapshot)
+            result, order = read_compared(self.path, self.snapshot, progress=progress)
         self._known = None
         self._last_full = self._clock()
         if data is not None and result.stat == before:
@@ -270,24 +277,6 @@ class FastXmlReader:
             log.warning("fast_read_mismatch", path=str(self.path), tracks=result.count())
         self._note("full", reason, started, result.count())
         return result
-
-    def _streamed(self, snapshot: KnownTracks) -> tuple[LibraryRead, dict[str, None]]:
-        """A full read compared with the snapshot batch by batch as it is parsed, so that the
-        library is never in memory whole: the read's `tracks` are those the snapshot does not
-        hold as they are, its `gone` the snapshot's keys the file no longer has. Also returns
-        every key, in file order."""
-        changed: dict[str, Track] = {}
-        seen: dict[str, None] = {}
-
-        def compare(batch: dict[str, Track]) -> None:
-            held = snapshot.get(batch)
-            seen.update(dict.fromkeys(batch))
-            changed.update((key, track) for key, track in batch.items() if held.get(key) != track)
-
-        result = read_library_xml(self.path, sink=compare)
-        result.tracks = changed
-        result.gone = [key for key in snapshot.keys() if key not in seen]
-        return result, seen
 
     def _note(self, mode: str, reason: str, started: float, tracks: int) -> None:
         self.last_mode, self.last_reason = mode, reason

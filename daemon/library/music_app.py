@@ -42,7 +42,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final, get_type_hints
@@ -50,9 +50,15 @@ from typing import Any, Final, get_type_hints
 import orjson
 import structlog
 
-from daemon.config import Config
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, describe_os_error
-from daemon.library import FileStat, LibraryRead, LibraryWarning, WarningCode, library_stat
+from daemon.library import (
+    FileStat,
+    LibraryRead,
+    LibraryWarning,
+    ReadProgress,
+    WarningCode,
+    library_stat,
+)
 from daemon.library.identity import TrackKeys, row_fallback_id
 from daemon.library.osascript import describe_apple_event_error, run_osascript
 from daemon.models import TRACK_FIELDS, Track
@@ -63,7 +69,6 @@ __all__ = [
     "PROBE_FIELDS",
     "SCRIPT_FORMAT",
     "MusicAppReader",
-    "make_music_app_reader",
     # Re-exported: the doctor runs the script itself.
     "run_osascript",
 ]
@@ -106,21 +111,9 @@ _TYPES: Final[dict[str, frozenset[type]]] = {
 _PROBE_INDEX: Final = tuple(TRACK_FIELDS.index(f) for f in PROBE_FIELDS)
 
 
-def make_music_app_reader(config: Config, *, rescan_command: str) -> Callable[[], LibraryRead]:
-    """The reader for `library.source = "music-app"` (see the module docstring).
-
-    `rescan_command` ends the message of a read macOS refused (see `run_osascript`)."""
-    reader = MusicAppReader(
-        config.library.path,
-        timeout_seconds=config.library.osascript_timeout_seconds,
-        full_scan_interval_seconds=config.library.full_scan_interval_seconds,
-        rescan_command=rescan_command,
-    )
-    return reader
-
-
 class MusicAppReader:
-    """Reads the library from Music.app; keeps the last read to make the next one cheap."""
+    """The `LibraryReader` for `library.source = "music-app"` (see the module docstring); keeps
+    the last read to make the next one cheap."""
 
     def __init__(
         self,
@@ -142,8 +135,8 @@ class MusicAppReader:
         self._cancelled = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def read(self) -> LibraryRead:
-        """Read every track from Music.app.
+    def read(self, progress: ReadProgress | None = None) -> LibraryRead:
+        """Read every track from Music.app (it answers in one piece: nothing to tell `progress`).
 
         Raises:
             LibraryReadError: the bundle is missing, Music.app is not running or refused,
@@ -235,6 +228,9 @@ class MusicAppReader:
     def _started(self, proc: subprocess.Popen[bytes] | None) -> None:
         self._proc = proc
 
+    def forget(self) -> None:
+        """Nothing to forget: every read hands back the whole library, compared in full."""
+
     def cancel(self) -> None:
         """Stop a read in progress (from another thread): kill osascript's process group."""
         self._cancelled.set()
@@ -244,8 +240,6 @@ class MusicAppReader:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-
-    __call__ = read
 
 
 def _bundle_stat(bundle: Path) -> FileStat:

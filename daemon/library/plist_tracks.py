@@ -24,10 +24,9 @@ from typing import Any, BinaryIO, Final, NoReturn
 from xml.parsers import expat
 
 from daemon.errors import LibraryReadError, describe_os_error
-from daemon.library import LibraryRead
+from daemon.library import LibraryRead, ReadProgress
 from daemon.library.identity import TrackKeys, normalize_persistent_id, row_fallback_id
 from daemon.models import TRACK_FIELDS, Track
-from daemon.watch.progress import current as current_progress
 
 __all__ = ["CHUNK_SIZE", "TRACK_KEYS", "parse_tracks"]
 
@@ -106,12 +105,14 @@ def parse_tracks(
     source: str,
     what: str,
     sink: Callable[[dict[str, Track]], None] | None = None,
+    progress: ReadProgress | None = None,
 ) -> LibraryRead:
     """The tracks of the library plist in `stream`, keyed in file order, with `stat=None`.
 
     `what` names the input in error messages. With `sink`, the tracks are handed to it in
     batches (by key, in file order; a read that fails may have handed some) and not kept: the
-    result's `tracks` is empty, its `track_count` says how many there were.
+    result's `tracks` is empty, its `track_count` says how many there were. `progress` hears
+    of each chunk parsed.
 
     Raises:
         LibraryReadError: see `daemon.library.xml_reader.parse_library`.
@@ -349,7 +350,6 @@ def parse_tracks(
     read = stream.read
     feed = parser.Parse
     offset = 0
-    progress = current_progress()
     try:
         chunk = read(CHUNK_SIZE)
         if not chunk:
@@ -361,7 +361,7 @@ def parse_tracks(
                 feed(chunk, False)
                 offset += len(chunk)
                 if progress is not None:
-                    progress.update(bytes_done=offset, tracks_done=len(keys.taken))
+                    progress(bytes_done=offset, tracks_done=len(keys.taken))
                 chunk = read(CHUNK_SIZE)
             feed(b"", True)
         except expat.ExpatError as err:

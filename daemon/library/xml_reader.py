@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, describe_os_error
-from daemon.library import FileStat, LibraryRead
+from daemon.library import FileStat, KnownTracks, LibraryRead, ReadProgress
 from daemon.library.plist_tracks import CHUNK_SIZE, parse_tracks
 from daemon.models import Track
-from daemon.watch.progress import current as current_progress
 
-__all__ = ["CHUNK_SIZE", "check_unchanged", "parse_library", "read_library_xml"]
+__all__ = ["CHUNK_SIZE", "check_unchanged", "parse_library", "read_compared", "read_library_xml"]
 
 
 def parse_library(stream: BinaryIO, *, source: str = "xml") -> LibraryRead:
@@ -39,13 +38,16 @@ def parse_library(stream: BinaryIO, *, source: str = "xml") -> LibraryRead:
 
 
 def read_library_xml(
-    path: Path, *, sink: Callable[[dict[str, Track]], None] | None = None
+    path: Path,
+    *,
+    sink: Callable[[dict[str, Track]], None] | None = None,
+    progress: ReadProgress | None = None,
 ) -> LibraryRead:
     """Read the XML library at `path`, making sure it did not change while it was read.
 
     The returned `stat` is the one taken before reading: when it still matches the file later,
     the tracks are current. With `sink`, the tracks are handed to it in batches and not kept
-    (see `parse_tracks`).
+    (see `parse_tracks`); `progress` hears of the file's size, then of each chunk parsed.
 
     Raises:
         LibraryReadError: the file is missing, not a regular file, unreadable or invalid.
@@ -66,11 +68,11 @@ def read_library_xml(
         # Opening a FIFO would block the reader forever.
         raise LibraryReadError(f"{name} is not a regular file")
     before = FileStat(st.st_mtime_ns, st.st_size, st.st_ino)
-    if (progress := current_progress()) is not None:
-        progress.update(bytes_done=0, bytes_total=st.st_size, tracks_done=0)
+    if progress is not None:
+        progress(bytes_done=0, bytes_total=st.st_size, tracks_done=0)
     try:
         with open(path, "rb", buffering=0) as stream:
-            result = parse_tracks(stream, source="xml", what=name, sink=sink)
+            result = parse_tracks(stream, source="xml", what=name, sink=sink, progress=progress)
     except OSError as err:
         check_unchanged(path, before)
         raise LibraryReadError(
@@ -83,6 +85,27 @@ def read_library_xml(
     check_unchanged(path, before)
     result.stat = before
     return result
+
+
+def read_compared(
+    path: Path, snapshot: KnownTracks, *, progress: ReadProgress | None = None
+) -> tuple[LibraryRead, dict[str, None]]:
+    """A full read compared with `snapshot` batch by batch as it is parsed, so that the
+    library is never in memory whole: the read's `tracks` are those the snapshot does not hold
+    as they are, its `gone` the snapshot's keys the file no longer has. Also returns every
+    key, in file order. Raises as `read_library_xml` does."""
+    changed: dict[str, Track] = {}
+    seen: dict[str, None] = {}
+
+    def compare(batch: dict[str, Track]) -> None:
+        held = snapshot.get(batch)
+        seen.update(dict.fromkeys(batch))
+        changed.update((key, track) for key, track in batch.items() if held.get(key) != track)
+
+    result = read_library_xml(path, sink=compare, progress=progress)
+    result.tracks = changed
+    result.gone = [key for key in snapshot.keys() if key not in seen]
+    return result, seen
 
 
 def check_unchanged(path: Path, before: FileStat) -> None:

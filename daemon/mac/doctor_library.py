@@ -23,6 +23,7 @@ from daemon.library.access import (
     protected_folder,
 )
 from daemon.mac.doctor_check import Check, with_deadline
+from daemon.mac.launchd import installed_plist
 from daemon.paths import library_kind_matches
 
 # How long a read of the library (or an answer from Music.app) may take before it is reported.
@@ -69,7 +70,7 @@ def _ago(seconds: float) -> str:
 
 
 def _os_failure(name: str, path: Path, err: OSError, platform: str) -> Check:
-    hint = describe_library_error(err.errno, path, platform=platform)
+    hint = describe_library_error(err.errno, path, plist=installed_plist(), platform=platform)
     return Check(name, "fail", f"{path}: {errno_name(err.errno)} ({describe_os_error(err)})", hint)
 
 
@@ -106,7 +107,7 @@ def check_library(cfg: Config, platform: str, rescan_command: str) -> Iterator[C
             "fail",
             f"reading {probe} did not finish within {READ_SECONDS:g} s",
             "a privacy prompt may be waiting, or a network volume stopped answering; "
-            + describe_library_error(errno.EPERM, path, platform=platform),
+            + describe_library_error(errno.EPERM, path, plist=installed_plist(), platform=platform),
         )
         return
     if isinstance(outcome, FileNotFoundError) and source == "music-app":
@@ -133,8 +134,6 @@ def _privacy(path: Path) -> Check:
     where = protected_folder(path)
     if where is None:
         return Check("privacy", "ok", f"{path} is outside the folders macOS privacy guards")
-    from daemon.mac.launchd import installed_plist
-
     programs = " and ".join(programs_to_grant(installed_plist()))
     return Check(
         "privacy",

@@ -42,11 +42,3 @@ def diff_read(read: LibraryRead, snapshot: Snapshot, held: Mapping[str, Track]) 
         gone = list(dict.fromkeys([*gone, *(pid for pid in held if pid not in read.tracks)]))
     old = snapshot.get([*read.tracks, *gone])
     return diff_changes(old, read.tracks, gone)
-
-
-def forget_read(reader: object) -> None:
-    """The reader moved on but the baseline did not (a scan was not recorded): its next read
-    must be a full one. A reader without state between reads has nothing to forget."""
-    forget = getattr(reader, "forget", None)
-    if callable(forget):
-        forget()

@@ -14,15 +14,16 @@ import anyio.to_thread
 from daemon.config import Config
 from daemon.journal import merger
 from daemon.journal.recorder import Recorder
-from daemon.library import FileStat, KnownTracks
+from daemon.library import FileStat, KnownTracks, LibraryReader
 from daemon.stores import journal, tracks
 from daemon.stores.schema import reading
 from daemon.watch.debounce import Debouncer
+from daemon.watch.progress import ScanProgress
 from daemon.watch.removal_guard import RemovalGuard
 from daemon.watch.scan_status import ScanStatus
-from daemon.watch.scanner import Reader, Scanner
+from daemon.watch.scanner import Scanner
 
-MakeReader = Callable[[Config, KnownTracks], Reader]
+MakeReader = Callable[[Config, KnownTracks], LibraryReader]
 
 
 @dataclass
@@ -35,6 +36,8 @@ class LibraryScan:
     changes: Debouncer
     make_reader: MakeReader
     removal_guard: RemovalGuard
+    # How far a scan has got: the scanner reports to it; `status` and `musicd run` read it.
+    scan_progress: ScanProgress
     # Made by run() once the baseline is loaded; None until then.
     scanner: Scanner | None = field(default=None, init=False)
 
@@ -53,6 +56,7 @@ class LibraryScan:
             recorder=self.recorder,
             changes=self.changes,
             removal_guard=self.removal_guard,
+            progress=self.scan_progress,
         )
         try:
             await self.scanner.run()
@@ -67,7 +71,7 @@ class LibraryScan:
 
     def progress(self) -> dict[str, Any] | None:
         """The scan under way (`scan_in_progress`), None when none runs."""
-        return self.scanner.progress.snapshot() if self.scanner is not None else None
+        return self.scan_progress.snapshot()
 
 
 def _baseline(db_path: Path) -> tuple[int, FileStat | None, dict[str, object]]:

@@ -1,64 +1,19 @@
-"""How far the running scan has got: written by the reader's worker thread, read by `status`.
+"""How far the running scan has got: written by the reader's thread, read by `status`.
 
 A first scan of a big library takes tens of seconds; without this, `status` said "0 tracks, last
-scan never" all along. The reader reports per chunk it parsed (1 MiB), never per byte or track,
-so the cost is a lock and a few stores per chunk. The scanner makes its progress object the
-*current* one for the scan (a context variable: anyio copies the context into the worker thread),
-so readers need no extra parameter and work unchanged without one.
+scan never" all along. The scanner hands `ScanProgress.update` to each read as its progress
+callback, and the reader reports per chunk it parsed (1 MiB), never per byte or track, so the
+cost is a lock and a few stores per chunk. `musicd run`'s progress line waits on the same object
+for a scan to start or end, so nothing polls while the daemon is idle.
 """
 
 from __future__ import annotations
 
-import contextvars
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
-
-_current: contextvars.ContextVar[ScanProgress | None] = contextvars.ContextVar(
-    "musicd_scan_progress", default=None
-)
-
-# The scan running in this process, for the console progress line of `musicd run`. Waiters are
-# woken when a scan starts or ends, so nothing polls while the daemon is idle.
-_active: ScanProgress | None = None
-_changed = threading.Condition()
-
-
-def current() -> ScanProgress | None:
-    """The progress object of the scan this code runs for, if any."""
-    return _current.get()
-
-
-def active() -> ScanProgress | None:
-    """The scan running in this process right now, if any."""
-    return _active
-
-
-def wait_for_change(timeout: float | None) -> None:
-    """Block until a scan starts or ends (or `timeout` passes)."""
-    with _changed:
-        _changed.wait(timeout)
-
-
-def wait_for_scan(stop: Callable[[], bool]) -> None:
-    """Block until a scan runs in this process, or `stop()` is true after `wake_waiters()`."""
-    with _changed:
-        _changed.wait_for(lambda: _active is not None or stop())
-
-
-def wake_waiters() -> None:
-    """Wake every `wait_for_change` (a progress display that is being stopped)."""
-    with _changed:
-        _changed.notify_all()
-
-
-def _set_active(progress: ScanProgress | None) -> None:
-    global _active
-    with _changed:
-        _active = progress
-        _changed.notify_all()
 
 
 class ScanProgress:
@@ -67,6 +22,8 @@ class ScanProgress:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
+        # Notified when a scan starts or ends (not on updates: a display redraws on its own).
+        self._changed = threading.Condition(self._lock)
         self._running = False
         self._reason = ""
         self._started_at = 0.0  # wall clock, for people
@@ -78,8 +35,8 @@ class ScanProgress:
 
     @contextmanager
     def scanning(self, reason: str, expected_tracks: int | None) -> Iterator[None]:
-        """Mark a scan as running for the duration of the block, and make this the current one."""
-        with self._lock:
+        """Mark a scan as running for the duration of the block."""
+        with self._changed:
             self._running = True
             self._reason = reason
             self._started_at = time.time()
@@ -87,15 +44,28 @@ class ScanProgress:
             self._bytes_done = self._tracks_done = 0
             self._bytes_total = None
             self._tracks_expected = expected_tracks or None
-        token = _current.set(self)
-        _set_active(self)
+            self._changed.notify_all()
         try:
             yield
         finally:
-            _current.reset(token)
-            with self._lock:
+            with self._changed:
                 self._running = False
-            _set_active(None)
+                self._changed.notify_all()
+
+    def wait_for_change(self, timeout: float | None) -> None:
+        """Block until a scan starts or ends (or `timeout` passes); from a thread of its own."""
+        with self._changed:
+            self._changed.wait(timeout)
+
+    def wait_for_scan(self, stop: Callable[[], bool]) -> None:
+        """Block until a scan runs, or `stop()` is true after `wake_waiters()`."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._running or stop())
+
+    def wake_waiters(self) -> None:
+        """Wake every waiter (a progress display that is being stopped)."""
+        with self._changed:
+            self._changed.notify_all()
 
     def update(
         self,

@@ -18,6 +18,7 @@ import structlog
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, LibraryReadStalled
 from daemon.library import LibraryRead
 from daemon.library.access import LibraryError, describe_library_error, errno_name
+from daemon.mac.launchd import installed_plist
 
 log = structlog.get_logger(__name__)
 
@@ -139,7 +140,7 @@ class ScanStatus:
         previous = self.library_error
         if previous is not None and previous.errno == name and previous.message == message:
             return
-        hint = describe_library_error(number, path)
+        hint = describe_library_error(number, path, plist=installed_plist())
         self.library_error = LibraryError(errno=name, message=message, hint=hint, since=time.time())
         log.error(
             "library_access_failed",

@@ -12,6 +12,7 @@ import errno
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
 import anyio.to_thread
@@ -30,10 +31,10 @@ from daemon.events import (
     TrackRemoved,
 )
 from daemon.journal.recorder import Recorder, ScanRecord
-from daemon.library import FileStat, LibraryRead, library_stat
+from daemon.library import FileStat, LibraryRead, LibraryReader, library_stat
 from daemon.models import Track
 from daemon.stores.writer import DatabaseUnavailable
-from daemon.watch.baseline import Snapshot, diff_read, forget_read
+from daemon.watch.baseline import Snapshot, diff_read
 from daemon.watch.debounce import Debouncer
 from daemon.watch.progress import ScanProgress
 from daemon.watch.read_job import ReadJob, run_abandonable
@@ -42,7 +43,6 @@ from daemon.watch.scan_status import ScanOutcome, ScanStatus
 
 log = structlog.get_logger(__name__)
 
-Reader = Callable[[], LibraryRead]
 CHANGED_DURING_READ_RETRIES = 5
 # A scan whose events could not be committed (disk full, database locked) is tried again after
 # this long, then less often, but at least every verify_seconds.
@@ -78,7 +78,7 @@ class Scanner:
         self,
         *,
         library: LibraryConfig,
-        reader: Reader,
+        reader: LibraryReader,
         snapshot: Snapshot,
         baseline_count: int,
         baseline_stat: FileStat | None,
@@ -86,6 +86,7 @@ class Scanner:
         recorder: Recorder,
         changes: Debouncer,
         removal_guard: RemovalGuard,
+        progress: ScanProgress | None = None,
     ) -> None:
         self.library = library
         self.reader = reader
@@ -102,7 +103,8 @@ class Scanner:
         self.changes = changes
         self.removal_guard = removal_guard
         self.status = ScanStatus()
-        self.progress = ScanProgress()
+        # How far the running scan has got (`status`, and `musicd run`'s progress line).
+        self.progress = progress if progress is not None else ScanProgress()
         self._commit_failures = 0
         self._full_read_unrecorded = False
         self._lock = anyio.Lock()
@@ -193,7 +195,7 @@ class Scanner:
         except Exception:
             log.exception("scan_failed", reason=reason)
             self.last_stat = None
-            forget_read(self.reader)
+            self.reader.forget()
 
     # -- one scan ------------------------------------------------------------------------
 
@@ -227,7 +229,8 @@ class Scanner:
         """
         job = self._job
         if job is None:
-            job = self._job = ReadJob(self.reader, on_late_finish=self._read_finished_late)
+            read = partial(self.reader.read, self.progress.update)
+            job = self._job = ReadJob(read, on_late_finish=self._read_finished_late)
         with anyio.move_on_after(self.library.read_timeout_seconds):
             await job.done.wait()
         if job.running:
@@ -258,9 +261,7 @@ class Scanner:
     def _abandon_read(self) -> None:
         """At shutdown: stop a read that can be stopped (osascript); leave the rest behind."""
         if self._job is not None and self._job.running:
-            cancel = getattr(self.reader, "cancel", None)
-            if callable(cancel):
-                cancel()
+            self.reader.cancel()
             log.info("library_read_abandoned", path=str(self.library.path))
 
     async def scan(
@@ -290,7 +291,7 @@ class Scanner:
             if self.initial_build and read.gone is not None and not read.full:
                 # An incremental read cannot build a snapshot (the build's commit failed after
                 # the reader moved on): read again in full.
-                forget_read(self.reader)
+                self.reader.forget()
                 read = await self._read()
         except LibraryReadError as err:
             return await self._failed(err, reason, before)
@@ -371,7 +372,7 @@ class Scanner:
 
     def _not_recorded(self, reason: str, err: DatabaseUnavailable) -> ScanOutcome:
         # Nothing of this scan was recorded: keep the baseline, read again shortly.
-        forget_read(self.reader)
+        self.reader.forget()
         self._commit_failures += 1
         self.status.database_error = str(err)
         log.warning("scan_not_recorded", reason=reason, error=str(err))

@@ -40,7 +40,7 @@ def test_on_a_mac_permission_errors_name_the_programs_and_the_pane(tmp_path: Pat
 
 
 def test_on_linux_permission_errors_name_the_user(tmp_path: Path) -> None:
-    hint = describe_library_error(errno.EACCES, tmp_path / "x.xml", platform="linux")
+    hint = describe_library_error(errno.EACCES, tmp_path / "x.xml", plist=None, platform="linux")
     assert "may not read" in hint and "chmod" in hint
 
 
@@ -55,7 +55,7 @@ def test_on_linux_permission_errors_name_the_user(tmp_path: Path) -> None:
     ],
 )
 def test_other_errors(number: int, words: str, tmp_path: Path) -> None:
-    assert words in describe_library_error(number, tmp_path / "x.xml", platform="linux")
+    assert words in describe_library_error(number, tmp_path / "x.xml", plist=None, platform="linux")
 
 
 def test_protected_folders(tmp_path: Path) -> None:

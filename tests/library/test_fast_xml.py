@@ -179,12 +179,12 @@ class Checker:
             expected = read_library_xml(self.path)
         except LibraryReadError as err:
             with pytest.raises(LibraryReadError) as got:
-                self.reader()
+                self.reader.read()
             assert str(got.value) == str(err)
             assert self.reader.last_mode == "full"
             # The reader keeps what it knew: its next read of the changes is from there.
             return None
-        read = self.reader()
+        read = self.reader.read()
         if read.gone is None:
             assert_same(read, expected)
             library = dict(read.tracks)
@@ -448,7 +448,7 @@ def test_entity_declarations_always_go_to_the_full_reader(workdir: Path) -> None
     lib.doctype = ENTITIES
     checker.write(lib.render())
     with pytest.raises(LibraryReadError, match="entities"):
-        checker.reader()
+        checker.reader.read()
     assert checker.reader.last_mode == "full"
 
 
@@ -537,7 +537,7 @@ def test_a_periodic_full_read_checks_what_the_fast_path_kept(
     checker.write(lib.render())
     now[0] = 22.0
     with capture_logs() as logs:
-        checker.reader()
+        checker.reader.read()
     assert any(e["event"] == "fast_read_mismatch" for e in logs)
 
 
@@ -642,7 +642,7 @@ def test_what_a_reader_keeps_between_reads_costs_bytes_per_track_not_tracks(
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        read = reader()
+        read = reader.read()
         assert read.count() == 4000
         del read
         gc.collect()

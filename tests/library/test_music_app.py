@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
+from daemon.app import make_reader
 from daemon.config import Config, LibraryConfig, config_from_mapping
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError
 from daemon.library import FileStat, library_stat, music_app
@@ -26,11 +27,11 @@ from daemon.library.music_app import (
     PROBE_FIELDS,
     SCRIPT_FORMAT,
     MusicAppReader,
-    make_music_app_reader,
 )
 from daemon.models import TRACK_FIELDS, Track
 from tests.fakes import FakeOsascript
 from tests.fakes import fake_osascript as fake_module
+from tests.library.test_readers import NoTracks
 from tests.support import wait_for
 
 SCRIPT = Path(str(resources.files("daemon") / "data" / "music_library.js"))
@@ -336,7 +337,9 @@ def test_the_stat_moves_when_library_musicdb_is_rewritten_in_place(bundle: Path)
 
 def test_reader_is_built_from_the_config(fake: FakeOsascript, bundle: Path) -> None:
     config = config_from_mapping({"library": {"source": "music-app", "path": str(bundle)}})
-    read = make_music_app_reader(config, rescan_command=RESCAN)()
+    reader = make_reader(config, NoTracks(), rescan_command=RESCAN)
+    assert isinstance(reader, MusicAppReader)
+    read = reader.read()
     assert list(read.tracks.values()) == TRACKS
 
 

@@ -37,7 +37,7 @@ from daemon.watch.scanner import CHANGED_DURING_READ_RETRIES, Scanner
 from tests.reliability.conftest import Report
 from tests.support import wait_for
 from tests.support.library import SynthLibrary, write_library
-from tests.watch.scanner_support import fresh_scanner
+from tests.watch.scanner_support import CallReader, fresh_scanner
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -65,7 +65,7 @@ async def scanner_running(
         recorder = Recorder(writer, hub, Signal(), last_seq=0)
         head = tracks.HeadTracks(db.path, merger.CONSUMER)
         scanner = fresh_scanner(
-            path, reader, recorder, verify_seconds=verify_seconds, snapshot=head
+            path, CallReader(reader), recorder, verify_seconds=verify_seconds, snapshot=head
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(writer.run)

@@ -14,21 +14,39 @@ import anyio.to_thread
 
 from daemon.config import LibraryConfig
 from daemon.journal.recorder import Recorder
-from daemon.library import LibraryRead
+from daemon.library import LibraryRead, LibraryReader, ReadProgress
 from daemon.watch.baseline import Snapshot
 from daemon.watch.debounce import Debouncer
+from daemon.watch.progress import ScanProgress
 from daemon.watch.removal_guard import RemovalGuard
 from daemon.watch.scanner import Scanner
 
 
+class CallReader:
+    """A `LibraryReader` that calls `read_once` for each read: what a scanner test scripts."""
+
+    def __init__(self, read_once: Callable[[], LibraryRead]) -> None:
+        self.read_once = read_once
+
+    def read(self, progress: ReadProgress | None = None) -> LibraryRead:
+        return self.read_once()
+
+    def forget(self) -> None:
+        pass
+
+    def cancel(self) -> None:
+        pass
+
+
 def fresh_scanner(
     path: Path,
-    reader: Callable[[], LibraryRead],
+    reader: LibraryReader,
     recorder: Recorder | None,
     *,
     settle_seconds: float = 0.01,
     settle_max_seconds: float = 0.1,
     snapshot: Snapshot | None = None,
+    progress: ScanProgress | None = None,
     **library: Any,
 ) -> Scanner:
     """No snapshot yet: its first scan builds one. `library` are LibraryConfig's fields;
@@ -50,6 +68,7 @@ def fresh_scanner(
             confirm_seconds=config.mass_removal_confirm_seconds,
             accept_command="musicd rescan --accept-removals",
         ),
+        progress=progress,
     )
 
 

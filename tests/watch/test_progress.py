@@ -1,4 +1,5 @@
-"""Scan progress: the reader reports per chunk from its worker thread; `status` reads it."""
+"""Scan progress: the reader reports per chunk from its read thread; `status` reads it, and
+`musicd run`'s progress line waits on it."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import anyio.to_thread
 import pytest
 
 from daemon.cli.progress import ProgressConsole, render
+from daemon.library.fast_xml import FastXmlReader
 from daemon.library.xml_reader import CHUNK_SIZE, read_library_xml
-from daemon.watch import progress
 from daemon.watch.progress import ScanProgress
 from tests.benchmarks.generate import generate_library
+from tests.support import wait_for
+from tests.watch.scanner_support import fresh_scanner
 
 
 class Clock:
@@ -30,7 +33,6 @@ def test_idle_is_none_and_a_scan_has_rate_and_eta() -> None:
     p = ScanProgress(clock)
     assert p.snapshot() is None
     with p.scanning("startup", expected_tracks=0):
-        assert progress.current() is p and progress.active() is p
         p.update(bytes_total=1000, bytes_done=0)
         clock.now += 2
         p.update(bytes_done=250, tracks_done=40)
@@ -41,7 +43,6 @@ def test_idle_is_none_and_a_scan_has_rate_and_eta() -> None:
         assert snap["bytes_per_second"] == 125
         assert snap["eta_seconds"] == 6.0
     assert p.snapshot() is None
-    assert progress.current() is None and progress.active() is None
 
 
 def test_tracks_give_the_estimate_when_there_are_no_bytes() -> None:
@@ -59,28 +60,25 @@ class Recording(ScanProgress):
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[dict[str, Any]] = []
+        self.threads: set[int] = set()
 
     def update(self, **values: Any) -> None:
         self.calls.append(values)
+        self.threads.add(threading.get_ident())
         super().update(**values)
 
 
-async def test_the_xml_reader_reports_each_chunk_from_its_worker_thread(tmp_path: Path) -> None:
+async def test_the_scanner_s_read_reports_each_chunk_from_its_read_thread(tmp_path: Path) -> None:
     library = tmp_path / "Library.xml"
     library.write_bytes(generate_library(4000))
     size = library.stat().st_size
     assert size > 3 * CHUNK_SIZE
     p = Recording()
-    threads: set[int] = set()
-
-    def read() -> int:
-        threads.add(threading.get_ident())
-        return len(read_library_xml(library).tracks)
-
+    scanner = fresh_scanner(library, FastXmlReader(library), None, progress=p)
     with p.scanning("startup", expected_tracks=0):
         with anyio.fail_after(60):
-            tracks = await anyio.to_thread.run_sync(read)
-    assert threading.get_ident() not in threads
+            tracks = (await scanner._read_once()).count()
+    assert p.threads and threading.get_ident() not in p.threads
     assert p.calls[0] == {"bytes_done": 0, "bytes_total": size, "tracks_done": 0}
     done = [c["bytes_done"] for c in p.calls[1:]]
     assert done == sorted(done) and done[-1] == size
@@ -89,11 +87,39 @@ async def test_the_xml_reader_reports_each_chunk_from_its_worker_thread(tmp_path
     assert 0 < counted[0] < counted[-1] <= tracks
 
 
-def test_without_a_scan_the_reader_reports_nothing(tmp_path: Path) -> None:
+def test_a_reader_given_no_progress_reports_nothing(tmp_path: Path) -> None:
     library = tmp_path / "Library.xml"
     library.write_bytes(generate_library(50))
-    assert progress.current() is None
     assert len(read_library_xml(library).tracks) == 50
+
+
+def test_a_waiter_wakes_when_a_scan_starts_and_when_it_ends() -> None:
+    p = ScanProgress()
+    woke: list[str] = []
+
+    def wait() -> None:
+        p.wait_for_scan(lambda: False)
+        woke.append("started")
+        p.wait_for_change(10)
+        woke.append("ended")
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    with p.scanning("startup", expected_tracks=0):
+        wait_for(lambda: woke == ["started"], what="the waiter to see the scan start")
+    thread.join(10)
+    assert woke == ["started", "ended"]
+
+
+def test_wake_waiters_lets_a_stopped_display_go() -> None:
+    p = ScanProgress()
+    stopped = threading.Event()
+    thread = threading.Thread(target=p.wait_for_scan, args=(stopped.is_set,))
+    thread.start()
+    stopped.set()
+    p.wake_waiters()
+    thread.join(10)
+    assert not thread.is_alive()
 
 
 class Terminal:

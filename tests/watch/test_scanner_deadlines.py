@@ -25,7 +25,7 @@ from daemon.watch import scanner as scanner_mod
 from daemon.watch.debounce import Burst
 from daemon.watch.scanner import Scanner, StatFailed
 from tests.support import wait_for
-from tests.watch.scanner_support import fresh_scanner
+from tests.watch.scanner_support import CallReader, fresh_scanner
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def gate() -> Iterator[threading.Event]:
 
 def make_scanner(path: Path, reader: Any) -> Scanner:
     # These tests never record a scan; a read is stalled after 0.2 s.
-    return fresh_scanner(path, reader, None, read_timeout_seconds=0.2)
+    return fresh_scanner(path, CallReader(reader), None, read_timeout_seconds=0.2)
 
 
 async def test_a_read_past_its_deadline_is_stalled_then_used_when_it_ends(
