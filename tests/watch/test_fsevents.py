@@ -25,8 +25,8 @@ pytestmark = pytest.mark.macos
 
 @pytest.fixture
 def var_dir() -> Iterator[Path]:
-    """A temp dir as macOS names it: under /var/folders, a symlink to /private/var/folders."""
-    path = Path(tempfile.mkdtemp())
+    """A temp dir under /var, which macOS makes a symlink to /private/var (whatever $TMPDIR)."""
+    path = Path(tempfile.mkdtemp(dir="/var/tmp"))
     try:
         yield path
     finally:
