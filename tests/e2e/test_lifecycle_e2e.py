@@ -60,6 +60,8 @@ def test_journal_trims_by_count_while_only_rescans_happen() -> None:
             what="the journal trimmed to its newest 1000 events",
         )
         seqs = journal_seqs(d.state_dir)
+        # More than 1000 events were made and the oldest trimmed: the newest 1000 at most stay.
+        assert len(seqs) <= 1000 < seqs[-1]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # the newest ones are kept
 
 
