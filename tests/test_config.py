@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import get_args
 
 import pytest
+from pydantic import BaseModel
 
-from daemon.config import LibraryConfig, config_from_mapping, load_config
+from daemon.config import Config, LibraryConfig, config_from_mapping, load_config
 from daemon.errors import EX_CONFIG, ConfigError
 from daemon.models import DEFAULT_SOURCES
 from daemon.paths import check_socket_path, library_kind_matches
@@ -26,6 +28,34 @@ def test_documented_default_config_loads_and_matches_the_builtin_defaults() -> N
     assert cfg.library.verify_seconds == 60.0
     assert cfg.cache.failed_ttl_seconds == 3600.0
     assert cfg.library.path.is_absolute()
+
+
+def _section_model(annotation: object) -> type[BaseModel] | None:
+    """The model of a config section: `Section` for a table, `list[Section]` for an array of
+    tables; None for a plain value."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def test_the_documented_config_names_every_key_of_the_model() -> None:
+    # A new config key is documented where people look for it: config/config.toml, which
+    # `musicd check-config` and the README point to. Commented-out keys count.
+    doc = (REPO / "config" / "config.toml").read_text(encoding="utf-8")
+    missing = []
+    for section, field in Config.model_fields.items():
+        model = _section_model(field.annotation)
+        if field.exclude or model is None:
+            continue
+        if not re.search(rf"^#? ?\[\[?{section}\]\]?$", doc, re.M):
+            missing.append(f"[{section}]")
+        missing += [
+            f"{section}.{key}"
+            for key in model.model_fields
+            if not re.search(rf"^#? ?{key} =", doc, re.M)
+        ]
+    assert missing == []
 
 
 def test_unknown_key_is_named(tmp_path: Path) -> None:
