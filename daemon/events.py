@@ -4,6 +4,9 @@ Every event gets its sequence number (`seq`) from the change journal, in the tra
 records it (daemon/stores/journal.py): strictly increasing and never handed out twice for the
 life of the database, across restarts and crashes (tests/e2e/test_state_e2e.py and the
 reliability suite's seq_across_restarts check it).
+
+A track event's `origin` names the program whose announced write it is, or is None: a person,
+or a program that announced nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ EVENT_TYPES: Final[tuple[str, ...]] = get_args(EventType)
 class TrackAdded:
     track: Track
     seq: int = 0
+    origin: str | None = None
     type: Literal["track_added"] = TRACK_ADDED
 
     @property
@@ -46,7 +50,12 @@ class TrackAdded:
         return self.track.persistent_id
 
     def to_wire(self) -> dict[str, Any]:
-        return {"type": self.type, "seq": self.seq, "track": self.track.to_dict()}
+        return {
+            "type": self.type,
+            "seq": self.seq,
+            "track": self.track.to_dict(),
+            "origin": self.origin,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +64,7 @@ class TrackModified:
     new: Track
     changed: tuple[str, ...]
     seq: int = 0
+    origin: str | None = None
     type: Literal["track_modified"] = TRACK_MODIFIED
 
     @property
@@ -75,6 +85,7 @@ class TrackModified:
             "old": {name: getattr(self.old, name) for name in self.changed},
             "new": {name: getattr(self.new, name) for name in self.changed},
             "track": self.new.to_dict(),
+            "origin": self.origin,
         }
 
 
@@ -82,6 +93,7 @@ class TrackModified:
 class TrackRemoved:
     track: Track  # the last known version: its artist/album say which cache entries to drop
     seq: int = 0
+    origin: str | None = None
     type: Literal["track_removed"] = TRACK_REMOVED
 
     @property
@@ -98,6 +110,7 @@ class TrackRemoved:
             "artist": t.artist,
             "album_artist": t.album_artist,
             "album": t.album,
+            "origin": self.origin,
         }
 
 

@@ -185,7 +185,13 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
 
 
 def describe_event(event: dict[str, Any]) -> str:
-    """One readable line for an event."""
+    """One readable line for an event; a track event a program announced says whose it is."""
+    line = _describe(event)
+    origin = event.get("origin")
+    return line if origin is None else f"{line}  (by {origin})"
+
+
+def _describe(event: dict[str, Any]) -> str:
     kind = event.get("type", "?")
     head = f"{time.strftime('%H:%M:%S')} #{event.get('seq')} {kind}"
     if kind == "track_modified":

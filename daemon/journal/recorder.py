@@ -68,6 +68,7 @@ def _log_event(event: AnyEvent) -> None:
             changed=list(event.changed),
             old={k: getattr(event.old, k) for k in event.changed},
             new={k: getattr(event.new, k) for k in event.changed},
+            origin=event.origin,
         )
     elif isinstance(event, TrackAdded | TrackRemoved):
         t = event.track
@@ -78,6 +79,7 @@ def _log_event(event: AnyEvent) -> None:
             name=t.name,
             artist=t.artist,
             album=t.album,
+            origin=event.origin,
         )
 
 

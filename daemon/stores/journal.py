@@ -79,7 +79,8 @@ def append(conn: sqlite3.Connection, events: Sequence[AnyEvent], now: float) -> 
     base = head(conn)
     numbered = [dataclasses.replace(e, seq=base + i) for i, e in enumerate(events, start=1)]
     conn.executemany(
-        "INSERT INTO journal (seq, type, persistent_id, at, body) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO journal (seq, type, persistent_id, at, body, origin) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
         (
             (
                 e.seq,
@@ -87,6 +88,7 @@ def append(conn: sqlite3.Connection, events: Sequence[AnyEvent], now: float) -> 
                 None if isinstance(e, ObserverEvent) else e.persistent_id,
                 e.at if isinstance(e, ObserverEvent) else now,
                 _body(e).decode(),
+                None if isinstance(e, ObserverEvent) else e.origin,
             )
             for e in numbered
         ),
@@ -119,11 +121,11 @@ def event_from_row(seq: int, kind: str, body: str | bytes) -> AnyEvent:
     """Rebuild an event from its journal row."""
     data: dict[str, Any] = orjson.loads(body)
     if kind == TRACK_ADDED:
-        return TrackAdded(Track(**data["track"]), seq=seq)
+        return TrackAdded(Track(**data["track"]), seq=seq, origin=data["origin"])
     if kind == TRACK_MODIFIED:
         new = Track(**data["track"])
         old = dataclasses.replace(new, **data["old"])
-        return TrackModified(old, new, tuple(data["changed"]), seq=seq)
+        return TrackModified(old, new, tuple(data["changed"]), seq=seq, origin=data["origin"])
     if kind == TRACK_REMOVED:
         track = Track(
             data["persistent_id"],
@@ -132,7 +134,7 @@ def event_from_row(seq: int, kind: str, body: str | bytes) -> AnyEvent:
             album_artist=data.get("album_artist"),
             album=data.get("album"),
         )
-        return TrackRemoved(track, seq=seq)
+        return TrackRemoved(track, seq=seq, origin=data["origin"])
     data.pop("type", None)
     at = data.pop("at", 0.0)
     return ObserverEvent(kind, data, seq=seq, at=at)

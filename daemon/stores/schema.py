@@ -98,10 +98,22 @@ def _migrate_to_2(conn: sqlite3.Connection) -> None:
         conn.execute(f"CREATE INDEX tracks_by_{column} ON tracks ({column})")
 
 
+def _migrate_to_3(conn: sqlite3.Connection) -> None:
+    """Each track event's origin (events.py): a column, so a reader can leave out the events of
+    some origins in SQL, and in the body, so every stored event reads as a new one does. The
+    events recorded before it had none: null."""
+    conn.execute("ALTER TABLE journal ADD COLUMN origin TEXT")
+    conn.execute(
+        "UPDATE journal SET body = json_set(body, '$.origin', NULL) "
+        "WHERE type IN ('track_added', 'track_modified', 'track_removed')"
+    )
+
+
 # MIGRATIONS[n] brings a database at user_version n to n + 1.
 MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _migrate_to_1,
     _migrate_to_2,
+    _migrate_to_3,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -102,3 +102,22 @@ def test_changes_follow_replays_then_prints_live_changes() -> None:
         finally:
             proc.kill()
             proc.communicate()
+
+
+def test_an_event_line_names_the_program_that_announced_it_and_only_then() -> None:
+    from daemon.cli.changes import describe_event
+
+    event: dict[str, Any] = {
+        "type": "track_removed",
+        "seq": 7,
+        "persistent_id": "P1",
+        "name": "So What",
+        "artist": "Miles Davis",
+        "album": "Kind of Blue",
+        "origin": None,
+    }
+    # Past the time of day, which may tick between the two lines.
+    line = describe_event(event).split(" ", 1)[1]
+    assert line == "#7 track_removed P1 Miles Davis - So What (Kind of Blue)"
+    tagged = describe_event({**event, "origin": "genre-updater"}).split(" ", 1)[1]
+    assert tagged == f"{line}  (by genre-updater)"

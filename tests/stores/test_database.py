@@ -6,6 +6,7 @@ import sqlite3
 import unicodedata
 from pathlib import Path
 
+import orjson
 import pytest
 from structlog.testing import capture_logs
 
@@ -64,6 +65,38 @@ def test_migration_to_2_adds_the_music_app_ids_empty_and_keeps_the_tracks(tmp_pa
         found = tracks.get_by(conn, field, value)
         assert found is not None and found.persistent_id == "P2"
     assert tracks.get_by(conn, "music_id", 1234) is None
+    conn.close()
+
+
+def test_migration_to_3_gives_every_stored_track_event_a_null_origin(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    conn = connect(path)
+    for target, migrate in enumerate(MIGRATIONS[:2], start=1):
+        migrate(conn)
+        conn.execute(f"PRAGMA user_version = {target}")
+    old = Track("P1", name="So What", artist="Miles Davis", album="Kind of Blue")
+    new = Track("P1", name="So What", artist="Miles Davis", album="Kind of Blue", year=1959)
+    before = [
+        TrackAdded(old, seq=1),
+        TrackModified(old, new, ("year",), seq=2),
+        TrackRemoved(old, seq=3),
+        ObserverEvent("scan_finished", {"added": 1}, seq=4, at=12.5),
+    ]
+    for event in before:
+        # As schema 2 stored them: the wire form without seq, and no origin anywhere.
+        body = {k: v for k, v in event.to_wire().items() if k not in ("seq", "origin")}
+        conn.execute(
+            "INSERT INTO journal (seq, type, persistent_id, at, body) VALUES (?, ?, ?, ?, ?)",
+            (event.seq, event.type, "P1", 1.0, orjson.dumps(body).decode()),
+        )
+    assert check_and_migrate(conn, path) == 2
+    rows = journal.read(conn, 0, 10)
+    assert [journal.event_from_row(*row) for row in rows] == before
+    assert [journal.wire_from_row(seq, body) for seq, _, body in rows] == [
+        e.to_wire() for e in before
+    ]
+    assert "origin" not in journal.wire_from_row(4, rows[3][2])
+    assert conn.execute("SELECT count(*) FROM journal WHERE origin IS NULL").fetchone()[0] == 4
     conn.close()
 
 
