@@ -15,7 +15,7 @@ import errno
 import os
 import pwd
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 __all__ = [
@@ -54,12 +54,7 @@ class LibraryError:
     since: float
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "errno": self.errno,
-            "message": self.message,
-            "hint": self.hint,
-            "since": self.since,
-        }
+        return asdict(self)
 
 
 def errno_name(number: int | None) -> str:

@@ -197,8 +197,7 @@ async def bench(count: int, repeat: int) -> list[tuple[str, float, float | None]
     checkout = os.environ.get("GENREUPDATER_CHECKOUT")
     results: list[tuple[str, float, float | None]] = []
     with daemon_env(cache={"sources": ["*"]}) as d, tempfile.TemporaryDirectory() as tmp:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
 
         async def reseed_daemon() -> None:
             with d.client() as client:

@@ -44,8 +44,7 @@ def first_start(tracks: int) -> dict[str, float | bool]:
 
 def stop_seconds(*, reader: bool) -> float:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         with d.client() as client:
             client.cache_put("Artist", "Album", "musicbrainz", data={"year": 1959})
         db = d.state_dir / "musicd.db"

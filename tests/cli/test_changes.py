@@ -22,8 +22,7 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 def test_changes_cursor_and_tracks_list_commands() -> None:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         cfg = ["--config", str(d.config_path)]
         listed = musicd("tracks", "list", "--all", "--limit", "10", "--json", *cfg)
         assert listed.returncode == 0, listed.stderr
@@ -69,8 +68,7 @@ def test_changes_cursor_and_tracks_list_commands() -> None:
 
 def test_changes_follow_replays_then_prints_live_changes() -> None:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         cfg = ["--config", str(d.config_path)]
         start = json_lines(musicd("changes", "--json", *cfg).stdout)[-1]["cursor"]
         edit_tracks(d.library, lambda t: find_track(t, Name="Hunter").update(Name="Hunter (1)"))

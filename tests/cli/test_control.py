@@ -27,8 +27,7 @@ def musicd(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
 
 def test_status_for_people_and_for_scripts() -> None:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         human = musicd("status", "--config", str(d.config_path))
         assert human.returncode == 0, human.stderr
         assert d.proc is not None
@@ -57,8 +56,7 @@ def test_not_running_is_one_line_and_exit_3(command: list[str]) -> None:
 
 def test_cache_and_tracks_commands_round_trip() -> None:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         cfg = ["--config", str(d.config_path)]
         put = musicd(
             "cache",
@@ -102,8 +100,7 @@ def subscribed(d: DaemonProc) -> bool:
 
 def test_subscribe_prints_a_line_per_change_and_ctrl_c_exits_0() -> None:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         with subprocess.Popen(
             [
                 sys.executable,

@@ -42,8 +42,7 @@ def test_import_cache_reports_counts_and_the_daemon_serves_the_entries() -> None
         report = orjson.loads(done.stdout)
         assert report["imported"] == 1 and report["skipped"] == 1
         assert report["skipped_by_reason"] == {"empty or missing artist/album": 1}
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         got = musicd("cache", "get", "miles davis", "kind of blue", "musicbrainz", "--json",
                      "--config", str(d.config_path))  # fmt: skip
         assert got.returncode == 0, got.stderr
@@ -69,8 +68,7 @@ def test_import_cache_refuses_what_it_cannot_read_in_one_line(
 
 def test_export_snapshot_writes_every_track_while_the_daemon_runs() -> None:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         out = d.root / "snapshot.json"
         done = musicd("export", "snapshot", str(out), "--config", str(d.config_path))
         assert done.returncode == 0, done.stderr
@@ -116,8 +114,7 @@ def test_import_cache_before_the_first_run_opens_the_database_as_the_daemon_does
         assert [p.name.split(".imported-")[0] for p in d.state_dir.glob("*.imported-*")] == [
             "api_cache.json"
         ]
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         for name in ("musicd.db", "musicd.db-wal", "musicd.db-shm"):
             assert stat.S_IMODE((d.state_dir / name).stat().st_mode) == 0o600, name
         assert sorted(e["artist"] for e in d.cache_entries()) == ["Bill Evans", "Miles Davis"]
@@ -126,8 +123,7 @@ def test_import_cache_before_the_first_run_opens_the_database_as_the_daemon_does
 
 def test_a_database_readable_by_others_is_made_owner_only() -> None:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         assert d.stop()[0] == 0
         db = d.state_dir / "musicd.db"
         db.chmod(0o644)
@@ -149,8 +145,7 @@ def test_export_path_errors_are_one_line_and_an_exit_status(
     where: str, status: int, text: str
 ) -> None:
     with daemon_env() as d, open("/dev/full", "wb") as full:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         target = () if where == "-" else (where if where.startswith("/") else str(d.root / where),)
         done = subprocess.run(
             [sys.executable, "-m", "daemon", "export", "snapshot", *target,

@@ -25,8 +25,7 @@ pytestmark = pytest.mark.timeout(60)
 def daemon() -> Iterator[DaemonProc]:
     # The original class takes any source name.
     with daemon_env(cache={"sources": ["*"]}) as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         yield d
         d.stop()
 

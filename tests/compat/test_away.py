@@ -57,8 +57,7 @@ async def test_away_reads_the_database_and_sends_kept_writes_when_back(
 ) -> None:
     logger = logging.getLogger("host")
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         with d.client() as client:
             client.cache_put("Kept", "Album", "musicbrainz", data={"year": 1990})
             client.cache_put("Stale", "Album", "discogs", data={"year": 1991})
@@ -124,8 +123,7 @@ async def test_a_gather_of_big_answers_is_read_in_as_many_calls_as_the_answer_bo
     logger = logging.getLogger("host")
     big = "x" * 100_000
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         with d.client() as client:
             for i in range(60):
                 client.cache_put(f"Artist {i}", "Album", "musicbrainz", data={"year": 1, "n": big})

@@ -116,8 +116,7 @@ async def test_without_a_daemon_the_hosts_snapshot_is_used_while_valid(tmp_path:
 
 async def test_an_xml_snapshot_without_music_ids_leaves_the_hosts_in_place() -> None:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         host = snapshot_service(snapshot=TRACKS)
         cache_manager = TrackCacheManager(
             AsyncMock(), host, logging.getLogger("host"), socket_path=d.socket

@@ -16,8 +16,7 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[DaemonProc]:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         yield d
         d.stop()
 

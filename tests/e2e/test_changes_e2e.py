@@ -63,8 +63,7 @@ def add_track(tracks: dict[str, dict[str, Any]], pid: str, name: str) -> None:
 
 def test_consumer_gets_exactly_the_edits_made_while_away_across_kill_9() -> None:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         with MusicdClient(d.socket) as client:
             first = client.changes_since(consumer="year-updater")
             assert first["resync"] and "not committed" in first["reason"]
@@ -196,8 +195,7 @@ def test_subscribe_since_replays_then_goes_live_without_gap_or_duplicate() -> No
 
 def test_cursor_of_a_rebuilt_database_says_resync() -> None:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         with MusicdClient(d.socket) as client:
             old = client.changes_since(None)["cursor"]
         assert d.stop()[0] == 0
@@ -222,8 +220,7 @@ def test_cursor_of_a_rebuilt_database_says_resync() -> None:
 
 def test_bad_positions_limits_names_and_batches_get_clear_errors() -> None:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         with MusicdClient(d.socket) as client:
             good = client.changes_since(None)["cursor"]
             epoch, seq = good.rsplit(".", 1)

@@ -35,8 +35,7 @@ def subscribers(d: DaemonProc) -> int:
 
 def test_every_method_round_trips_and_shutdown_exits_zero() -> None:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         assert stat.S_IMODE(os.stat(d.socket).st_mode) == 0o600
         assert stat.S_IMODE(os.stat(d.socket.parent).st_mode) == 0o700
         so_what = find_track(load_plist(d.library)["Tracks"], Name="So What")["Persistent ID"]
@@ -100,8 +99,7 @@ def test_every_method_round_trips_and_shutdown_exits_zero() -> None:
 
 def test_subscriber_sees_track_modified_within_2s_of_the_write_and_cache_get_misses() -> None:
     with daemon_env() as d:  # settle_seconds = 0.2
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         with MusicdClient(d.socket) as client:
             client.cache_put("Miles Davis", "Kind of Blue", "musicbrainz", data={"year": 1959})
             client.cache_put("Björk", "Homogenic", "musicbrainz", data={"year": 1997})

@@ -128,8 +128,7 @@ def test_a_cursor_handed_out_before_the_build_answers_resync() -> None:
     # A small library: the build's position is what matters, not its length.
     lib = SynthLibrary.generate(50)
     with daemon_env(lib.render()) as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         with d.client() as client:
             page = client.tracks_list()
             assert page["building"] is False

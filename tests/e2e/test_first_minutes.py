@@ -224,8 +224,7 @@ def test_cache_put_refuses_blank_names_and_unknown_sources() -> None:
 def test_wording_counts_times_flush_and_ids_read_right() -> None:
     # No periodic flush in between: the test's `flush` is the one that writes.
     with daemon_env(state={"flush_interval_seconds": 3600}) as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         cfg = ("--config", str(d.config_path))
         # Global options before the command.
         status = musicd("--config", str(d.config_path), "status")
@@ -252,8 +251,7 @@ def test_wording_counts_times_flush_and_ids_read_right() -> None:
 
 def test_track_modified_log_names_the_track() -> None:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         mark = d.mark()
 
         set_track_keys(d.library, "So What", Album="Kind of Blue (Legacy Edition)")

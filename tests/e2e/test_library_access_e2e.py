@@ -52,8 +52,7 @@ def test_an_edit_behind_a_symlinked_directory_is_noticed_without_the_safety_net(
         link.symlink_to(d.library.parent, target_is_directory=True)
         # verify_seconds of an hour: only a file event can notice the edit.
         _configure(d, link / d.library.name, verify_seconds=3600)
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         assert _library_status(d)["watching"] == str(d.library.parent)
         mark = d.mark()
 

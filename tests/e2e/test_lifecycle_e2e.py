@@ -18,8 +18,7 @@ def test_journal_trims_by_age_while_only_rescans_happen() -> None:
     with daemon_env(
         journal={"max_age_days": 0.00002}, cache={"cleanup_interval_seconds": 0.3}
     ) as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         with d.client() as client:
             for _ in range(5):
                 client.rescan()
@@ -49,8 +48,7 @@ def test_journal_trims_by_age_while_only_rescans_happen() -> None:
 def test_journal_trims_by_count_while_only_rescans_happen() -> None:
     # max_events cannot be set below 1000: 600 rescans make 1200 scan rows.
     with daemon_env(journal={"max_events": 1000}, cache={"cleanup_interval_seconds": 0.3}) as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         with d.client() as client:
             for _ in range(600):
                 client.rescan()
@@ -67,8 +65,7 @@ def test_journal_trims_by_count_while_only_rescans_happen() -> None:
 
 def test_sigterm_with_an_outside_reader_exits_in_time() -> None:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         with d.client() as client:
             for i in range(10):
                 client.cache_put(f"Artist {i}", "Album", "musicbrainz", data={"year": 1900 + i})

@@ -48,6 +48,11 @@ def cached_albums(d: DaemonProc) -> set[tuple[str, str]]:
     return {(normalize_name(e["artist"]), normalize_name(e["album"])) for e in d.cache_entries()}
 
 
+def wait_invalidated(d: DaemonProc, album: tuple[str, str], what: str) -> None:
+    """Wait until the cache no longer holds answers for `album` (artist, album), normalised."""
+    wait_for(lambda: album not in cached_albums(d), what=what)
+
+
 def wait_flushed(d: DaemonProc, after: int) -> None:
     d.wait_log("flush_finished", after=after)
 
@@ -62,8 +67,7 @@ ALBUMS = [
 def test_album_rename_is_logged_merged_and_invalidates_only_that_album() -> None:
     with daemon_env() as d:
         seed_cache(d, ALBUMS)
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         mark = d.mark()
 
         set_track_keys(d.library, "So What", Album="Kind of Blue (Legacy Edition)")
@@ -79,9 +83,8 @@ def test_album_rename_is_logged_merged_and_invalidates_only_that_album() -> None
             return snap[event["persistent_id"]]["album"] == "Kind of Blue (Legacy Edition)"
 
         wait_for(flushed, what="the tracks table with the new album name")
-        wait_for(
-            lambda: ("miles davis", "kind of blue") not in cached_albums(d),
-            what="old album gone from the api_cache table",
+        wait_invalidated(
+            d, ("miles davis", "kind of blue"), "old album gone from the api_cache table"
         )
         remaining = cached_albums(d)
         assert ("björk", "homogenic") in remaining
@@ -92,8 +95,7 @@ def test_album_rename_is_logged_merged_and_invalidates_only_that_album() -> None
 def test_removed_track_leaves_snapshot_and_invalidates_its_album() -> None:
     with daemon_env() as d:
         seed_cache(d, ALBUMS)
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         pid = find_track(load_plist(d.library)["Tracks"], Name="Hunter")["Persistent ID"]
         mark = d.mark()
 
@@ -107,18 +109,14 @@ def test_removed_track_leaves_snapshot_and_invalidates_its_album() -> None:
         assert event["persistent_id"] == pid
         assert event["artist"] == "Björk" and event["album"] == "Homogenic"
         wait_for(lambda: pid not in d.snapshot_tracks(), what="track gone from the snapshot")
-        wait_for(
-            lambda: ("björk", "homogenic") not in cached_albums(d),
-            what="album invalidated in the api_cache table",
-        )
+        wait_invalidated(d, ("björk", "homogenic"), "album invalidated in the api_cache table")
         assert ("miles davis", "kind of blue") in cached_albums(d)
         assert d.stop()[0] == 0
 
 
 def test_file_replaced_by_rename_is_noticed() -> None:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         mark = d.mark()
 
         def retitle(tracks: dict[str, dict[str, Any]]) -> None:
@@ -132,8 +130,7 @@ def test_file_replaced_by_rename_is_noticed() -> None:
 
 def test_burst_of_writes_coalesces_into_one_scan() -> None:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         mark = d.mark()
         for i in range(20):
 
@@ -154,8 +151,7 @@ def test_burst_of_writes_coalesces_into_one_scan() -> None:
 
 def test_sigterm_drains_flushes_and_exits_zero_quickly() -> None:
     with daemon_env(state={"flush_interval_seconds": 3600}) as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         mark = d.mark()
 
         def edit(tracks: dict[str, dict[str, Any]]) -> None:
@@ -177,8 +173,7 @@ def test_sigterm_drains_flushes_and_exits_zero_quickly() -> None:
 def test_edit_while_stopped_is_reconciled_on_next_start() -> None:
     with daemon_env() as d:
         seed_cache(d, ALBUMS)
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         assert d.stop()[0] == 0
 
         def edit(tracks: dict[str, dict[str, Any]]) -> None:
@@ -191,9 +186,8 @@ def test_edit_while_stopped_is_reconciled_on_next_start() -> None:
         event = d.wait_log("track_modified", after=mark)
         assert set(event["changed"]) == {"artist", "album_artist"}
         assert not d.find_logs("snapshot_built")[1:]
-        wait_for(
-            lambda: ("nina simone", "wild is the wind") not in cached_albums(d),
-            what="old album invalidated after reconciliation",
+        wait_invalidated(
+            d, ("nina simone", "wild is the wind"), "old album invalidated after reconciliation"
         )
         assert ("björk", "homogenic") in cached_albums(d)
         assert d.stop()[0] == 0
@@ -217,8 +211,7 @@ def test_first_start_builds_the_snapshot_without_a_flood_of_events() -> None:
 
 def test_broken_library_file_changes_nothing_and_is_retried() -> None:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         d.wait_log("flush_finished")
         before = d.snapshot_tracks()
         good = d.library.read_bytes()
@@ -240,8 +233,7 @@ def test_corrupt_database_is_moved_aside_and_rebuilt() -> None:
     with daemon_env() as d:
         d.state_dir.mkdir()
         (d.state_dir / "musicd.db").write_bytes(b"not a database at all" * 100)
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         moved = d.wait_log("database_corrupt")
         assert moved["moved_to"].startswith(str(d.state_dir / "musicd.db.corrupt-"))
         assert len(list(d.state_dir.glob("musicd.db.corrupt-*"))) == 1

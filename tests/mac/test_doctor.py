@@ -255,8 +255,7 @@ def test_log_file_that_cannot_be_created(setup: tuple[Path, Path]) -> None:
 
 def test_running_daemon_with_this_config_and_with_another() -> None:
     with daemon_env() as d:
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         check = run(d.config_path)["daemon"]
         assert check.status == "ok" and "with this config" in check.message
         other = d.root / "other.toml"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,14 @@ async def run_until_read(
     return recorded
 
 
+def net_an_hour_away(
+    path: Path, tmp_path: Path, reader: Callable[[], LibraryRead]
+) -> AbstractAsyncContextManager[tuple[Scanner, Database, Subscription]]:
+    """`scanner_running` with its safety net an hour away: only a change's notification (or
+    the startup scan) starts a scan."""
+    return scanner_running(path, tmp_path / "state", reader, verify_seconds=3600)
+
+
 def versions(tmp_path: Path) -> tuple[Path, SynthLibrary, bytes]:
     lib = SynthLibrary.generate(20)
     path = tmp_path / "Library.xml"
@@ -178,11 +186,7 @@ async def test_a_scan_bug_cannot_stop_watching(
         reader = bug
     else:
         monkeypatch.setattr(baseline_mod, "diff_tracks", bug)
-    async with scanner_running(path, tmp_path / "state", reader, verify_seconds=3600) as (
-        scanner,
-        db,
-        scans,
-    ):
+    async with net_an_hour_away(path, tmp_path, reader) as (scanner, db, scans):
         with anyio.fail_after(5):
             if where == "differ":
                 # The first scan builds the snapshot without a diff; a change needs one.
@@ -213,11 +217,7 @@ async def test_last_full_scan_records_whether_the_read_was_full(tmp_path: Path) 
     def reader() -> LibraryRead:
         return dataclasses.replace(read_library_xml(path), full=full.pop(0))
 
-    async with scanner_running(path, tmp_path / "state", reader, verify_seconds=3600) as (
-        scanner,
-        db,
-        _,
-    ):
+    async with net_an_hour_away(path, tmp_path, reader) as (scanner, db, _):
         metas = []
         for genre in ("Startup", "Second", "Third"):
             if metas:
@@ -251,11 +251,7 @@ async def test_a_full_read_whose_scan_was_not_recorded_counts_when_the_next_one_
 
     bug = BugOnce(baseline_mod.diff_tracks)
     monkeypatch.setattr(baseline_mod, "diff_tracks", bug)
-    async with scanner_running(path, tmp_path / "state", reader, verify_seconds=3600) as (
-        scanner,
-        db,
-        scans,
-    ):
+    async with net_an_hour_away(path, tmp_path, reader) as (scanner, db, scans):
         with anyio.fail_after(5):
             await scans.receive.receive()  # the first build, recorded
         first = journal.meta(db.reader)

@@ -53,6 +53,11 @@ class DaemonProc:
     _log_pos: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
 
+    def start_built(self) -> None:
+        """Start the daemon and wait until its snapshot is built (the first scan committed)."""
+        self.start()
+        self.wait_log("snapshot_built")
+
     def start(
         self,
         *,
