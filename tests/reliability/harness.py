@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from daemon.client import MusicdClient
@@ -41,6 +42,19 @@ def soak_factor() -> int:
 
 def iterations(base: int) -> int:
     return base * soak_factor()
+
+
+def fuzz_settings(examples: int) -> settings:
+    """Hypothesis settings for a fuzz test against one running daemon: `examples` times the
+    soak factor, the same examples every run (a failure is reproducible), no deadline (the
+    daemon's answer time is not the property), and the daemon fixture shared by all examples."""
+    return settings(
+        max_examples=iterations(examples),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        database=None,
+        derandomize=True,
+    )
 
 
 def cache_entry(artist: str, album: str, source: str, payload: int = 0) -> dict[str, Any]:

@@ -12,13 +12,13 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from daemon.control.protocol import BATCH_TOO_LARGE, INTERNAL_ERROR, MAX_BATCH_ITEMS, PARSE_ERROR
 from daemon.control.spec import METHODS
 from tests.reliability.conftest import Report
-from tests.reliability.harness import faulty_env, iterations, json_value, to_json
+from tests.reliability.harness import faulty_env, fuzz_settings, json_value, to_json
 from tests.support import sample_library_bytes
 from tests.support.runner import DaemonProc
 
@@ -174,13 +174,7 @@ def test_requests_drawn_from_the_method_table_are_each_answered(
     tally = report.case("protocol_fuzz")
     counter = iter(range(10**9))
 
-    @settings(
-        max_examples=iterations(60),
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-        database=None,
-        derandomize=True,
-    )
+    @fuzz_settings(60)
     @given(sent=lines)
     def fuzz(sent: list[tuple[str, Any]]) -> None:
         tally.tried += 1

@@ -14,13 +14,14 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from daemon.client import ClientError, MusicdClient
 from tests.reliability.conftest import Report
 from tests.reliability.harness import (
     faulty_env,
+    fuzz_settings,
     iterations,
     json_leaf,
     json_value,
@@ -186,13 +187,7 @@ def test_fuzzed_requests_get_answers_and_never_disturb_others(
     tally = report.case("socket_fuzz")
     rss_before = daemon.rss_kib()
 
-    @settings(
-        max_examples=iterations(300),
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-        database=None,
-        derandomize=True,
-    )
+    @fuzz_settings(300)
     @given(lines=st.lists(rpc_line, min_size=1, max_size=5))
     def fuzz(lines: list[bytes]) -> None:
         tally.tried += 1
