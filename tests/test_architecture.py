@@ -503,3 +503,38 @@ def test_every_exception_to_the_state_rules_names_a_module_that_rebinds() -> Non
     states = _states()
     for module in REBINDING_MODULES_IMPORTED_ACROSS_PACKAGES:
         assert module in states and states[module][0], module
+
+
+def _guide_table() -> list[tuple[list[str], str]]:
+    """The guide's "who owns what" rows: (packages, modules cell)."""
+    guide = (DAEMON / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    rows = []
+    for line in guide.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[1].startswith("`") and cells[1].endswith("/`"):
+            rows.append((re.findall(r"`([a-z_]*/)`", cells[1]), cells[2]))
+    return rows
+
+
+# The root keeps the spine (app.py) and the shared vocabulary; every other module belongs to
+# the package of its area.
+MAX_ROOT_MODULES = 8
+
+
+def test_the_packages_are_the_areas_the_guide_states() -> None:
+    rows = _guide_table()
+    stated = {package for packages, _ in rows for package in packages} - {"daemon/"}
+    packages = {f"{path.parent.relative_to(DAEMON)}/" for path in DAEMON.glob("*/__init__.py")}
+    assert packages == stated
+    for packages, modules in rows:
+        # Each row names only modules of its own packages.
+        for module in re.findall(r"`([a-z_/]+\.py)`", modules):
+            package = module.rpartition("/")[0] + "/" if "/" in module else "daemon/"
+            assert package in packages, (module, packages)
+
+
+def test_the_root_holds_the_spine_and_the_shared_vocabulary_only() -> None:
+    root = sorted(
+        p.name for p in DAEMON.glob("*.py") if p.name not in ("__init__.py", "__main__.py")
+    )
+    assert len(root) <= MAX_ROOT_MODULES, root
