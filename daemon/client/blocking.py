@@ -299,3 +299,11 @@ class MusicdClient(BaseClient):
     def cache_cleanup(self) -> int:
         """Drop expired entries now; returns how many."""
         return self._send(calls.cache_cleanup())
+
+    def expect_writes(
+        self, origin: str, tracks: Iterable[Json], *, ttl_seconds: float | None = None
+    ) -> int:
+        """Say that `origin` is about to write these tracks ({persistent_id or track_id,
+        fields: {field: new value}}); the modifications a scan then finds with exactly those
+        values carry `origin`. Returns how many were recorded."""
+        return self._send(calls.expect_writes(origin, tracks, ttl_seconds))

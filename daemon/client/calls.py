@@ -186,3 +186,12 @@ def cache_put_many(entries: Sequence[Json]) -> Call[Json]:
 
 def cache_cleanup() -> Call[int]:
     return Call("cache.cleanup", {}, _removed)
+
+
+def _expected(result: Any) -> int:
+    return int(result["expected"])
+
+
+def expect_writes(origin: str, tracks: Iterable[Json], ttl_seconds: float | None) -> Call[int]:
+    params = _given({"origin": origin, "tracks": list(tracks)}, ttl_seconds=ttl_seconds)
+    return Call("writes.expect", params, _expected)

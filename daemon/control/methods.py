@@ -72,7 +72,7 @@ async def status(ctx: Context, params: NoParams) -> Reply:
 
 
 async def stats(ctx: Context, params: NoParams) -> Reply:
-    """Answers {cache, events, subscribers, consumers, control}."""
+    """Answers {cache, events, subscribers, consumers, control, expectations}."""
     daemon = ctx.daemon
     return Reply(
         {
@@ -85,6 +85,7 @@ async def stats(ctx: Context, params: NoParams) -> Reply:
             "subscribers": daemon.hub.subscriber_count,
             "consumers": daemon.programs.consumers(),
             "control": ctx.control_stats(),
+            "expectations": daemon.expectations(),
         }
     )
 

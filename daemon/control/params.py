@@ -6,13 +6,16 @@ Which method takes which model is spec.py's table.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from daemon.events import EventType
 from daemon.journal.feed import RESERVED_PREFIX, is_reserved
-from daemon.models import TRACK_FIELDS
+from daemon.journal.origins import MOVES_BY_ITSELF
+from daemon.models import TRACK_FIELDS, Track
 
 
 class Params(BaseModel):
@@ -59,6 +62,9 @@ AppId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 AppIdField = Literal["track_id", "music_id", "database_id"]
 
 
+_TRACK_IDS: Final = ("persistent_id", "track_id", "music_id", "database_id")
+
+
 class TrackParams(Params):
     """One track, by its persistent id or by one of the numbers Music.app addresses it by."""
 
@@ -69,7 +75,7 @@ class TrackParams(Params):
 
     @model_validator(mode="after")
     def _one_id(self) -> TrackParams:
-        given = [name for name, value in self if value is not None]
+        given = [name for name in _TRACK_IDS if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(
                 "give exactly one of persistent_id, track_id, music_id, database_id"
@@ -79,7 +85,8 @@ class TrackParams(Params):
 
     def lookup(self) -> tuple[str, str | int]:
         """(field, value) of the one id given."""
-        return next((name, value) for name, value in self if value is not None)
+        given = ((name, getattr(self, name)) for name in _TRACK_IDS)
+        return next((name, value) for name, value in given if value is not None)
 
 
 class AlbumParams(Params):
@@ -188,3 +195,63 @@ class CacheGetManyParams(Params):
 class CachePutManyParams(Params):
     # Each entry is checked on its own (CachePutParams), so the answer can name every bad one.
     entries: Annotated[list[Any], Field(max_length=MAX_BATCH)]
+
+
+# -- write origins -----------------------------------------------------------------------------
+
+_ORIGIN = re.compile(r"[a-z0-9._-]{1,64}")
+
+
+def _origin_name(value: str) -> str:
+    if _ORIGIN.fullmatch(value) is None:
+        raise ValueError(
+            "must be 1-64 characters of a-z, 0-9, '.', '_' and '-' (the program's name, "
+            "e.g. genre-updater)"
+        )
+    return value
+
+
+OriginName = Annotated[str, AfterValidator(_origin_name)]
+# The fields a program can announce: the snapshot's, less the id and what moves by itself.
+EXPECTABLE_FIELDS: Final = tuple(
+    name for name in TRACK_FIELDS if name != "persistent_id" and name not in MOVES_BY_ITSELF
+)
+_FIELD_TYPES: Final = {f.name: str(f.type) for f in dataclasses.fields(Track)}
+
+
+def _fits(name: str, value: Any) -> bool:
+    kind = _FIELD_TYPES[name]
+    if value is None:
+        return "None" in kind
+    if kind.startswith("bool"):
+        return isinstance(value, bool)
+    if kind.startswith("int"):
+        return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63
+    return isinstance(value, str) and len(value) <= 4096
+
+
+def _expected_fields(value: dict[str, Any]) -> dict[str, Any]:
+    for name, new in value.items():
+        if name in MOVES_BY_ITSELF:
+            raise ValueError(
+                f"{name!r} changes by itself (Music.app moves it), so it is never matched; "
+                "leave it out"
+            )
+        if name not in EXPECTABLE_FIELDS:
+            raise ValueError(f"unknown field {name!r} (known: {', '.join(EXPECTABLE_FIELDS)})")
+        if not _fits(name, new):
+            raise ValueError(f"field {name!r} takes {_FIELD_TYPES[name]}, not {new!r:.60}")
+    return value
+
+
+class ExpectedWrite(TrackParams):
+    """One track (by any id tracks.get takes) and the new values a program is about to write."""
+
+    fields: Annotated[dict[str, Any], Field(min_length=1), AfterValidator(_expected_fields)]
+
+
+class WritesExpectParams(Params):
+    origin: OriginName
+    tracks: Annotated[list[ExpectedWrite], Field(min_length=1, max_length=MAX_BATCH)]
+    # Long enough for Music.app to rewrite its library file and the daemon to read it.
+    ttl_seconds: Annotated[float, Field(gt=0, le=86400.0)] = 600.0

@@ -1,5 +1,6 @@
 """The control methods for programs that use musicd: `changes.since`, `cursor.get`,
-`cursor.commit`, `tracks.list`, `cache.get_many`, `cache.put_many` and `cache.cleanup`.
+`cursor.commit`, `tracks.list`, `cache.get_many`, `cache.put_many`, `cache.cleanup` and
+`writes.expect`.
 
 Handlers as in methods.py. `subscribe(since=...)` belongs to a connection and lives in
 subscriptions.py (its replay in replay.py).
@@ -21,6 +22,7 @@ from daemon.control.params import (
     CursorGetParams,
     NoParams,
     TracksListParams,
+    WritesExpectParams,
 )
 from daemon.control.protocol import (
     ANSWER_TOO_LARGE,
@@ -32,6 +34,7 @@ from daemon.control.protocol import (
 )
 from daemon.journal.feed import CursorError
 from daemon.service.cache_api import AnswerTooLarge, EntryErrors
+from daemon.service.programs import WritesRefused
 
 
 def _cursor_error(method: str, err: CursorError) -> ProtocolError:
@@ -153,3 +156,15 @@ async def cache_cleanup(ctx: Context, params: NoParams) -> Reply:
     """Answers {removed}."""
     removed = await ctx.daemon.cache.cleanup()
     return Reply({"removed": removed}, log={"entries": removed})
+
+
+async def writes_expect(ctx: Context, params: WritesExpectParams) -> Reply:
+    """Answers {expected}."""
+    tracks = [(*t.lookup(), t.fields) for t in params.tracks]
+    try:
+        expected = await ctx.daemon.programs.expect_writes(
+            params.origin, tracks, ttl_seconds=params.ttl_seconds
+        )
+    except WritesRefused as err:
+        raise ProtocolError(INVALID_PARAMS, f"writes.expect: {err}") from None
+    return Reply({"expected": expected}, log={"origin": params.origin, "tracks": expected})

@@ -94,6 +94,7 @@ _ROWS = (
     MethodSpec(
         "cache.invalidate_many", p.AlbumsParams, m.cache_invalidate_many, client="invalidate_many"
     ),
+    MethodSpec("writes.expect", p.WritesExpectParams, pm.writes_expect, client="expect_writes"),
     MethodSpec("shutdown", p.NoParams, m.shutdown),
 )
 METHODS: Final = _table(_ROWS)

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from daemon.events import AnyEvent, ObserverEvent, TrackAdded, TrackModified, TrackRemoved
+from daemon.journal import origins
 from daemon.journal.hub import EventHub
 from daemon.journal.merger import CONSUMER as SNAPSHOT_CONSUMER
 from daemon.journal.signal import Signal
@@ -89,7 +90,9 @@ def _record(
     if scan is not None and scan.replace is not None:
         tracks.replace_all(conn, scan.replace.values())
     now = time.time()
-    numbered = journal.append(conn, events, now)
+    # Whose write each modification is, decided with the expectations it consumes in this
+    # transaction: an event recorded is never tagged later, nor an expectation used twice.
+    numbered = journal.append(conn, origins.tag(conn, events, now), now)
     if scan is not None:
         journal.set_meta(conn, scan.meta())
         if scan.replace is not None and numbered:

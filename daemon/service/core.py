@@ -133,6 +133,10 @@ class Service:
     def album(self, artist: str, album: str) -> list[dict[str, Any]]:
         return [t.to_dict() for t in tracks.album(self.db.reader, artist, album)]
 
+    def expectations(self) -> dict[str, int]:
+        """The announced writes waiting for their echo, and how many expired unmet."""
+        return self.housekeeping.expectations_status(self.db.reader)
+
     # -- status ------------------------------------------------------------------------------
 
     def database_status(self) -> dict[str, Any]:
@@ -176,6 +180,7 @@ class Service:
             "last_seq": database["last_seq"],
             "epoch": database["epoch"],
             **self.hub.as_dict(),
+            "expectations": self.expectations(),
             "state_dir": str(self.config.state.dir),
             "socket": str(self.config.control.socket),
             "shutting_down": self.shutting_down,

@@ -1,5 +1,6 @@
 """The daemon's database upkeep: checkpoints (what `flush` means), the periodic checkpoint
-after commits, and the periodic cleanup of expired cache entries and old journal rows.
+after commits, and the periodic cleanup of expired cache entries, expired announced writes and
+old journal rows.
 
 Each runs through the one `Writer`, like every other change to the database.
 """
@@ -20,7 +21,7 @@ from daemon.events import FLUSH_FINISHED, ObserverEvent
 from daemon.journal.feed import is_reserved, kept_for_program
 from daemon.journal.recorder import Recorder
 from daemon.journal.signal import Signal
-from daemon.stores import cache, journal
+from daemon.stores import cache, expectations, journal
 from daemon.stores.database import Database, checkpoint
 from daemon.stores.writer import DatabaseUnavailable, Writer
 
@@ -56,6 +57,13 @@ class Housekeeping:
     # idle daemon sleeps.
     dirty: Signal
     flush_status: FlushStatus = field(default_factory=FlushStatus)
+    # Announced writes (`writes.expect`) dropped since the daemon started: their time was up
+    # before a scan found them (the program did not write, or wrote other values).
+    expectations_expired: int = 0
+
+    def expectations_status(self, conn: sqlite3.Connection) -> dict[str, int]:
+        """What `status` and `stats` show of the announced writes."""
+        return {"pending": expectations.pending(conn), "expired": self.expectations_expired}
 
     async def flush(self, reason: str = "requested") -> dict[str, Any]:
         """Make everything committed durable against a power cut now (a WAL checkpoint).
@@ -129,20 +137,31 @@ class Housekeeping:
             flushed = upto
 
     async def maintain(self) -> None:
-        """Every `cache.cleanup_interval_seconds`: drop expired cache entries, trim the journal."""
+        """Every `cache.cleanup_interval_seconds`, `maintain_once`."""
         while True:
             await anyio.sleep(self.config.cache.cleanup_interval_seconds)
-            try:
-                expired, trimmed = await self.writer.submit(self._maintenance)
-            except DatabaseUnavailable as err:
-                log.warning("maintenance_skipped", error=str(err))
-                continue
-            if expired or trimmed:
-                log.info("maintenance_finished", cache_expired=expired, journal_trimmed=trimmed)
+            await self.maintain_once()
 
-    def _maintenance(self, conn: sqlite3.Connection) -> tuple[int, int]:
+    async def maintain_once(self) -> None:
+        """Drop expired cache entries and announced writes whose time is up, trim the journal."""
+        try:
+            expired, trimmed, unmet = await self.writer.submit(self._maintenance)
+        except DatabaseUnavailable as err:
+            log.warning("maintenance_skipped", error=str(err))
+            return
+        self.expectations_expired += unmet
+        if expired or trimmed or unmet:
+            log.info(
+                "maintenance_finished",
+                cache_expired=expired,
+                journal_trimmed=trimmed,
+                expectations_expired=unmet,
+            )
+
+    def _maintenance(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
         now = time.time()
         expired = cache.cleanup_expired(conn, now)
+        unmet = expectations.drop_expired(conn, now)
         cfg = self.config.journal
         max_age = cfg.max_age_days * 86400.0
         keep_after = journal.head(conn)
@@ -162,4 +181,4 @@ class Housekeeping:
         trimmed = journal.trim(
             conn, keep_after=keep_after, before_at=now - max_age, max_events=cfg.max_events
         )
-        return expired, trimmed
+        return expired, trimmed, unmet

@@ -25,7 +25,7 @@ from daemon.config import Config
 from daemon.journal import feed
 from daemon.journal.feed import CursorError
 from daemon.models import APP_ID_FIELDS, TRACK_FIELDS
-from daemon.stores import journal
+from daemon.stores import expectations, journal, tracks
 from daemon.stores.database import Database
 from daemon.stores.transactions import snapshot
 from daemon.stores.writer import Writer
@@ -77,6 +77,10 @@ BULK_READS_AT_ONCE: Final = 2
 SMALL_PAGE: Final = 100
 # Named cursors kept at most (the daemon's own among them): what `cursor.commit` may add.
 MAX_CONSUMERS: Final = 1000
+
+
+class WritesRefused(ValueError):
+    """An announcement of writes that was not stored (a track not known, too many pending)."""
 
 
 @dataclass
@@ -288,3 +292,44 @@ class ProgramApi:
             }
 
         return await self.reads.run(read, small=limit <= SMALL_PAGE)
+
+    async def expect_writes(
+        self,
+        origin: str,
+        writes: Sequence[tuple[str, str | int, dict[str, Any]]],
+        *,
+        ttl_seconds: float,
+    ) -> int:
+        """Store `origin`'s announced writes, each (id field, id, new values), all or none;
+        returns how many. A track named by one of Music.app's numbers is stored under its
+        persistent id, resolved now: those numbers change when the app restarts.
+
+        WritesRefused for a number no track has, or when the table would pass its bound.
+        """
+
+        def store(conn: sqlite3.Connection) -> int:
+            resolved: list[tuple[str, dict[str, Any]]] = []
+            for index, (by, value, fields) in enumerate(writes):
+                if by == "persistent_id":
+                    # Stored as given: a track a scan is adding now may not be in `tracks` yet.
+                    resolved.append((str(value), fields))
+                    continue
+                found = tracks.get_by(conn, by, value)
+                if found is None:
+                    raise WritesRefused(
+                        f"tracks[{index}]: no track has {by} {value} (Music.app's numbers "
+                        "change when it restarts); read it again with tracks.get or name the "
+                        "track by persistent_id; nothing was stored"
+                    )
+                resolved.append((found.persistent_id, fields))
+            if expectations.pending(conn) + len(resolved) > expectations.MAX_PENDING:
+                raise WritesRefused(
+                    f"more than {expectations.MAX_PENDING} announced writes are waiting for "
+                    "their echo; announce only what is written now; nothing was stored"
+                )
+            return expectations.add(
+                conn, origin, resolved, now=time.time(), ttl_seconds=ttl_seconds
+            )
+
+        stored: int = await self.writer.submit(store)
+        return stored

@@ -109,11 +109,26 @@ def _migrate_to_3(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_to_4(conn: sqlite3.Connection) -> None:
+    """The writes programs announced (stores/expectations.py), kept across restarts."""
+    conn.execute(
+        "CREATE TABLE expectations ("
+        " persistent_id TEXT NOT NULL,"
+        " origin TEXT NOT NULL,"
+        " fields TEXT NOT NULL,"  # JSON object: field name to the announced new value
+        " expires_at REAL NOT NULL,"
+        " created_at REAL NOT NULL,"
+        " UNIQUE (persistent_id, origin))"
+    )
+    conn.execute("CREATE INDEX expectations_by_expiry ON expectations (expires_at)")
+
+
 # MIGRATIONS[n] brings a database at user_version n to n + 1.
 MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _migrate_to_1,
     _migrate_to_2,
     _migrate_to_3,
+    _migrate_to_4,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -39,9 +39,11 @@ SAMPLES: dict[str, Any] = {
     "keys": [("Miles Davis", "Kind of Blue", "musicbrainz")],
     "albums": [("Miles Davis", "Kind of Blue")],
     "entries": [{"artist": "a", "album": "b", "source": "s", "success": True}],
+    "origin": "genre-updater",
+    "tracks": [{"track_id": 7, "fields": {"genre": "Jazz", "year": 1959}}],
 }
 # Enough of every result for the typed methods to convert it and page on.
-RESULT = {"removed": 0, "resync": False, "more": False, "next": None}
+RESULT = {"removed": 0, "resync": False, "more": False, "next": None, "expected": 1}
 CLIENT_NAMES = {spec.client_method for spec in METHODS.values()}
 # The client methods that return an iterator of a stream's notifications.
 STREAMS = {spec.client_method for spec in METHODS.values() if spec.streams}

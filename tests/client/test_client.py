@@ -122,6 +122,10 @@ def test_results_have_the_keys_their_handlers_name(local: LocalServer) -> None:
         "cache.put_many": {
             "entries": [{"artist": "a", "album": "b", "source": "discogs", "success": True}]
         },
+        "writes.expect": {
+            "origin": "shape-check",
+            "tracks": [{"persistent_id": "ABC", "fields": {"genre": "Jazz"}}],
+        },
     }
     skipped = {"rescan", "subscribe", "shutdown"}  # refused while starting, a stream, stops it
     checked = []

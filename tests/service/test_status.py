@@ -28,6 +28,7 @@ TOP = [
     "last_seq",
     "epoch",
     "subscribers",
+    "expectations",
     "state_dir",
     "socket",
     "shutting_down",

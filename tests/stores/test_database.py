@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from daemon.errors import StateError
 from daemon.events import ObserverEvent, TrackAdded, TrackModified, TrackRemoved
 from daemon.models import APP_ID_FIELDS, TRACK_FIELDS, Track
-from daemon.stores import cache, journal, tracks
+from daemon.stores import cache, expectations, journal, tracks
 from daemon.stores.database import checkpoint, open_database, salvage_cache
 from daemon.stores.schema import MIGRATIONS, SCHEMA_VERSION, check_and_migrate, connect
 from daemon.stores.transactions import transaction
@@ -97,6 +97,7 @@ def test_migration_to_3_gives_every_stored_track_event_a_null_origin(tmp_path: P
     ]
     assert "origin" not in journal.wire_from_row(4, rows[3][2])
     assert conn.execute("SELECT count(*) FROM journal WHERE origin IS NULL").fetchone()[0] == 4
+    assert expectations.pending(conn) == 0  # and the announced writes' table is there, empty
     conn.close()
 
 

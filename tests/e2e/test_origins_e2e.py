@@ -1,0 +1,84 @@
+"""Write origins on a real daemon: a program announces a write (`writes.expect`), the library
+file is edited for that track (standing in for Music.app), and the event carries the program's
+name; a person's edit in between does not, and the announcement survives a restart."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.support import DaemonProc, daemon_env, edit_tracks, find_track, load_plist, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+TRACK_TYPES = ("track_modified",)
+
+
+def written_by_music_app(**keys: Any) -> Callable[[dict[str, dict[str, Any]]], None]:
+    """An edit of "So What" as Music.app saves one: the new values and a new Date Modified."""
+
+    def edit(tracks: dict[str, dict[str, Any]]) -> None:
+        track = find_track(tracks, **{"Persistent ID": so_what_id(tracks)})
+        track.update(keys, **{"Date Modified": datetime.datetime.now(datetime.UTC)})
+
+    return edit
+
+
+def so_what_id(tracks: dict[str, dict[str, Any]]) -> str:
+    return str(find_track(tracks, Album="Kind of Blue", **{"Track Number": 1})["Persistent ID"])
+
+
+def modified_after(d: DaemonProc, cursor: str, n: int) -> list[dict[str, Any]]:
+    def events() -> list[dict[str, Any]] | None:
+        with d.client() as client:
+            found = [
+                e
+                for batch in client.iter_changes(cursor, types=TRACK_TYPES)
+                for e in batch["events"]
+            ]
+        return found if len(found) >= n else None
+
+    found: list[dict[str, Any]] = wait_for(events, what=f"{n} modifications")
+    return found
+
+
+def announce(d: DaemonProc, origin: str, fields: dict[str, Any]) -> tuple[str, str]:
+    """Start the daemon and announce a write of "So What"; (its persistent id, the journal
+    position before the write)."""
+    d.start_built()
+    pid = so_what_id(load_plist(d.library)["Tracks"])
+    with d.client() as client:
+        start: str = client.changes_since()["cursor"]
+        assert client.expect_writes(origin, [{"persistent_id": pid, "fields": fields}]) == 1
+    return pid, start
+
+
+def test_an_announced_write_is_tagged_and_a_persons_edit_in_between_is_not() -> None:
+    with daemon_env() as d:
+        pid, start = announce(d, "genre-updater", {"genre": "Cool Jazz", "year": 1959})
+        edit_tracks(d.library, written_by_music_app(Genre="Bebop"))  # a person, meanwhile
+        modified_after(d, start, 1)
+        edit_tracks(d.library, written_by_music_app(Genre="Cool Jazz", Year=1959))
+        person, program = modified_after(d, start, 2)
+        assert (person["new"]["genre"], person["origin"]) == ("Bebop", None)
+        assert (program["new"]["genre"], program["origin"]) == ("Cool Jazz", "genre-updater")
+        assert "genre" in program["changed"]
+        logged = d.find_logs("track_modified", persistent_id=pid)
+        assert [line["origin"] for line in logged] == [None, "genre-updater"]
+        with d.client() as client:
+            assert client.status()["expectations"]["pending"] == 0
+        assert d.stop()[0] == 0
+
+
+def test_announcements_survive_a_restart_of_the_daemon() -> None:
+    with daemon_env() as d:
+        _, start = announce(d, "retitler", {"name": "So What (Take 2)"})
+        assert d.stop()[0] == 0
+        d.start()
+        edit_tracks(d.library, written_by_music_app(Name="So What (Take 2)"))
+        [event] = modified_after(d, start, 1)
+        assert event["origin"] == "retitler"
+        assert d.stop()[0] == 0
