@@ -61,6 +61,13 @@ def register(sub: Subcommands) -> None:
         "--commit", action="store_true", help="with --consumer: commit the position reached"
     )
     _add_type_arg(changes)
+    changes.add_argument(
+        "--exclude-origin",
+        dest="exclude_origins",
+        action="append",
+        metavar="NAME",
+        help="leave out the changes program NAME announced as its own writes (repeatable)",
+    )
     changes.add_argument("--limit", type=int, default=1000, help="events per request (1-10000)")
 
     cursor_sub = add_group(
@@ -127,7 +134,11 @@ def cmd_changes(args: argparse.Namespace) -> int:
     with connect(args) as client:
         last: dict[str, Any] = {}
         for batch in client.iter_changes(
-            args.since, consumer=args.consumer, limit=args.limit, types=args.types
+            args.since,
+            consumer=args.consumer,
+            limit=args.limit,
+            types=args.types,
+            exclude_origins=args.exclude_origins,
         ):
             for event in batch["events"]:
                 _print_event(args, event, cursor=True)
@@ -148,9 +159,8 @@ def cmd_changes(args: argparse.Namespace) -> int:
                 print(f"musicd: up to date at {last['cursor']}", file=sys.stderr)
             return 0
     client = connect(args)
-    return _print_live(
-        args, client, client.subscribe(args.types, since=last["cursor"]), cursor=True
-    )
+    live = client.subscribe(args.types, since=last["cursor"], exclude_origins=args.exclude_origins)
+    return _print_live(args, client, live, cursor=True)
 
 
 def cmd_cursor_get(args: argparse.Namespace) -> Output:

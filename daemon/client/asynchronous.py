@@ -208,9 +208,10 @@ class AsyncMusicdClient(BaseClient):
         *,
         event_timeout: float | None = None,
         since: str | None = None,
+        exclude_origins: Iterable[str] | None = None,
     ) -> AsyncIterator[Json]:
         """Every event (or those of `types`) as it happens; see MusicdClient.subscribe."""
-        return self._follow(calls.subscribe(types, since), event_timeout)
+        return self._follow(calls.subscribe(types, since, exclude_origins), event_timeout)
 
     async def changes_since(
         self,
@@ -219,9 +220,13 @@ class AsyncMusicdClient(BaseClient):
         consumer: str | None = None,
         limit: int | None = None,
         types: Iterable[str] | None = None,
+        exclude_origins: Iterable[str] | None = None,
     ) -> Json:
-        """The events after `cursor` (or after consumer's committed cursor), at most `limit`."""
-        return await self._send(calls.changes_since(cursor, consumer, limit, types))
+        """The events after `cursor` (or after consumer's committed cursor), at most `limit`,
+        less the track events of `exclude_origins` (programs' announced writes)."""
+        return await self._send(
+            calls.changes_since(cursor, consumer, limit, types, exclude_origins)
+        )
 
     def iter_changes(
         self,
@@ -230,9 +235,10 @@ class AsyncMusicdClient(BaseClient):
         consumer: str | None = None,
         limit: int | None = None,
         types: Iterable[str] | None = None,
+        exclude_origins: Iterable[str] | None = None,
     ) -> AsyncIterator[Json]:
         """`changes.since` batches until caught up; see MusicdClient.iter_changes."""
-        first = calls.changes_since(cursor, consumer, limit, types)
+        first = calls.changes_since(cursor, consumer, limit, types, exclude_origins)
         return self._pages(first, calls.next_changes)
 
     async def cursor_get(self, consumer: str) -> Json:

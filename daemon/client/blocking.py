@@ -225,6 +225,7 @@ class MusicdClient(BaseClient):
         *,
         event_timeout: float | None = None,
         since: str | None = None,
+        exclude_origins: Iterable[str] | None = None,
     ) -> Iterator[Json]:
         """Every event (or those of `types`) as it happens, in order, forever.
 
@@ -234,7 +235,7 @@ class MusicdClient(BaseClient):
         SubscriptionDropped if the daemon cut this subscriber off for falling behind, and
         ClientTimeout if `event_timeout` seconds pass without an event (None: wait forever).
         """
-        return self._follow(calls.subscribe(types, since), event_timeout)
+        return self._follow(calls.subscribe(types, since, exclude_origins), event_timeout)
 
     def changes_since(
         self,
@@ -243,9 +244,11 @@ class MusicdClient(BaseClient):
         consumer: str | None = None,
         limit: int | None = None,
         types: Iterable[str] | None = None,
+        exclude_origins: Iterable[str] | None = None,
     ) -> Json:
-        """The events after `cursor` (or after consumer's committed cursor), at most `limit`."""
-        return self._send(calls.changes_since(cursor, consumer, limit, types))
+        """The events after `cursor` (or after consumer's committed cursor), at most `limit`,
+        less the track events of `exclude_origins` (programs' announced writes)."""
+        return self._send(calls.changes_since(cursor, consumer, limit, types, exclude_origins))
 
     def iter_changes(
         self,
@@ -254,12 +257,13 @@ class MusicdClient(BaseClient):
         consumer: str | None = None,
         limit: int | None = None,
         types: Iterable[str] | None = None,
+        exclude_origins: Iterable[str] | None = None,
     ) -> Iterator[Json]:
         """`changes.since` batches until caught up (the last one has `more: false`).
 
         Commits nothing: commit `batch["cursor"]` once a batch is applied.
         """
-        first = calls.changes_since(cursor, consumer, limit, types)
+        first = calls.changes_since(cursor, consumer, limit, types, exclude_origins)
         return self._pages(first, calls.next_changes)
 
     def cursor_get(self, consumer: str) -> Json:

@@ -131,15 +131,23 @@ def shutdown() -> Call[Json]:
     return Call("shutdown", {})
 
 
-def subscribe(types: Iterable[str] | None, since: str | None) -> Call[Json]:
-    return Call("subscribe", _given({}, types=_listed(types), since=since))
+def subscribe(
+    types: Iterable[str] | None, since: str | None, exclude_origins: Iterable[str] | None
+) -> Call[Json]:
+    params = _given({}, types=_listed(types), since=since)
+    return Call("subscribe", _given(params, exclude_origins=_listed(exclude_origins)))
 
 
 def changes_since(
-    cursor: str | None, consumer: str | None, limit: int | None, types: Iterable[str] | None
+    cursor: str | None,
+    consumer: str | None,
+    limit: int | None,
+    types: Iterable[str] | None,
+    exclude_origins: Iterable[str] | None,
 ) -> Call[Json]:
     params: Json = {"consumer": consumer} if consumer is not None else {"cursor": cursor}
-    return Call("changes.since", _given(params, limit=limit, types=_listed(types)))
+    params = _given(params, limit=limit, types=_listed(types))
+    return Call("changes.since", _given(params, exclude_origins=_listed(exclude_origins)))
 
 
 def next_changes(batch: Json, call: Call[Json]) -> Call[Json] | None:

@@ -163,9 +163,13 @@ class Connection:
     def count_request(self) -> None:
         self.requests += 1
 
-    def subscribe(self, types: Iterable[str] | None) -> Subscription:
+    def subscribe(
+        self, types: Iterable[str] | None, exclude_origins: Iterable[str] = ()
+    ) -> Subscription:
         """This connection's subscription to the hub's events, ended by `release`."""
-        self.subscription = self._hub.subscribe(types, label=f"conn-{self.number}")
+        self.subscription = self._hub.subscribe(
+            types, label=f"conn-{self.number}", exclude_origins=exclude_origins
+        )
         return self.subscription
 
     def release(self) -> None:

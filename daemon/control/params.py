@@ -111,11 +111,31 @@ class CachePutParams(CacheKeyParams):
     ttl_seconds: TtlSeconds | None = None
 
 
+_ORIGIN = re.compile(r"[a-z0-9._-]{1,64}")
+
+
+def _origin_name(value: str) -> str:
+    if _ORIGIN.fullmatch(value) is None:
+        raise ValueError(
+            "must be 1-64 characters of a-z, 0-9, '.', '_' and '-' (the program's name, "
+            "e.g. genre-updater)"
+        )
+    return value
+
+
+OriginName = Annotated[str, AfterValidator(_origin_name)]
+# Enough for the programs one consumer would ignore; the filter is built from it per request.
+MAX_EXCLUDED_ORIGINS: Final = 32
+ExcludedOrigins = Annotated[list[OriginName], Field(min_length=1, max_length=MAX_EXCLUDED_ORIGINS)]
+
+
 class SubscribeParams(Params):
     # None: every event type. An empty list would subscribe to nothing, which is a mistake.
     types: Annotated[list[EventType], Field(min_length=1)] | None = None
     # Replay the journal after this position first, then go on live (see changes.since).
     since: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    # Leave out the track events of these origins (a program's own writes).
+    exclude_origins: ExcludedOrigins | None = None
 
 
 # -- for programs: changes since a position, named cursors, paging, batches -------------------
@@ -151,6 +171,7 @@ class ChangesSinceParams(Params):
     consumer: ConsumerName | None = None
     limit: PageLimit = 1000
     types: Annotated[list[EventType], Field(min_length=1)] | None = None
+    exclude_origins: ExcludedOrigins | None = None
 
     @model_validator(mode="after")
     def _one_position(self) -> ChangesSinceParams:
@@ -199,19 +220,7 @@ class CachePutManyParams(Params):
 
 # -- write origins -----------------------------------------------------------------------------
 
-_ORIGIN = re.compile(r"[a-z0-9._-]{1,64}")
 
-
-def _origin_name(value: str) -> str:
-    if _ORIGIN.fullmatch(value) is None:
-        raise ValueError(
-            "must be 1-64 characters of a-z, 0-9, '.', '_' and '-' (the program's name, "
-            "e.g. genre-updater)"
-        )
-    return value
-
-
-OriginName = Annotated[str, AfterValidator(_origin_name)]
 # The fields a program can announce: the snapshot's, less the id and what moves by itself.
 EXPECTABLE_FIELDS: Final = tuple(
     name for name in TRACK_FIELDS if name != "persistent_id" and name not in MOVES_BY_ITSELF

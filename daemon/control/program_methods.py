@@ -79,6 +79,7 @@ async def changes_since(ctx: Context, params: ChangesSinceParams) -> Reply:
             limit=params.limit,
             types=params.types,
             max_bytes=MAX_ANSWER_BYTES,
+            exclude_origins=params.exclude_origins or (),
         )
     except CursorError as err:
         raise _cursor_error("changes.since", err) from None

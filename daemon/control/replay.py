@@ -46,7 +46,7 @@ async def replay(
     position = start
     while True:
         _discard_buffered(sub)
-        page = await programs.read_after(position, REPLAY_PAGE, wanted)
+        page = await programs.read_after(position, REPLAY_PAGE, wanted, sub.exclude_origins)
         if page["resync"]:
             return position, page
         for event in page["events"]:

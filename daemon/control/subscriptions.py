@@ -40,7 +40,7 @@ async def subscribe(ctx: Context, params: SubscribeParams) -> Reply:
         if refused is not None:
             answer = {"resync": True, "reason": refused["reason"], "cursor": refused["cursor"]}
     # Subscribed before the replay reads anything: see replay.py for why nothing is lost.
-    sub = conn.subscribe(params.types)
+    sub = conn.subscribe(params.types, params.exclude_origins or ())
     types = sorted(params.types) if params.types is not None else None
 
     def start() -> None:

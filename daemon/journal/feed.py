@@ -160,14 +160,17 @@ def read_after(
     limit: int,
     types: Iterable[str] | None,
     max_bytes: int | None = None,
+    exclude_origins: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """Up to `limit` events after `seq` (of `types`), and the position after what was read.
+    """Up to `limit` events after `seq` (of `types`, less the track events of
+    `exclude_origins`), and the position after what was read.
 
     With fewer than `limit` events left, the position is the journal's head: the events of
-    other types up to there were looked at too, and need not be read again. With `max_bytes`,
-    the page ends (`more`) after the event whose stored text takes it past that size.
+    other types (or excluded origins) up to there were looked at too, and need not be read
+    again. With `max_bytes`, the page ends (`more`) after the event whose stored text takes it
+    past that size.
     """
-    rows = journal.read(conn, seq, limit + 1, types)
+    rows = journal.read(conn, seq, limit + 1, types, exclude_origins)
     more = len(rows) > limit
     rows = rows[:limit]
     if max_bytes is not None:
@@ -197,6 +200,7 @@ def changes_since(
     *,
     consumer: str | None = None,
     max_bytes: int | None = None,
+    exclude_origins: Iterable[str] = (),
 ) -> dict[str, Any]:
     """`changes.since`, read on `conn` in the caller's read transaction."""
     if consumer is not None:
@@ -211,6 +215,6 @@ def changes_since(
     reason = gap_reason(conn, epoch, cursor_epoch, seq)
     if reason is not None:
         return resync(conn, epoch, reason)
-    result = read_after(conn, epoch, seq, limit, types, max_bytes)
+    result = read_after(conn, epoch, seq, limit, types, max_bytes, exclude_origins)
     del result["last_seq"]
     return result

@@ -10,7 +10,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from daemon.events import AnyEvent
+from daemon.events import AnyEvent, ObserverEvent
 
 log = structlog.get_logger(__name__)
 
@@ -31,9 +31,13 @@ class Subscription:
     label: str = ""
     # Its backlog right after the last batch it was given: less now means it has been reading.
     backlog: int = 0
+    # The origins whose track events it leaves out (a program's own writes).
+    exclude_origins: frozenset[str] = frozenset()
 
-    def wants(self, event_type: str) -> bool:
-        return self.types is None or event_type in self.types
+    def wants(self, event: AnyEvent) -> bool:
+        if self.types is not None and event.type not in self.types:
+            return False
+        return isinstance(event, ObserverEvent) or event.origin not in self.exclude_origins
 
     def give(self, events: list[AnyEvent], backlog: int) -> None:
         """Queue a batch's events for it (`backlog`: what it had not taken yet)."""
@@ -57,11 +61,21 @@ class EventHub:
     _subs: set[Subscription] = field(default_factory=set)
     emitted: dict[str, int] = field(default_factory=dict)
 
-    def subscribe(self, types: Iterable[str] | None = None, *, label: str = "") -> Subscription:
+    def subscribe(
+        self,
+        types: Iterable[str] | None = None,
+        *,
+        label: str = "",
+        exclude_origins: Iterable[str] = (),
+    ) -> Subscription:
         # The stream itself is unbounded; deliver() enforces the limit per batch (see there).
         send, receive = anyio.create_memory_object_stream[AnyEvent](math.inf)
         sub = Subscription(
-            frozenset(types) if types is not None else None, send, receive, label=label
+            frozenset(types) if types is not None else None,
+            send,
+            receive,
+            label=label,
+            exclude_origins=frozenset(exclude_origins),
         )
         self._subs.add(sub)
         return sub
@@ -94,7 +108,8 @@ class EventHub:
         for event in batch:
             self.emitted[event.type] = self.emitted.get(event.type, 0) + 1
         for sub in list(self._subs):
-            wanted = batch if sub.types is None else [e for e in batch if sub.wants(e.type)]
+            filtered = sub.types is not None or sub.exclude_origins
+            wanted = [e for e in batch if sub.wants(e)] if filtered else batch
             if not wanted:
                 continue
             backlog = sub.send.statistics().current_buffer_used

@@ -127,6 +127,7 @@ class ProgramApi:
         limit: int = 1000,
         types: Iterable[str] | None = None,
         max_bytes: int | None = None,
+        exclude_origins: Iterable[str] = (),
     ) -> dict[str, Any]:
         """CursorError for a cursor that is not ours or is ahead of the journal. A page ends
         early (`more: true`) once its events' stored text passes `max_bytes`."""
@@ -139,6 +140,7 @@ class ProgramApi:
                 types=types,
                 consumer=consumer,
                 max_bytes=max_bytes,
+                exclude_origins=exclude_origins,
             ),
             small=limit <= SMALL_PAGE,
         )
@@ -153,7 +155,13 @@ class ProgramApi:
                 return None, feed.resync(conn, self.epoch, reason)
             return seq, None
 
-    async def read_after(self, seq: int, limit: int, types: Iterable[str] | None) -> dict[str, Any]:
+    async def read_after(
+        self,
+        seq: int,
+        limit: int,
+        types: Iterable[str] | None,
+        exclude_origins: Iterable[str] = (),
+    ) -> dict[str, Any]:
         """The next replay page after `seq` (with `last_seq`), or a resync answer when the
         journal was trimmed past it meanwhile."""
 
@@ -161,7 +169,9 @@ class ProgramApi:
             reason = feed.gap_reason(conn, self.epoch, self.epoch, seq)
             if reason is not None:
                 return feed.resync(conn, self.epoch, reason)
-            return feed.read_after(conn, self.epoch, seq, limit, types)
+            return feed.read_after(
+                conn, self.epoch, seq, limit, types, exclude_origins=exclude_origins
+            )
 
         return await self.reads.run(read, small=limit <= SMALL_PAGE)
 

@@ -101,19 +101,23 @@ def read(
     after: int,
     limit: int,
     types: Iterable[str] | None = None,
+    exclude_origins: Iterable[str] = (),
 ) -> list[tuple[int, str, str]]:
-    """(seq, type, body) of up to `limit` events after `after`, in seq order."""
-    if types is None:
-        return conn.execute(
-            "SELECT seq, type, body FROM journal WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after, limit),
-        ).fetchall()
-    wanted = sorted(set(types))
-    marks = ", ".join("?" * len(wanted))
+    """(seq, type, body) of up to `limit` events after `after`, in seq order, of `types`
+    (all when None), less the track events of `exclude_origins`."""
+    where = ["seq > ?"]
+    args: list[Any] = [after]
+    if types is not None:
+        wanted = sorted(set(types))
+        where.append(f"type IN ({', '.join('?' * len(wanted))})")
+        args += wanted
+    excluded = sorted(set(exclude_origins))
+    if excluded:
+        where.append(f"(origin IS NULL OR origin NOT IN ({', '.join('?' * len(excluded))}))")
+        args += excluded
     return conn.execute(
-        f"SELECT seq, type, body FROM journal WHERE seq > ? AND type IN ({marks}) "
-        "ORDER BY seq LIMIT ?",
-        (after, *wanted, limit),
+        f"SELECT seq, type, body FROM journal WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+        (*args, limit),
     ).fetchall()
 
 

@@ -8,8 +8,11 @@ import datetime
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 
+from daemon.errors import RemoteError
+from tests.cli.test_control import musicd
 from tests.support import DaemonProc, daemon_env, edit_tracks, find_track, load_plist, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -70,6 +73,25 @@ def test_an_announced_write_is_tagged_and_a_persons_edit_in_between_is_not() -> 
         assert [line["origin"] for line in logged] == [None, "genre-updater"]
         with d.client() as client:
             assert client.status()["expectations"]["pending"] == 0
+            mine = ["genre-updater"]
+            others = client.changes_since(start, types=TRACK_TYPES, exclude_origins=mine)
+            assert [e["seq"] for e in others["events"]] == [person["seq"]]
+            replayed = client.subscribe(TRACK_TYPES, since=start, exclude_origins=mine)
+            assert next(iter(replayed))["seq"] == person["seq"]
+        with d.client() as client:
+            with pytest.raises(RemoteError, match=r"exclude_origins\.0' is invalid"):
+                client.changes_since(start, exclude_origins=["Genre Updater"])
+            with pytest.raises(RemoteError, match="at most 32 items"):
+                client.changes_since(start, exclude_origins=[f"p{i}" for i in range(33)])
+        cli = ["--since", start, "--type", "track_modified", "--config", str(d.config_path)]
+        shown = musicd("changes", *cli, "--exclude-origin", "genre-updater", "--json")
+        assert shown.returncode == 0, shown.stderr
+        assert [orjson.loads(line).get("seq") for line in shown.stdout.splitlines()] == [
+            person["seq"],
+            None,  # the position line
+        ]
+        every = musicd("changes", *cli)
+        assert every.stdout.count("track_modified") == 2 and "(by genre-updater)" in every.stdout
         assert d.stop()[0] == 0
 
 

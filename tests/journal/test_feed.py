@@ -88,6 +88,18 @@ def test_a_type_filter_moves_past_what_it_skips(db: Database) -> None:
     assert none["events"] == [] and none["cursor"] == feed.encode_cursor(db.epoch, 3)
 
 
+def test_excluded_origins_are_left_out_and_the_position_moves_past_them(db: Database) -> None:
+    tagged = [TrackAdded(Track("P1"), origin="genre-updater"), TrackAdded(Track("P2"))]
+    record(db, [*tagged, ObserverEvent("scan_finished", {"n": 1})])
+    with snapshot(db.reader) as conn:
+        page = feed.changes_since(
+            conn, db.epoch, feed.encode_cursor(db.epoch, 0), 10, None,
+            exclude_origins=["genre-updater", "other"],
+        )  # fmt: skip
+    assert [(e["seq"], e.get("origin")) for e in page["events"]] == [(2, None), (3, None)]
+    assert page["cursor"] == feed.encode_cursor(db.epoch, 3)
+
+
 def test_stored_and_live_events_look_the_same(db: Database) -> None:
     event = TrackAdded(Track("P1", name="x"))
     record(db, [event])

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import dataclasses
+
 import anyio
 
-from daemon.events import TrackAdded, TrackRemoved
+from daemon.events import ObserverEvent, TrackAdded, TrackRemoved
 from daemon.journal.hub import EventHub
 from daemon.models import Track
 
@@ -66,3 +68,18 @@ async def test_each_subscriber_receives_events_in_delivery_order() -> None:
     hub.close()
     everything.receive.close()
     removals.receive.close()
+
+
+async def test_a_subscriber_leaves_out_the_track_events_of_the_origins_it_excludes() -> None:
+    hub = EventHub(max_queue=10)
+    sub = hub.subscribe(exclude_origins=["genre-updater"])
+    mine, other, nobodys = (
+        dataclasses.replace(e, origin=o)
+        for e, o in zip(batch(3), ("genre-updater", "year-updater", None), strict=True)
+    )
+    hub.deliver([mine, other, nobodys, ObserverEvent("scan_finished", seq=4)])
+    received = [sub.receive.receive_nowait().seq for _ in range(3)]
+    assert received == [2, 3, 4]
+    assert sub.receive.statistics().current_buffer_used == 0
+    hub.close()
+    sub.receive.close()
