@@ -25,9 +25,10 @@ GenreUpdater commit 54e8d51, for every call its code makes. The call sites check
 
 What the daemon adds: the answers are shared by every program and survive the run; the
 snapshot comes from the daemon, current and with Music.app's `id` on each track; what loops and
-`gather`s ask is sent in batch calls. When the daemon is away the host is not failed: see
-daemon/compat/link.py. What differs from the original is listed in the README ("Switching
-GenreUpdater to musicd").
+`gather`s ask is sent in batch calls; `expect_writes` (and `expect_writes_sync`), called right
+before a write, makes that write's echo come back with the host's name (daemon/compat/writes.py).
+When the daemon is away the host is not failed: see daemon/compat/link.py. What differs from
+the original is listed in the README ("Switching GenreUpdater to musicd").
 """
 
 from daemon.compat.api_cache import (
@@ -46,6 +47,7 @@ from daemon.compat.policy import (
 )
 from daemon.compat.snapshot_state import LibraryCacheMetadata, LibraryDeltaCache
 from daemon.compat.tracks import TrackCacheManager, TrackDict
+from daemon.compat.writes import expect_writes, expect_writes_sync
 
 __all__ = [
     "ApiCacheService",
@@ -60,6 +62,8 @@ __all__ = [
     "SmartCacheConfig",
     "TrackCacheManager",
     "TrackDict",
+    "expect_writes",
+    "expect_writes_sync",
     "hash_api_key",
     "result_from_entry",
 ]

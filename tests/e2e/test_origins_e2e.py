@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from daemon.compat import expect_writes
 from daemon.errors import RemoteError
 from tests.cli.test_control import musicd
 from tests.support import DaemonProc, daemon_env, edit_tracks, find_track, load_plist, wait_for
@@ -103,4 +104,20 @@ def test_announcements_survive_a_restart_of_the_daemon() -> None:
         edit_tracks(d.library, written_by_music_app(Name="So What (Take 2)"))
         [event] = modified_after(d, start, 1)
         assert event["origin"] == "retitler"
+        assert d.stop()[0] == 0
+
+
+async def test_compat_expect_writes_by_music_apps_number_tags_the_echo() -> None:
+    with daemon_env() as d:
+        d.start_built()
+        tracks = load_plist(d.library)["Tracks"]
+        number = find_track(tracks, **{"Persistent ID": so_what_id(tracks)})["Track ID"]
+        with d.client() as client:
+            start = client.changes_since()["cursor"]
+        # What a host adds just before it writes (README: "Tell your own writes ...").
+        host = [{"id": str(number), "genre": "Cool Jazz", "year": "1959"}]
+        assert await expect_writes("genre-updater", host, by="track_id", socket_path=d.socket) == 1
+        edit_tracks(d.library, written_by_music_app(Genre="Cool Jazz", Year=1959))
+        [event] = modified_after(d, start, 1)
+        assert event["origin"] == "genre-updater"
         assert d.stop()[0] == 0
