@@ -36,6 +36,7 @@ from daemon.journal.consumers import Consumer, JournalConsumers
 from daemon.journal.hub import EventHub
 from daemon.journal.recorder import Recorder
 from daemon.journal.signal import Signal
+from daemon.journal.triggers import Triggers
 from daemon.library import KnownTracks, LibraryReader
 from daemon.library.fast_xml import FastXmlReader
 from daemon.logs import stop_logging
@@ -160,6 +161,7 @@ class Daemon:
     writer: Writer
     hub: EventHub
     consumers: JournalConsumers
+    triggers: Triggers
     housekeeping: Housekeeping
     watcher: LibraryWatcher
     scan: LibraryScan
@@ -197,6 +199,11 @@ def build(
             Consumer(invalidator.CONSUMER, invalidator.invalidate, invalidator.report),
         ],
     )
+    # The configured commands, each a consumer with its own cursor that moves only when its
+    # command succeeds (journal/triggers.py).
+    triggers = Triggers(
+        config.triggers, config.triggers_refused, db, writer, signal_, config.control.socket
+    )
     # The programs' bulk reads and cache.get_many share one bound on how many run at once.
     reads = BulkReads(db)
     housekeeping = Housekeeping(config, db, writer, recorder, dirty)
@@ -231,12 +238,15 @@ def build(
         cache=CacheApi(config, db, writer, reads, Sources(config.cache.sources)),
         housekeeping=housekeeping,
         consumers=consumers,
+        triggers=triggers,
         scan=scan,
         watcher=watcher,
         stop_sources=anyio.CancelScope(),
     )
     server = ControlServer(service, limits or Limits())
-    return Daemon(db, writer, hub, consumers, housekeeping, watcher, scan, service, server)
+    return Daemon(
+        db, writer, hub, consumers, triggers, housekeeping, watcher, scan, service, server
+    )
 
 
 async def run(
@@ -312,6 +322,9 @@ async def serve(
                         await sources.start(daemon.watcher.run)
                         await sources.start(daemon.server.serve)
                         sources.start_soon(daemon.scan.run)
+                        # With the sources: at shutdown a running command is stopped at once
+                        # (nothing is committed for it), not drained like the consumers.
+                        sources.start_soon(daemon.triggers.run)
                         log.info(
                             "daemon_started",
                             pid=os.getpid(),

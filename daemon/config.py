@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from daemon import paths
 from daemon.errors import ConfigError
-from daemon.models import DEFAULT_SOURCES
+from daemon.events import TRACK_ADDED, TRACK_MODIFIED, TRACK_REMOVED
+from daemon.models import DEFAULT_SOURCES, TRACK_FIELDS
 
 ExpandedPath = Annotated[Path, AfterValidator(paths.expand)]
 
@@ -101,6 +112,52 @@ class LogConfig(_Section):
     backups: int = Field(default=3, ge=0, le=100)
 
 
+# A trigger's name, and the origins it may exclude: they name cursors and log lines.
+_NAME = re.compile(r"[a-z0-9._-]{1,64}")
+TrackEventType = Literal["track_added", "track_modified", "track_removed"]
+
+
+def _name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError("use 1 to 64 characters of a-z, 0-9, '.', '_' and '-'")
+    return value
+
+
+def _argv(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value or not value[0]:
+        raise ValueError("give the program and its arguments as a non-empty list of strings")
+    return value
+
+
+def _track_fields(value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    unknown = [name for name in value or () if name not in TRACK_FIELDS]
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r}; the fields are {', '.join(TRACK_FIELDS)}")
+    return value
+
+
+class TriggerConfig(_Section):
+    """One `[[triggers]]` table: a command the daemon starts when matching events lie past the
+    trigger's cursor (journal/triggers.py)."""
+
+    name: Annotated[str, AfterValidator(_name)]
+    command: Annotated[tuple[str, ...], AfterValidator(_argv)]
+    types: tuple[TrackEventType, ...] = Field(
+        default=(TRACK_ADDED, TRACK_MODIFIED, TRACK_REMOVED), min_length=1
+    )
+    # Only the modifications that touch one of these (None: any); additions and removals match.
+    fields: Annotated[tuple[str, ...] | None, AfterValidator(_track_fields)] = None
+    # Events written by these origins do not start it (None: its own name).
+    exclude_origins: tuple[Annotated[str, AfterValidator(_name)], ...] | None = None
+    settle_seconds: float = Field(default=5.0, ge=0.0, le=3600.0)
+    min_interval_seconds: float = Field(default=60.0, ge=0.0, le=86400.0)
+    timeout_seconds: float = Field(default=600.0, gt=0.0, le=86400.0)
+
+    @property
+    def excluded_origins(self) -> frozenset[str]:
+        return frozenset(self.exclude_origins if self.exclude_origins is not None else (self.name,))
+
+
 class Config(_Section):
     library: LibraryConfig = Field(default_factory=LibraryConfig)
     state: StateConfig = Field(default_factory=StateConfig)
@@ -108,8 +165,21 @@ class Config(_Section):
     journal: JournalConfig = Field(default_factory=JournalConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    triggers: tuple[TriggerConfig, ...] = ()
     # Where this config came from (None: built-in defaults). Not a TOML key.
     source_path: Path | None = Field(default=None, exclude=True)
+    # Why the file's triggers were not taken (None: they were, or there were none). Not a TOML
+    # key: `load_config` sets it from the file's owner and mode.
+    triggers_refused: str | None = Field(default=None, exclude=True)
+
+    @field_validator("triggers")
+    @classmethod
+    def _unique_trigger_names(cls, value: tuple[TriggerConfig, ...]) -> tuple[TriggerConfig, ...]:
+        names = [t.name for t in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"trigger name {twice[0]!r} is used twice; names must be unique")
+        return value
 
 
 def resolve_config_path(cli_path: str | os.PathLike[str] | None) -> tuple[Path, bool]:
@@ -141,8 +211,9 @@ def _config_error(err: ValidationError, origin: str) -> ConfigError:
 
 
 def config_from_mapping(data: dict[str, Any], origin: str = "config") -> Config:
-    if "source_path" in data:
-        raise ConfigError(f"{origin}: unknown key 'source_path'; remove it")
+    for key in ("source_path", "triggers_refused"):
+        if key in data:
+            raise ConfigError(f"{origin}: unknown key '{key}'; remove it")
     try:
         return Config.model_validate(data)
     except ValidationError as err:
@@ -188,5 +259,32 @@ def load_config(cli_path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
     cfg = _anchor_relative_paths(config_from_mapping(data, str(path)), path.parent)
     cfg = cfg.model_copy(update={"source_path": path})
+    if cfg.triggers:
+        refused = unsafe_for_commands(path)
+        if refused is not None:
+            cfg = cfg.model_copy(update={"triggers": (), "triggers_refused": refused})
     paths.check_socket_path(cfg.control.socket)
     return cfg
+
+
+def unsafe_for_commands(path: Path) -> str | None:
+    """Why the commands of the config file at `path` must not be run (None: they may).
+
+    A trigger runs its command as the daemon's user, so whoever can write the file can run
+    anything as that user: the file must be the user's and writable by nobody else.
+    """
+    try:
+        st = path.stat()
+    except OSError as err:
+        return f"cannot check {path}: {err.strerror}"
+    if st.st_uid != os.geteuid():
+        return (
+            f"{path} is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}); "
+            "triggers are read only from a config file you own"
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return (
+            f"{path} is writable by its group or by others (mode {stat.S_IMODE(st.st_mode):o}); "
+            f"run 'chmod go-w {path}' to let its triggers run"
+        )
+    return None

@@ -95,8 +95,12 @@ def _print(report: dict[str, Any]) -> None:
     if "tracks" in library:
         print(f"  library: {library['tracks']} tracks in {library['path']} ({library['source']})")
     for section, values in report["values"].items():
-        for key, value in values.items():
-            print(f"  {section}.{key} = {value}")
+        # [[triggers]] is a list of tables: each shown under its index.
+        tables = values if isinstance(values, list) else [values]
+        for index, table in enumerate(tables):
+            where = f"{section}[{index}]" if isinstance(values, list) else section
+            for key, value in table.items():
+                print(f"  {where}.{key} = {value}")
 
 
 def _check_library(report: Report, path: Path, source: str) -> None:

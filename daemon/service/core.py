@@ -25,6 +25,7 @@ from daemon.errors import StateError
 from daemon.journal.consumers import JournalConsumers
 from daemon.journal.hub import EventHub
 from daemon.journal.recorder import Recorder
+from daemon.journal.triggers import Triggers
 from daemon.service.cache_api import CacheApi
 from daemon.service.housekeeping import Housekeeping
 from daemon.service.programs import ProgramApi
@@ -61,6 +62,7 @@ class Service:
     cache: CacheApi
     housekeeping: Housekeeping
     consumers: JournalConsumers
+    triggers: Triggers
     scan: LibraryScan
     watcher: LibraryWatcher
     # The scope of the sources (watcher, scanner, control server): cancelled to shut down.
@@ -184,4 +186,5 @@ class Service:
             "state_dir": str(self.config.state.dir),
             "socket": str(self.config.control.socket),
             "shutting_down": self.shutting_down,
+            **self.triggers.as_dict(),
         }

@@ -21,6 +21,7 @@ from daemon.events import FLUSH_FINISHED, ObserverEvent
 from daemon.journal.feed import is_reserved, kept_for_program
 from daemon.journal.recorder import Recorder
 from daemon.journal.signal import Signal
+from daemon.journal.triggers import cursor_name
 from daemon.stores import cache, expectations, journal
 from daemon.stores.database import Database, checkpoint
 from daemon.stores.writer import DatabaseUnavailable, Writer
@@ -165,6 +166,8 @@ class Housekeeping:
         cfg = self.config.journal
         max_age = cfg.max_age_days * 86400.0
         keep_after = journal.head(conn)
+        # A trigger no longer in the config is kept for as a program's cursor is.
+        triggers = {cursor_name(t.name) for t in self.config.triggers}
         for name, (seq, updated_at) in journal.cursors(conn).items():
             if is_reserved(name):
                 # Our own consumers need only the track events they have not applied yet. They
@@ -175,6 +178,12 @@ class Housekeeping:
                 pending = journal.next_track_event(conn, seq)
                 if pending is not None:
                     keep_after = min(keep_after, pending - 1)
+                continue
+            if name in triggers:
+                # A configured trigger is kept what it has not committed, however long its
+                # command fails: it moves its cursor past what does not match it whenever it
+                # looks, so only the events its command has yet to take hold the journal.
+                keep_after = min(keep_after, seq)
                 continue
             if kept_for_program(updated_at, now=now, max_age_days=cfg.max_age_days):
                 keep_after = min(keep_after, seq)

@@ -32,6 +32,8 @@ TOP = [
     "state_dir",
     "socket",
     "shutting_down",
+    "triggers",
+    "triggers_refused",
     "connections",
 ]
 LIBRARY = [
