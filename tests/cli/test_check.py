@@ -124,3 +124,15 @@ def test_the_values_shown_are_every_section_of_the_config(tmp_path: Path) -> Non
     sections = [name for name, spec in Config.model_fields.items() if not spec.exclude]
     assert "journal" in sections
     assert list(report["values"]) == sections
+
+
+def test_each_trigger_is_shown_under_its_index(tmp_path: Path) -> None:
+    library = tmp_path / "Library.xml"
+    library.write_bytes(sample_library_bytes())
+    config = config_for(tmp_path, library)
+    with config.open("a") as fh:
+        fh.write('[[triggers]]\nname = "genre-updater"\ncommand = ["/bin/true"]\n')
+    result = check(config)
+    assert result.returncode == 0, result.stdout
+    assert "  triggers[0].name = genre-updater\n" in result.stdout
+    assert "  triggers[0].exclude_origins = None\n" in result.stdout
