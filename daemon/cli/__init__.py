@@ -26,6 +26,7 @@ from daemon.cli import (
     run,
     state,
     tracks,
+    triggers,
 )
 from daemon.cli.command import (
     Handler,
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         config=False,
     )
     completion.add_argument("shell", choices=["bash", "zsh"], help="the shell: bash or zsh")
-    for module in (control, cache, tracks, changes, launchd, logs, state, doctor):
+    for module in (control, cache, tracks, changes, triggers, launchd, logs, state, doctor):
         module.register(sub)
     _finish(parser)
     return parser

@@ -111,6 +111,13 @@ def show_status(s: dict[str, Any], invocation: Invocation) -> None:
         + (fmt.plural(connections, "connection") if connections is not None else "? connections")
         + ")"
     )
+    # Only when the config has triggers, so the output of a daemon without any stays as it was.
+    triggers = s.get("triggers") or {}
+    if triggers:
+        states = ", ".join(f"{name} {state}" for name, state in triggers.items())
+        print(f"  triggers    {states}")
+    if s.get("triggers_refused"):
+        print(f"  TRIGGERS NOT TAKEN {s['triggers_refused']}")
     if s.get("shutting_down"):
         print("  stopping")
 

@@ -248,6 +248,19 @@ class AsyncMusicdClient(BaseClient):
         """Store where `consumer` has got to; never backwards unless `force`."""
         return await self._send(calls.cursor_commit(consumer, cursor, force))
 
+    async def triggers_list(self) -> Json:
+        return await self._send(calls.triggers_list())
+
+    async def triggers_run(self, name: str, *, force: bool = False) -> Json:
+        """Run trigger `name` now if events are pending for it (or anyway, with `force`)."""
+        return await self._send(calls.triggers_run(name, force))
+
+    async def triggers_pause(self, name: str) -> Json:
+        return await self._send(calls.triggers_pause(name))
+
+    async def triggers_resume(self, name: str) -> Json:
+        return await self._send(calls.triggers_resume(name))
+
     async def tracks_list(
         self,
         after: str | None = None,

@@ -273,6 +273,19 @@ class MusicdClient(BaseClient):
         """Store where `consumer` has got to; never backwards unless `force`."""
         return self._send(calls.cursor_commit(consumer, cursor, force))
 
+    def triggers_list(self) -> Json:
+        return self._send(calls.triggers_list())
+
+    def triggers_run(self, name: str, *, force: bool = False) -> Json:
+        """Run trigger `name` now if events are pending for it (or anyway, with `force`)."""
+        return self._send(calls.triggers_run(name, force))
+
+    def triggers_pause(self, name: str) -> Json:
+        return self._send(calls.triggers_pause(name))
+
+    def triggers_resume(self, name: str) -> Json:
+        return self._send(calls.triggers_resume(name))
+
     def tracks_list(
         self,
         after: str | None = None,

@@ -131,6 +131,22 @@ def shutdown() -> Call[Json]:
     return Call("shutdown", {})
 
 
+def triggers_list() -> Call[Json]:
+    return Call("triggers.list", {})
+
+
+def triggers_run(name: str, force: bool) -> Call[Json]:
+    return Call("triggers.run", {"name": name, "force": force})
+
+
+def triggers_pause(name: str) -> Call[Json]:
+    return Call("triggers.pause", {"name": name})
+
+
+def triggers_resume(name: str) -> Call[Json]:
+    return Call("triggers.resume", {"name": name})
+
+
 def subscribe(
     types: Iterable[str] | None, since: str | None, exclude_origins: Iterable[str] | None
 ) -> Call[Json]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from daemon.journal.hub import EventHub
+from daemon.journal.triggers import Triggers
 from daemon.service.cache_api import CacheApi
 from daemon.service.programs import ProgramApi
 
@@ -25,6 +26,7 @@ class DaemonApi(Protocol):
     hub: EventHub
     programs: ProgramApi
     cache: CacheApi
+    triggers: Triggers
 
     @property
     def socket_path(self) -> Path: ...

@@ -29,9 +29,12 @@ from daemon.control.params import (
     NoParams,
     RescanParams,
     TrackParams,
+    TriggerParams,
+    TriggerRunParams,
 )
 from daemon.control.protocol import FLUSH_FAILED, INVALID_PARAMS, SCAN_FAILED, ProtocolError
 from daemon.errors import StateError
+from daemon.journal.triggers import Trigger
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,3 +171,42 @@ async def shutdown(ctx: Context, params: NoParams) -> Reply:
         {"stopping": True, "pid": os.getpid()},
         after=partial(ctx.daemon.request_shutdown, "control"),
     )
+
+
+def _trigger(ctx: Context, name: str) -> Trigger:
+    trigger = ctx.daemon.triggers.get(name)
+    if trigger is None:
+        known = ", ".join(ctx.daemon.triggers.items) or "none"
+        raise ProtocolError(
+            INVALID_PARAMS, f"no trigger named {name!r} in the config file (its triggers: {known})"
+        )
+    return trigger
+
+
+async def triggers_list(ctx: Context, params: NoParams) -> Reply:
+    """Answers {triggers, refused}: each trigger's name, state, pending events, last run and
+    next start; why the config file's triggers were not taken (null: they were)."""
+    return Reply(ctx.daemon.triggers.listed())
+
+
+async def triggers_run(ctx: Context, params: TriggerRunParams) -> Reply:
+    """Answers {name, requested, reason}: whether a run starts now, and why not."""
+    reason = _trigger(ctx, params.name).ask(force=params.force)
+    return Reply(
+        {"name": params.name, "requested": reason is None, "reason": reason},
+        log={"trigger": params.name, "force": params.force},
+    )
+
+
+async def triggers_pause(ctx: Context, params: TriggerParams) -> Reply:
+    """Answers the trigger as triggers.list shows it."""
+    trigger = _trigger(ctx, params.name)
+    trigger.pause()
+    return Reply(trigger.as_dict(), log={"trigger": params.name})
+
+
+async def triggers_resume(ctx: Context, params: TriggerParams) -> Reply:
+    """Answers the trigger as triggers.list shows it."""
+    trigger = _trigger(ctx, params.name)
+    trigger.resume()
+    return Reply(trigger.as_dict(), log={"trigger": params.name})

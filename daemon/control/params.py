@@ -264,3 +264,13 @@ class WritesExpectParams(Params):
     tracks: Annotated[list[ExpectedWrite], Field(min_length=1, max_length=MAX_BATCH)]
     # Long enough for Music.app to rewrite its library file and the daemon to read it.
     ttl_seconds: Annotated[float, Field(gt=0, le=86400.0)] = 600.0
+
+
+class TriggerParams(Params):
+    # A name of the config's [[triggers]]; checked against them by the handler.
+    name: str = Field(min_length=1, max_length=64)
+
+
+class TriggerRunParams(TriggerParams):
+    # Run even with no events pending (the command gets none, MUSICD_EVENTS=0).
+    force: bool = False

@@ -95,6 +95,10 @@ _ROWS = (
         "cache.invalidate_many", p.AlbumsParams, m.cache_invalidate_many, client="invalidate_many"
     ),
     MethodSpec("writes.expect", p.WritesExpectParams, pm.writes_expect, client="expect_writes"),
+    MethodSpec("triggers.list", p.NoParams, m.triggers_list, cheap=True),
+    MethodSpec("triggers.run", p.TriggerRunParams, m.triggers_run),
+    MethodSpec("triggers.pause", p.TriggerParams, m.triggers_pause),
+    MethodSpec("triggers.resume", p.TriggerParams, m.triggers_resume),
     MethodSpec("shutdown", p.NoParams, m.shutdown),
 )
 METHODS: Final = _table(_ROWS)

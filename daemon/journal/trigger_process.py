@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, Final
 
 import anyio
+import orjson
 import structlog
 from anyio.abc import ByteReceiveStream, Process
 
@@ -49,6 +52,42 @@ class Outcome:
     @property
     def succeeded(self) -> bool:
         return self.exit_status == 0 and not self.timed_out
+
+
+def stdin_file(events: Sequence[dict[str, Any]]) -> IO[bytes]:
+    """The events as NDJSON in an unlinked temp file: the command reads it at its own pace."""
+    # Closed by the caller once the run is over.
+    out = tempfile.TemporaryFile()
+    for event in events:
+        out.write(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
+    out.seek(0)
+    return out
+
+
+def command_env(
+    trigger: str,
+    socket: Path,
+    cursor_from: str,
+    cursor_to: str,
+    events: int,
+    *,
+    resync: bool,
+) -> dict[str, str]:
+    """The command's whole environment: nothing else of the daemon's is passed on."""
+    env = {"PATH": os.environ.get("PATH", os.defpath)}
+    for key in ("HOME", "LANG"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    env.update(
+        MUSICD_SOCKET=str(socket),
+        MUSICD_TRIGGER=trigger,
+        MUSICD_CURSOR_FROM=cursor_from,
+        MUSICD_CURSOR_TO=cursor_to,
+        MUSICD_EVENTS=str(events),
+    )
+    if resync:
+        env["MUSICD_RESYNC"] = "1"
+    return env
 
 
 class _OutputBudget:

@@ -18,26 +18,23 @@ its last start and the backoff after a failure, then runs the command (trigger_p
 from __future__ import annotations
 
 import math
-import os
 import sqlite3
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import anyio
 import anyio.to_thread
-import orjson
 import structlog
 
 from daemon.config import TriggerConfig
 from daemon.events import TRACK_MODIFIED
 from daemon.journal import feed
 from daemon.journal.signal import Signal
-from daemon.journal.trigger_process import Outcome, run_command
+from daemon.journal.trigger_process import Outcome, command_env, run_command, stdin_file
 from daemon.stores import journal
 from daemon.stores.database import Database
 from daemon.stores.transactions import snapshot
@@ -139,16 +136,6 @@ def _set_cursor(conn: sqlite3.Connection, name: str, seq: int) -> None:
     journal.set_cursor(conn, name, seq, time.time())
 
 
-def _stdin_file(events: Sequence[dict[str, Any]]) -> IO[bytes]:
-    """The events as NDJSON in an unlinked temp file: the command reads it at its own pace."""
-    # Closed by the caller once the run is over.
-    out = tempfile.TemporaryFile()
-    for event in events:
-        out.write(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
-    out.seek(0)
-    return out
-
-
 @dataclass(frozen=True, slots=True)
 class LastRun:
     started_at: float
@@ -181,6 +168,10 @@ class Trigger:
         self._newest_at = -math.inf
         # Whether its first look found the library being built (see `_step`).
         self._after_build = False
+        # Paused over the socket (kept in memory only: a restart resumes every trigger).
+        self.paused = False
+        # A run asked for over the socket: None, "pending" (if anything is) or "force".
+        self._asked: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         last = self.last_run
@@ -191,8 +182,32 @@ class Trigger:
             "last_started_at": last.started_at if last else None,
             "last_duration_seconds": round(last.duration_seconds, 3) if last else None,
             "last_exit_status": last.exit_status if last else None,
+            "last_timed_out": last.timed_out if last else None,
             "next_start": self.next_start,
         }
+
+    def ask(self, *, force: bool) -> str | None:
+        """Start a run now, without waiting for the settle, the interval or the backoff: with
+        the pending events, or with none when `force`. Returns why it will not (None: it
+        will)."""
+        if self.state == "running":
+            return "it is running now (one run at a time)"
+        if self.paused:
+            return "it is paused; resume it first"
+        if not force and not self.pending:
+            return "no events are pending for it (force runs it anyway)"
+        self._asked = "force" if force else "pending"
+        self.wake.set()
+        return None
+
+    def pause(self) -> None:
+        """Start no run until `resume` (a run going on finishes)."""
+        self.paused = True
+        self.wake.set()
+
+    def resume(self) -> None:
+        self.paused = False
+        self.wake.set()
 
     async def run(self) -> None:
         """Follow the journal until cancelled, running the command when it is due."""
@@ -217,8 +232,12 @@ class Trigger:
     async def _step(self) -> float | None:
         """Look past the cursor and run the command if it is due; return when to look again
         without a new event (None: only after one)."""
+        if self.paused:
+            self.state, self.next_start, self._asked = "paused", None, None
+            return None
         found = await anyio.to_thread.run_sync(self._look)
         self.pending = len(found.events)
+        asked, self._asked = self._asked, None
         if found.cursor is None:
             if found.building:
                 # The build commits no track events, so the first edit after it is what wakes
@@ -228,6 +247,10 @@ class Trigger:
                 return None
             start = found.built if self._after_build and found.built is not None else found.upto
             await self._move_cursor(start)
+            return time.monotonic()
+        if asked == "force" and not found.events and not found.resync:
+            # Asked for over the socket: a run with no events (MUSICD_EVENTS=0).
+            await self._start(found)
             return time.monotonic()
         if not found.events and not found.resync:
             # Nothing to hand over: the cursor passes what does not match, so the trim is not
@@ -245,7 +268,7 @@ class Trigger:
             self._last_start + self.spec.min_interval_seconds,
             self._retry_at,
         )
-        if now < due:
+        if now < due and asked is None:
             self.state = "backing-off" if due == self._retry_at else "waiting"
             self.next_start = time.time() + (due - now)
             return due
@@ -265,10 +288,19 @@ class Trigger:
         self.state, self.next_start = "running", None
         self._last_start = time.monotonic()
         started_at = time.time()
-        stdin = await anyio.to_thread.run_sync(_stdin_file, found.events)
+        stdin = await anyio.to_thread.run_sync(stdin_file, found.events)
+        epoch = self._db.epoch
+        env = command_env(
+            name,
+            self._socket,
+            feed.encode_cursor(epoch, found.cursor or 0),
+            feed.encode_cursor(epoch, found.upto),
+            len(found.events),
+            resync=found.resync,
+        )
         try:
             outcome = await run_command(
-                name, self.spec.command, self._env(found), stdin, self.spec.timeout_seconds
+                name, self.spec.command, env, stdin, self.spec.timeout_seconds
             )
         finally:
             stdin.close()
@@ -312,24 +344,6 @@ class Trigger:
             retry = backoff_seconds(self._failures)
             log.warning("trigger_finished", **fields, retry_in_seconds=retry)
 
-    def _env(self, found: Look) -> dict[str, str]:
-        """The command's whole environment: nothing else of the daemon's is passed on."""
-        env = {"PATH": os.environ.get("PATH", os.defpath)}
-        for key in ("HOME", "LANG"):
-            if key in os.environ:
-                env[key] = os.environ[key]
-        epoch = self._db.epoch
-        env.update(
-            MUSICD_SOCKET=str(self._socket),
-            MUSICD_TRIGGER=self.spec.name,
-            MUSICD_CURSOR_FROM=feed.encode_cursor(epoch, found.cursor or 0),
-            MUSICD_CURSOR_TO=feed.encode_cursor(epoch, found.upto),
-            MUSICD_EVENTS=str(len(found.events)),
-        )
-        if found.resync:
-            env["MUSICD_RESYNC"] = "1"
-        return env
-
 
 class Triggers:
     """Every configured trigger, woken by the journal's signal."""
@@ -362,6 +376,13 @@ class Triggers:
                 await self._signal.wait_past(seen)
                 for trigger in self.items.values():
                     trigger.wake.set()
+
+    def get(self, name: str) -> Trigger | None:
+        return self.items.get(name)
+
+    def listed(self) -> dict[str, Any]:
+        """`triggers.list`: every trigger as it is now, and why the config's were refused."""
+        return {"triggers": [t.as_dict() for t in self.items.values()], "refused": self.refused}
 
     def as_dict(self) -> dict[str, Any]:
         """For `status`: each trigger's state, and why the config's triggers were refused."""

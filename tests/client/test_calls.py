@@ -32,6 +32,7 @@ SAMPLES: dict[str, Any] = {
     "since": "epoch.0",
     "cursor": "epoch.1",
     "consumer": "year-updater",
+    "name": "genre-updater",
     "limit": 10,
     "force": True,
     "after": "ABC123",

@@ -127,7 +127,8 @@ def test_results_have_the_keys_their_handlers_name(local: LocalServer) -> None:
             "tracks": [{"persistent_id": "ABC", "fields": {"genre": "Jazz"}}],
         },
     }
-    skipped = {"rescan", "subscribe", "shutdown"}  # refused while starting, a stream, stops it
+    # Refused while starting, a stream, stops it, needs a trigger (the local daemon has none).
+    skipped = {"rescan", "subscribe", "shutdown", "triggers.run"}
     checked = []
     with local.client() as client:
         cursor = client.changes_since(consumer=consumer)["cursor"]

@@ -174,6 +174,7 @@ def test_the_cheap_methods_are_the_reads_and_cache_put() -> None:
         "tracks.list",
         "changes.since",
         "cursor.get",
+        "triggers.list",
     }
 
 

@@ -1,110 +1,29 @@
 """Triggers on a real daemon: the command is a small script that records what it was given
-(its stdin, its environment) and exits with the status a file says."""
+(its stdin, its environment) and exits with the status a file says (tests/support/triggers.py)."""
 
 from __future__ import annotations
 
 import os
 import signal
-import sqlite3
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
-from tests.support import DaemonProc, daemon_env, set_track_keys, wait_for
+from tests.support import DaemonProc, daemon_env, wait_for
+from tests.support.triggers import (
+    WITH_HELPER,
+    alive,
+    delivered,
+    edit,
+    runs,
+    trigger_cursor,
+    trigger_daemon,
+    trigger_table,
+)
 
 pytestmark = pytest.mark.timeout(120)
-
-RECORDER = """\
-import json, os, pathlib, signal, sys, time
-out = pathlib.Path(sys.argv[1])
-runs = out / "runs"
-runs.mkdir(exist_ok=True)
-if (out / "ignore_term").exists():
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-record = {"env": dict(os.environ), "stdin": sys.stdin.read(), "pid": os.getpid()}
-name = runs / f"{len(list(runs.glob('*.json'))):04d}.json"
-name.with_suffix(".tmp").write_text(json.dumps(record))
-name.with_suffix(".tmp").rename(name)
-print("recorded", name.name)
-print("to stderr", file=sys.stderr)
-sleep = out / "sleep"
-if sleep.exists():
-    time.sleep(float(sleep.read_text()))
-code = out / "exit_code"
-sys.exit(int(code.read_text()) if code.exists() else 0)
-"""
-
-# Starts a helper that outlives nothing: a timeout must take it down with the command.
-WITH_HELPER = """\
-#!/bin/sh
-sleep 300 &
-echo $! > "$1/helper.pid"
-sleep 300
-"""
-
-
-def trigger_table(**values: Any) -> str:
-    return "\n[[triggers]]\n" + "".join(
-        f"{key} = {orjson.dumps(value).decode()}\n" for key, value in values.items()
-    )
-
-
-@contextmanager
-def trigger_daemon(**trigger: Any) -> Iterator[tuple[DaemonProc, Path]]:
-    """A daemon with one trigger `t` running the recorder (unless `command` is given)."""
-    with daemon_env() as d:
-        out = d.root / "out"
-        out.mkdir()
-        (d.root / "recorder.py").write_text(RECORDER)
-        values: dict[str, Any] = {
-            "name": "t",
-            "command": [sys.executable, str(d.root / "recorder.py"), str(out)],
-            "settle_seconds": 0.5,
-            "min_interval_seconds": 0,
-            **trigger,
-        }
-        with d.config_path.open("a") as fh:
-            fh.write(trigger_table(**values))
-        yield d, out
-
-
-def runs(out: Path) -> list[dict[str, Any]]:
-    """What each run was given, in order."""
-    return [orjson.loads(p.read_bytes()) for p in sorted((out / "runs").glob("*.json"))]
-
-
-def delivered(run: dict[str, Any]) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in run["stdin"].splitlines()]
-
-
-def trigger_cursor(d: DaemonProc) -> int | None:
-    conn = sqlite3.connect(f"file:{d.state_dir / 'musicd.db'}?mode=ro", uri=True)
-    try:
-        row = conn.execute("SELECT seq FROM cursors WHERE consumer = 'trigger.t'").fetchone()
-    finally:
-        conn.close()
-    return None if row is None else int(row[0])
-
-
-def alive(pid: int) -> bool:
-    """Whether a process runs (a zombie nobody reaped yet does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
-def edit(d: DaemonProc, name: str, **keys: Any) -> None:
-    mark = d.mark()
-    set_track_keys(d.library, name, **keys)
-    d.wait_log("scan_finished", after=mark, timeout=20)
 
 
 def test_a_trigger_starts_once_per_settled_burst_with_exactly_the_matching_events() -> None:
@@ -153,8 +72,7 @@ def first_run_fails(d: DaemonProc, out: Path, status: int) -> dict[str, Any]:
     """Start the daemon with a command that exits `status`, edit a genre, return the run's
     `trigger_finished`."""
     (out / "exit_code").write_text(str(status))
-    d.start()
-    d.wait_log("snapshot_built")
+    d.start_built()
     mark = d.mark()
     edit(d, "So What", Genre="One")
     return d.wait_log("trigger_finished", after=mark, timeout=20)
@@ -198,8 +116,7 @@ def test_a_failing_command_is_retried_with_backoff_and_then_has_every_event_once
 def test_kill_9_during_a_run_then_a_restart_delivers_the_events_again() -> None:
     with trigger_daemon() as (d, out):
         (out / "sleep").write_text("60")
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         edit(d, "So What", Genre="Modal")
         wait_for(lambda: runs(out), 20, what="the first run")
         orphan = runs(out)[0]["pid"]
@@ -229,8 +146,7 @@ def test_a_timeout_kills_the_commands_process_group() -> None:
         )
         with d.config_path.open("a") as fh:
             fh.write(table)
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         mark = d.mark()
         edit(d, "So What", Genre="Modal")
         done = d.wait_log("trigger_finished", after=mark, timeout=20)
@@ -245,8 +161,7 @@ def test_shutdown_during_a_run_exits_within_5_s_and_commits_nothing() -> None:
         # The command ignores SIGTERM: it is killed after the grace.
         (out / "sleep").write_text("60")
         (out / "ignore_term").write_text("")
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         edit(d, "So What", Genre="Modal")
         wait_for(lambda: runs(out), 20, what="the run")
         before = trigger_cursor(d)
@@ -259,8 +174,7 @@ def test_shutdown_during_a_run_exits_within_5_s_and_commits_nothing() -> None:
 def test_a_config_others_may_write_runs_no_trigger_and_status_says_why() -> None:
     with trigger_daemon(settle_seconds=0) as (d, out):
         d.config_path.chmod(0o666)
-        d.start()
-        d.wait_log("snapshot_built")
+        d.start_built()
         with d.client() as client:
             status = client.status()
         assert status["triggers"] == {}
