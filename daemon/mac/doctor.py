@@ -3,7 +3,8 @@
 Each check returns one `Check`: `ok`, `warn` (works, but something will bite), `fail` (musicd
 cannot work until it is fixed) or `skip` (does not apply here, e.g. launchd on Linux). The
 checks run in the order a problem has to be solved: the config, then the library it names,
-the state dir and database, the running daemon, the launchd agent (macOS), the log file.
+the state dir and database, the running daemon, the launchd agent (macOS), the triggers'
+commands, the log file.
 Nothing is changed on disk; a read that hangs (a privacy prompt, a dead network volume) is
 given a deadline and reported, never waited for. The library's checks are in
 daemon/mac/doctor_library.py.
@@ -12,6 +13,7 @@ daemon/mac/doctor_library.py.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -224,6 +226,35 @@ def _check_agent_program(plist: dict[str, Any]) -> Check:
     return Check("launchd_program", "ok", f"runs {program} (interpreter {interpreter})")
 
 
+# -- triggers ----------------------------------------------------------------------------------
+
+
+def check_triggers(cfg: Config) -> Iterator[Check]:
+    """Whether the config file's triggers are taken, and each one's program can be run."""
+    if cfg.triggers_refused is not None:
+        yield Check(
+            "triggers",
+            "fail",
+            f"no trigger runs: {cfg.triggers_refused}",
+            "make the config file yours and writable by you alone (chown, chmod go-w)",
+        )
+    for trigger in cfg.triggers:
+        program = trigger.command[0]
+        # A bare name is looked up in PATH when the command starts, as here (a launchd agent's
+        # PATH is short: /usr/bin:/bin:/usr/sbin:/sbin).
+        found = program if "/" in program else shutil.which(program)
+        name = f"trigger {trigger.name}"
+        if found is None or not os.path.isfile(found) or not os.access(found, os.X_OK):
+            yield Check(
+                name,
+                "fail",
+                f"its command {program} is not found or not executable",
+                "give the program's full path in the config, or chmod +x it",
+            )
+        else:
+            yield Check(name, "ok", f"runs {found}")
+
+
 # -- log file ----------------------------------------------------------------------------------
 
 
@@ -255,6 +286,7 @@ def run_checks(
     checks.extend(check_state(cfg))
     checks.extend(check_daemon(cfg))
     checks.extend(check_launchd(platform))
+    checks.extend(check_triggers(cfg))
     checks.append(check_log(cfg))
     return checks
 
