@@ -5,8 +5,15 @@ import dataclasses
 import anyio
 
 from daemon.events import ObserverEvent, TrackAdded, TrackRemoved
-from daemon.journal.hub import EventHub
+from daemon.journal.hub import EventHub, Subscription
 from daemon.models import Track
+
+
+def close(hub: EventHub, *subs: Subscription) -> None:
+    """Close the hub and the subscribers' ends (memory streams warn when left open)."""
+    hub.close()
+    for sub in subs:
+        sub.receive.close()
 
 
 def batch(n: int, start: int = 0) -> list[TrackAdded]:
@@ -21,8 +28,7 @@ async def test_a_scan_bigger_than_the_queue_reaches_a_subscriber_that_keeps_up()
     assert received == list(range(1, 26))
     assert not sub.overflowed
     assert hub.subscriber_count == 1
-    hub.close()
-    sub.receive.close()
+    close(hub, sub)
 
 
 async def test_a_subscriber_that_stopped_reading_is_cut_off_without_touching_the_others() -> None:
@@ -39,9 +45,7 @@ async def test_a_subscriber_that_stopped_reading_is_cut_off_without_touching_the
     assert slow.overflowed
     assert not fast.overflowed
     assert hub.subscriber_count == 1
-    hub.close()
-    slow.receive.close()
-    fast.receive.close()
+    close(hub, slow, fast)
 
 
 async def test_filtered_subscriber_gets_only_its_types() -> None:
@@ -50,8 +54,7 @@ async def test_filtered_subscriber_gets_only_its_types() -> None:
     hub.deliver(batch(3))
     assert sub.receive.statistics().current_buffer_used == 0
     assert hub.emitted == {"track_added": 3}
-    hub.close()
-    sub.receive.close()
+    close(hub, sub)
 
 
 async def test_each_subscriber_receives_events_in_delivery_order() -> None:
@@ -65,9 +68,7 @@ async def test_each_subscriber_receives_events_in_delivery_order() -> None:
     expected = [*first, removed[0], removed[1], *batch(2, start=3), removed[2]]
     assert [everything.receive.receive_nowait().seq for _ in expected] == [e.seq for e in expected]
     assert [removals.receive.receive_nowait().seq for _ in removed] == [e.seq for e in removed]
-    hub.close()
-    everything.receive.close()
-    removals.receive.close()
+    close(hub, everything, removals)
 
 
 async def test_a_subscriber_leaves_out_the_track_events_of_the_origins_it_excludes() -> None:
@@ -81,5 +82,4 @@ async def test_a_subscriber_leaves_out_the_track_events_of_the_origins_it_exclud
     received = [sub.receive.receive_nowait().seq for _ in range(3)]
     assert received == [2, 3, 4]
     assert sub.receive.statistics().current_buffer_used == 0
-    hub.close()
-    sub.receive.close()
+    close(hub, sub)
