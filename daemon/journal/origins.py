@@ -53,7 +53,13 @@ def matching(event: TrackModified, candidates: Sequence[Expectation]) -> Expecta
 def tag(conn: sqlite3.Connection, events: Sequence[AnyEvent], now: float) -> list[AnyEvent]:
     """The events with the origin of each modification an expectation matches, consuming
     those expectations (in the caller's transaction, the one that records the events)."""
-    modified = [e for e in events if isinstance(e, TrackModified)]
+    # A scan that only renumbered tracks (Music.app's ids after a restart, every track at
+    # once) asks nothing of the table.
+    modified = [
+        e
+        for e in events
+        if isinstance(e, TrackModified) and not MOVES_BY_ITSELF.issuperset(e.changed)
+    ]
     if not modified:
         return list(events)
     live = expectations.live_for(conn, (e.persistent_id for e in modified), now)
