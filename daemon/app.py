@@ -189,7 +189,7 @@ def build(
     writer = Writer(db, on_commit=dirty.set)
     # Set by every commit that recorded track events; the journal's consumers wait on it.
     signal_ = Signal()
-    recorder = Recorder(writer, hub, signal_, journal.head(db.reader))
+    recorder = Recorder(writer, hub, signal_, journal.head(db.read_conn))
     # The journal's consumers: adding one is one entry here.
     consumers = JournalConsumers(
         writer,

@@ -375,7 +375,7 @@ def test_foreign_assignment_finder_tells_wiring_from_owning() -> None:
         "    def renew(self, db):\n"
         "        self.writer.conn = db.conn\n"
         "        self.status.error = None\n"
-        "        db.reader, self.count = None, 0\n"
+        "        db.read_conn, self.count = None, 0\n"
         "def start(service):\n"
         "    service.scanner = Scanner()\n"
         "    result = Read()\n"
@@ -383,7 +383,7 @@ def test_foreign_assignment_finder_tells_wiring_from_owning() -> None:
     )
     assert [(f, n, t) for f, n, _, t in _foreign_assignments(tree)] == [
         ("renew", "self", "self.writer.conn"),
-        ("renew", "db", "db.reader"),
+        ("renew", "db", "db.read_conn"),
         ("start", "service", "service.scanner"),
     ]
 

@@ -61,7 +61,7 @@ class CacheApi:
     # -- reads ---------------------------------------------------------------------------------
 
     def get(self, artist: str, album: str, source: str) -> dict[str, Any] | None:
-        entry = cache.get(self.db.reader, artist, album, source, time.time())
+        entry = cache.get(self.db.read_conn, artist, album, source, time.time())
         self.sources.count(source, hit=entry is not None)
         return entry.to_dict() if entry is not None else None
 

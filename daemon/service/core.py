@@ -129,15 +129,15 @@ class Service:
     # -- tracks, for the control server ------------------------------------------------------
 
     def track(self, field: str, value: str | int) -> dict[str, Any] | None:
-        found = tracks.get_by(self.db.reader, field, value)
+        found = tracks.get_by(self.db.read_conn, field, value)
         return found.to_dict() if found is not None else None
 
     def album(self, artist: str, album: str) -> list[dict[str, Any]]:
-        return [t.to_dict() for t in tracks.album(self.db.reader, artist, album)]
+        return [t.to_dict() for t in tracks.album(self.db.read_conn, artist, album)]
 
     def expectations(self) -> dict[str, int]:
         """The announced writes waiting for their echo, and how many expired unmet."""
-        return self.housekeeping.expectations_status(self.db.reader)
+        return self.housekeeping.expectations_status(self.db.read_conn)
 
     # -- status ------------------------------------------------------------------------------
 
@@ -152,7 +152,7 @@ class Service:
             "last_seq": self.recorder.last_seq,
             "bytes": size,
             **self.writer.status.as_dict(),
-            "consumers_behind": self.consumers.behind(self.db.reader),
+            "consumers_behind": self.consumers.behind(self.db.read_conn),
             "moved_aside": str(self.db.moved_aside) if self.db.moved_aside else None,
         }
 
@@ -168,7 +168,7 @@ class Service:
             "library": {
                 "path": str(self.config.library.path),
                 "source": self.config.library.source,
-                "track_count": tracks.count(self.db.reader),
+                "track_count": tracks.count(self.db.read_conn),
                 **scan.library_dict(),
                 **self.watcher.as_dict(),
             },

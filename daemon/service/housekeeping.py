@@ -74,9 +74,9 @@ class Housekeeping:
         started = time.monotonic()
         commits = self.writer.status.uncheckpointed_commits
         try:
-            old_reader = await self.writer.submit(self._renew_wal, transaction=False)
-            if old_reader is not None:
-                old_reader.close()
+            old_read_conn = await self.writer.submit(self._renew_wal, transaction=False)
+            if old_read_conn is not None:
+                old_read_conn.close()
             done = await self.writer.submit(
                 partial(checkpoint, path=self.db.path), transaction=False
             )

@@ -98,7 +98,7 @@ class BulkReads:
         """`fn` in a read snapshot on its own connection in a worker thread; a `small` one on
         the loop's."""
         if small:
-            with snapshot(self.db.reader) as conn:
+            with snapshot(self.db.read_conn) as conn:
                 return fn(conn)
 
         def run() -> T:
@@ -149,7 +149,7 @@ class ProgramApi:
         """Where a `subscribe(since=cursor)` replay starts: (seq, None), or (None, the resync
         answer) when the position cannot be followed. CursorError as for changes_since."""
         epoch, seq = feed.decode_cursor(cursor)
-        with snapshot(self.db.reader) as conn:
+        with snapshot(self.db.read_conn) as conn:
             reason = feed.gap_reason(conn, self.epoch, epoch, seq)
             if reason is not None:
                 return None, feed.resync(conn, self.epoch, reason)
@@ -176,7 +176,7 @@ class ProgramApi:
         return await self.reads.run(read, small=limit <= SMALL_PAGE)
 
     def cursor_get(self, consumer: str) -> dict[str, Any]:
-        with snapshot(self.db.reader) as conn:
+        with snapshot(self.db.read_conn) as conn:
             row = conn.execute(
                 "SELECT seq, updated_at FROM cursors WHERE consumer = ?", (consumer,)
             ).fetchone()
@@ -230,7 +230,7 @@ class ProgramApi:
 
     def consumers(self) -> dict[str, dict[str, Any]]:
         """Every program's named cursor and how far behind the journal it is (for `stats`)."""
-        with snapshot(self.db.reader) as conn:
+        with snapshot(self.db.read_conn) as conn:
             rows = journal.cursors(conn)
             head = journal.head(conn)
         max_age_days = self.config.journal.max_age_days

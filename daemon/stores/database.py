@@ -51,7 +51,8 @@ class Database:
     path: Path
     # The one connection that writes (the Writer's, on its worker thread).
     write_conn: sqlite3.Connection
-    reader: sqlite3.Connection
+    # The event loop's connection for short reads (the programs' small pages, cache.get).
+    read_conn: sqlite3.Connection
     epoch: str
     # Where a damaged database was moved this start (None: it was sound or new).
     moved_aside: Path | None = None
@@ -74,7 +75,7 @@ class Database:
         return reading(self.path)
 
     def close(self) -> None:
-        for conn in (self.reader, self.write_conn):
+        for conn in (self.read_conn, self.write_conn):
             try:
                 conn.close()
             except sqlite3.Error:
@@ -103,16 +104,16 @@ class Database:
         # Everything is in the main file now; new connections open (and create) the WAL by path.
         write_conn = connect(self.path, durable_commits=self.durable_commits)
         try:
-            reader = connect(self.path, durable_commits=self.durable_commits)
+            read_conn = connect(self.path, durable_commits=self.durable_commits)
         except BaseException:
             write_conn.close()
             raise
-        old_write_conn, old_reader = self.write_conn, self.reader
-        self.write_conn, self.reader = write_conn, reader
+        old_write_conn, old_read_conn = self.write_conn, self.read_conn
+        self.write_conn, self.read_conn = write_conn, read_conn
         old_write_conn.close()
         self.wal_id = wal_identity(self.path)
         log.info("database_wal_renewed", path=str(self.path))
-        return old_reader
+        return old_read_conn
 
 
 def _owner_only(path: Path) -> None:
@@ -204,7 +205,7 @@ def open_database(
         moved = move_aside(path, str(err))
         conn, old_version = _open_checked(path, durable_commits=durable_commits)
         salvage_cache(moved, conn)
-    reader = connect(path, durable_commits=durable_commits)
+    read_conn = connect(path, durable_commits=durable_commits)
     epoch = journal.meta(conn)["epoch"]
     log.info(
         "database_opened",
@@ -217,7 +218,7 @@ def open_database(
     return Database(
         path=path,
         write_conn=conn,
-        reader=reader,
+        read_conn=read_conn,
         epoch=str(epoch),
         moved_aside=moved,
         created=old_version == 0,

@@ -41,7 +41,7 @@ def added(n: int) -> list[TrackAdded | ObserverEvent]:
 def since(
     db: Database, cursor: str | None, limit: int = 1000, types: list[str] | None = None
 ) -> dict[str, Any]:
-    with snapshot(db.reader) as conn:
+    with snapshot(db.read_conn) as conn:
         return feed.changes_since(conn, db.epoch, cursor, limit, types)
 
 
@@ -91,7 +91,7 @@ def test_a_type_filter_moves_past_what_it_skips(db: Database) -> None:
 def test_excluded_origins_are_left_out_and_the_position_moves_past_them(db: Database) -> None:
     tagged = [TrackAdded(Track("P1"), origin="genre-updater"), TrackAdded(Track("P2"))]
     record(db, [*tagged, ObserverEvent("scan_finished", {"n": 1})])
-    with snapshot(db.reader) as conn:
+    with snapshot(db.read_conn) as conn:
         page = feed.changes_since(
             conn, db.epoch, feed.encode_cursor(db.epoch, 0), 10, None,
             exclude_origins=["genre-updater", "other"],
@@ -116,7 +116,7 @@ def test_foreign_future_and_trimmed_positions(db: Database) -> None:
         since(db, feed.encode_cursor(db.epoch, 11))
     with db.transaction() as tx:
         journal.trim(tx, keep_after=10, before_at=0, max_events=6)  # the newest 6 of 10
-    assert journal.oldest(db.reader) == 5
+    assert journal.oldest(db.read_conn) == 5
     # Position 4 still gets everything after it; position 3 lost event 4.
     assert not since(db, feed.encode_cursor(db.epoch, 4))["resync"]
     old = since(db, feed.encode_cursor(db.epoch, 3))
@@ -125,23 +125,23 @@ def test_foreign_future_and_trimmed_positions(db: Database) -> None:
 
 
 def test_a_consumer_without_a_cursor_resyncs(db: Database) -> None:
-    with snapshot(db.reader) as conn:
+    with snapshot(db.read_conn) as conn:
         answer = feed.changes_since(conn, db.epoch, None, 10, None, consumer="tagger")
     assert answer["resync"] and "not committed" in answer["reason"]
 
 
 def test_the_snapshot_position_is_the_mergers(db: Database) -> None:
     record(db, added(4))
-    assert feed.snapshot_position(db.reader) == 0
+    assert feed.snapshot_position(db.read_conn) == 0
     with db.transaction() as tx:
         journal.set_cursor(tx, SNAPSHOT, 3, time.time())
-    assert feed.snapshot_position(db.reader) == 3
+    assert feed.snapshot_position(db.read_conn) == 3
 
 
 def test_a_position_before_the_build_answers_resync_and_tracks_list_says_building(
     db: Database,
 ) -> None:
-    assert feed.building(db.reader)
+    assert feed.building(db.read_conn)
     record(db, [ObserverEvent("scan_started")])
     during = since(db, None)["cursor"]  # what a program is handed while the build reads
     build = ScanRecord(
@@ -153,8 +153,8 @@ def test_a_position_before_the_build_answers_resync_and_tracks_list_says_buildin
     )
     with db.transaction() as tx:
         [finished] = record_scan(tx, [ObserverEvent("scan_finished")], build)
-    assert not feed.building(db.reader)
-    assert journal.meta_value(db.reader, journal.SNAPSHOT_BUILT) == finished.seq
+    assert not feed.building(db.read_conn)
+    assert journal.meta_value(db.read_conn, journal.SNAPSHOT_BUILT) == finished.seq
     answer = since(db, during)
     assert answer["resync"] and "built after this cursor" in answer["reason"], answer
     assert answer["cursor"] == feed.encode_cursor(db.epoch, finished.seq)

@@ -61,7 +61,7 @@ def origin_of(db: Database, event: TrackModified) -> str | None:
 
 
 def pending(db: Database) -> int:
-    return expectations.pending(db.reader)
+    return expectations.pending(db.read_conn)
 
 
 def test_a_modification_with_exactly_the_announced_values_carries_the_origin_and_consumes_it(

@@ -188,11 +188,11 @@ async def test_the_trim_keeps_what_a_configured_trigger_has_not_committed(db: Da
     set_cursor(db, "trigger.gone", 1, at=old)
     config = Config(triggers=(spec(),))
     writer = Writer(db)
-    recorder = Recorder(writer, EventHub(10), Signal(), journal.head(db.reader))
+    recorder = Recorder(writer, EventHub(10), Signal(), journal.head(db.read_conn))
     housekeeping = Housekeeping(config, db, writer, recorder, Signal())
     with db.transaction() as tx:
         housekeeping._maintenance(tx)
-    assert journal.oldest(db.reader) == 4
+    assert journal.oldest(db.read_conn) == 4
 
 
 # -- one run

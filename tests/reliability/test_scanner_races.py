@@ -103,7 +103,7 @@ async def run_until_read(
             # Each recorded scan is delivered after its commit: look at the table then.
             async for _ in scans.receive:
                 recorded += 1
-                if genre_recorded(db.reader, want):
+                if genre_recorded(db.read_conn, want):
                     break
     return recorded
 
@@ -230,7 +230,7 @@ async def test_last_full_scan_records_whether_the_read_was_full(tmp_path: Path) 
                 return scanner.status.scans == want
 
             await anyio.to_thread.run_sync(wait_for, recorded)
-            metas.append(journal.meta(db.reader))
+            metas.append(journal.meta(db.read_conn))
     first, incremental, third = metas
     assert first["last_full_scan"] == first["last_scan"] is not None
     assert incremental["last_scan"] > first["last_scan"]
@@ -254,7 +254,7 @@ async def test_a_full_read_whose_scan_was_not_recorded_counts_when_the_next_one_
     async with net_an_hour_away(path, tmp_path, reader) as (scanner, db, scans):
         with anyio.fail_after(5):
             await scans.receive.receive()  # the first build, recorded
-        first = journal.meta(db.reader)
+        first = journal.meta(db.read_conn)
         for genre in ("Lost", "Kept"):
             next(iter(final.tracks.values()))["Genre"] = genre
             write_library(path, final.render())
@@ -264,7 +264,7 @@ async def test_a_full_read_whose_scan_was_not_recorded_counts_when_the_next_one_
                     wait_for, lambda: bug.fired and not scanner._lock.locked()
                 )
         await until_scanned(db, "Kept")
-        kept = journal.meta(db.reader)
+        kept = journal.meta(db.read_conn)
     assert full == []  # three reads: the build, the one whose scan failed, the recorded one
     assert kept["last_scan"] > first["last_scan"]
     assert kept["last_full_scan"] == kept["last_scan"]

@@ -15,7 +15,7 @@ from tests.control.local_server import LocalServer
 
 
 def stored(local: LocalServer) -> list[tuple[str, str, str]]:
-    return local.daemon.db.reader.execute(
+    return local.daemon.db.read_conn.execute(
         "SELECT persistent_id, origin, fields FROM expectations ORDER BY rowid"
     ).fetchall()
 

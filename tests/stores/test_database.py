@@ -153,7 +153,7 @@ def test_salvage_copies_the_cached_answers_of_a_damaged_file(tmp_path: Path) -> 
     new = open_database(tmp_path / "new")
     try:
         assert salvage_cache(tmp_path / "old" / "musicd.db", new.write_conn) == 2
-        assert cache.get(new.reader, "a", "b", "MusicBrainz", now=2000.0) is not None
+        assert cache.get(new.read_conn, "a", "b", "MusicBrainz", now=2000.0) is not None
     finally:
         new.close()
 
@@ -173,7 +173,7 @@ def test_journal_seq_is_never_handed_out_again_after_a_trim_and_a_reopen(tmp_pat
     try:
         later = []
         _in_tx(db.write_conn, lambda c: later.extend(journal.append(c, [ObserverEvent("y")], 2.0)))
-        assert later[0].seq == 4 and journal.head(db.reader) == 4
+        assert later[0].seq == 4 and journal.head(db.read_conn) == 4
     finally:
         db.close()
 
@@ -187,7 +187,7 @@ def test_trim_keeps_what_a_consumer_still_needs(tmp_path: Path) -> None:
             db.write_conn,
             lambda c: dropped.append(journal.trim(c, keep_after=4, before_at=5.0, max_events=1000)),
         )
-        assert dropped == [4] and journal.oldest(db.reader) == 5
+        assert dropped == [4] and journal.oldest(db.read_conn) == 5
     finally:
         db.close()
 
@@ -205,13 +205,13 @@ def test_events_read_back_from_the_journal_equal_what_was_recorded(tmp_path: Pat
     try:
         numbered: list[object] = []
         _in_tx(db.write_conn, lambda c: numbered.extend(journal.append(c, events, 3.0)))
-        rows = journal.read(db.reader, 0, 10)
+        rows = journal.read(db.read_conn, 0, 10)
         assert [journal.event_from_row(*row) for row in rows] == numbered
         assert [journal.wire_from_row(seq, body) for seq, _, body in rows] == [
             e.to_wire()
             for e in numbered  # type: ignore[attr-defined]
         ]
-        assert [r[1] for r in journal.read(db.reader, 0, 10, types=["track_removed"])] == [
+        assert [r[1] for r in journal.read(db.read_conn, 0, 10, types=["track_removed"])] == [
             "track_removed"
         ]
     finally:
@@ -233,10 +233,12 @@ def test_cache_keys_nfd_and_nfc_names_alike_and_expires_failed_lookups(tmp_path:
                 ],
             ),
         )
-        assert cache.get(db.reader, "björk", " HOMOGENIC ", "musicbrainz", now=5000.0) is not None
-        assert cache.get(db.reader, "Björk", "Homogenic", "discogs", now=1059.0) is not None
-        assert cache.get(db.reader, "Björk", "Homogenic", "discogs", now=1060.0) is None
-        assert cache.counts(db.reader, 1001.0) == {
+        assert (
+            cache.get(db.read_conn, "björk", " HOMOGENIC ", "musicbrainz", now=5000.0) is not None
+        )
+        assert cache.get(db.read_conn, "Björk", "Homogenic", "discogs", now=1059.0) is not None
+        assert cache.get(db.read_conn, "Björk", "Homogenic", "discogs", now=1060.0) is None
+        assert cache.counts(db.read_conn, 1001.0) == {
             "discogs": (0, 1),
             "lastfm": (1, 0),
             "musicbrainz": (1, 0),
@@ -248,7 +250,7 @@ def test_cache_keys_nfd_and_nfc_names_alike_and_expires_failed_lookups(tmp_path:
             db.write_conn,
             lambda c: removed.append(cache.invalidate_keys(c, [("björk", "homogenic")])),
         )
-        assert removed[-1] == 1 and cache.counts(db.reader, 0.0) == {}
+        assert removed[-1] == 1 and cache.counts(db.read_conn, 0.0) == {}
     finally:
         db.close()
 
@@ -283,19 +285,19 @@ def test_tracks_keep_snapshot_order_and_albums_match_either_artist(tmp_path: Pat
                 ],
             ),
         )
-        assert [t.persistent_id for t in tracks.iterate(db.reader)] == [
+        assert [t.persistent_id for t in tracks.iterate(db.read_conn)] == [
             a.persistent_id,
             b.persistent_id,
             c.persistent_id,
         ]
-        assert [t.name for t in tracks.album(db.reader, "band", "lp")] == ["1", "2b"]
-        assert [t.name for t in tracks.album(db.reader, "Guest", "LP")] == ["2b"]
-        assert [t.name for t in tracks.album(db.reader, "", "no artist")] == ["x"]
-        assert [t.persistent_id for t in tracks.page(db.reader, "A5", 2)] == [
+        assert [t.name for t in tracks.album(db.read_conn, "band", "lp")] == ["1", "2b"]
+        assert [t.name for t in tracks.album(db.read_conn, "Guest", "LP")] == ["2b"]
+        assert [t.name for t in tracks.album(db.read_conn, "", "no artist")] == ["x"]
+        assert [t.persistent_id for t in tracks.page(db.read_conn, "A5", 2)] == [
             a.persistent_id,
             c.persistent_id,
         ]
-        assert tracks.get(db.reader, b.persistent_id) == b
+        assert tracks.get(db.read_conn, b.persistent_id) == b
     finally:
         db.close()
 

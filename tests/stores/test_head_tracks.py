@@ -48,7 +48,7 @@ def test_head_is_the_snapshot_with_the_unmerged_events_on_top(tmp_path: Path) ->
         events = [TrackModified(b, b2, ("name",)), TrackRemoved(a), TrackAdded(c)]
         _in_tx(db, lambda conn: journal.append(conn, events, time.time()))
         # Not merged yet: the table still holds a and b as they were.
-        assert list(tracks.iterate(db.reader)) == [a, b]
+        assert list(tracks.iterate(db.read_conn)) == [a, b]
         want = {b.persistent_id: b2, c.persistent_id: c}
         assert head.get([a.persistent_id, b.persistent_id, c.persistent_id, "D" * 16]) == want
         assert list(head.each()) == [b2, c]

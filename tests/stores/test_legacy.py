@@ -47,14 +47,15 @@ def test_original_cache_year_decides_success_and_failed_ttl_runs_from_timestamp(
             "skipped": 1,
             "skipped_by_reason": {"expired failed lookup": 1},
         }
-        ok = cache.get(db.reader, "miles davis", "kind of blue", "MusicBrainz", now=NOW)
+        ok = cache.get(db.read_conn, "miles davis", "kind of blue", "MusicBrainz", now=NOW)
         assert ok is not None and ok.success and ok.expires_at is None
         assert ok.data == {"year": "1959", "api_response": {"id": "x"}}
         assert ok.created_at == 1_700_000_000.0 and ok.metadata == {"k": 1}
-        failed = cache.get(db.reader, "Miles Davis", "Sketches", "musicbrainz", now=NOW)
+        failed = cache.get(db.read_conn, "Miles Davis", "Sketches", "musicbrainz", now=NOW)
         assert failed is not None and not failed.success and failed.expires_at == NOW - 60 + 3600
         assert (
-            cache.get(db.reader, "Miles Davis", "Sketches", "musicbrainz", now=NOW + 3600) is None
+            cache.get(db.read_conn, "Miles Davis", "Sketches", "musicbrainz", now=NOW + 3600)
+            is None
         )
     finally:
         db.close()
@@ -103,10 +104,10 @@ def test_old_json_state_files_are_imported_and_moved_aside_not_deleted(tmp_path:
     db = open_database(tmp_path)
     try:
         assert import_legacy_state(db.write_conn, tmp_path, failed_ttl=60.0)
-        assert [t.persistent_id for t in tracks.iterate(db.reader)] == ["AAAA000000000001"]
-        meta = journal.meta(db.reader)
+        assert [t.persistent_id for t in tracks.iterate(db.read_conn)] == ["AAAA000000000001"]
+        meta = journal.meta(db.read_conn)
         assert meta["library_size"] == 5 and meta["last_full_scan"] == 3.0
-        assert journal.head(db.reader) == 77
+        assert journal.head(db.read_conn) == 77
         names = sorted(p.name.split(".imported-")[0] for p in tmp_path.glob("*.imported-*"))
         assert names == ["api_cache.json", "delta.json", "snapshot.json", "snapshot.meta.json"]
         assert not import_legacy_state(db.write_conn, tmp_path, failed_ttl=60.0)

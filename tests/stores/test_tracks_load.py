@@ -36,7 +36,7 @@ def test_snapshot_order_puts_an_added_track_last_and_keeps_a_replaced_ones_place
         with db.transaction() as tx:
             tracks.replace_all(tx, first_build)
             merger.merge(tx, [TrackAdded(added), TrackModified(first_build[1], edited, ("name",))])
-        order = [t.persistent_id for t in tracks.iterate(db.reader)]
+        order = [t.persistent_id for t in tracks.iterate(db.read_conn)]
     finally:
         db.close()
 

@@ -30,7 +30,7 @@ def db(tmp_path: Path) -> Iterator[Database]:
 
 
 def _rows(db: Database) -> list[int]:
-    return [x for (x,) in db.reader.execute("SELECT x FROM t ORDER BY x")]
+    return [x for (x,) in db.read_conn.execute("SELECT x FROM t ORDER BY x")]
 
 
 def test_a_transaction_is_committed_when_the_block_ends(db: Database) -> None:
@@ -115,24 +115,24 @@ def test_a_nested_transaction_that_escapes_rolls_the_outer_one_back(db: Database
 
 def test_a_snapshot_sees_one_moment_of_the_database(db: Database) -> None:
     db.write_conn.execute("INSERT INTO t VALUES (1)")
-    with snapshot(db.reader) as conn:
+    with snapshot(db.read_conn) as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (1,)
         db.write_conn.execute("INSERT INTO t VALUES (2)")
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (1,)
-    assert not db.reader.in_transaction
+    assert not db.read_conn.in_transaction
     assert _rows(db) == [1, 2]
 
 
 def test_a_snapshot_is_ended_however_the_block_ends(db: Database) -> None:
     for error in (ValueError("bad"), Cancelled()):
-        with pytest.raises(type(error)), snapshot(db.reader) as conn:
+        with pytest.raises(type(error)), snapshot(db.read_conn) as conn:
             conn.execute("SELECT count(*) FROM t").fetchone()
             raise error
-        assert not db.reader.in_transaction
+        assert not db.read_conn.in_transaction
 
 
 def test_a_snapshot_takes_no_lock_a_writer_waits_for(db: Database) -> None:
-    with snapshot(db.reader) as conn:
+    with snapshot(db.read_conn) as conn:
         conn.execute("SELECT count(*) FROM t").fetchone()
         with transaction(db.write_conn) as tx:
             tx.execute("INSERT INTO t VALUES (1)")

@@ -87,7 +87,7 @@ async def test_a_failing_write_is_undone_alone(running: tuple[Database, Writer])
         tg.start_soon(attempt, _put("after"))
     assert sum(isinstance(r, ValueError) for r in results) == 1
     assert _rows(db) == 2
-    assert cache.get(db.reader, "partial", "Album", "musicbrainz", now=2.0) is None
+    assert cache.get(db.read_conn, "partial", "Album", "musicbrainz", now=2.0) is None
 
 
 async def test_after_callbacks_run_after_commit_in_submission_order(

@@ -174,10 +174,10 @@ def record_versions(
                     tg.start_soon(writer.run)
                     for i, data in enumerate(versions):
                         write_library(path, data)
-                        last = journal.head(db.reader)
+                        last = journal.head(db.read_conn)
                         outcome = await scanner.scan("test", accept_removals=True)
                         assert outcome.ok, outcome.error
-                        rows = journal.read(db.reader, last, -1, journal.TRACK_EVENT_TYPES)
+                        rows = journal.read(db.read_conn, last, -1, journal.TRACK_EVENT_TYPES)
                         events = [journal.event_from_row(*row) for row in rows]
                         results.append(Recorded(journal_changes(events), reader.last_mode))
                         if merge_after is None or merge_after[i]:
