@@ -47,6 +47,16 @@ def register(sub: Subcommands) -> None:
     parser = add_command(
         sub, "logs", "show the daemon's log: the last entries, or follow it with -f", cmd_logs
     )
+    add_log_arguments(parser)
+    parser.add_argument(
+        "--trigger",
+        metavar="NAME",
+        help="only the entries of this trigger: its runs and its command's output",
+    )
+
+
+def add_log_arguments(parser: argparse.ArgumentParser) -> None:
+    """-f, -n, --level and --json: how a command that shows log entries picks them."""
     parser.add_argument(
         "-f",
         "--follow",
@@ -85,6 +95,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         min_level=LEVEL_RANKS[args.level] if args.level else 0,
         raw=args.json,
         colors=sys.stdout.isatty(),
+        trigger=args.trigger,
     )
     try:
         fh: BinaryIO | None = path.open("rb")
@@ -249,20 +260,27 @@ class Follower:
 
 
 class LogPrinter:
-    """Prints log entries at or above a level: pretty for people, as they are with --json."""
+    """Prints log entries at or above a level (and of one trigger, when given): pretty for
+    people, as they are with --json."""
 
-    def __init__(self, *, min_level: int, raw: bool, colors: bool) -> None:
+    def __init__(
+        self, *, min_level: int, raw: bool, colors: bool, trigger: str | None = None
+    ) -> None:
         self.min_level = min_level
         self.raw = raw
+        self.trigger = trigger
         self._renderer: Callable[[Any, str, dict[str, Any]], str] | None = None
         self._colors = colors
 
     def wanted(self, line: bytes) -> bool:
-        if not self.min_level:
+        if not self.min_level and self.trigger is None:
             return True
         entry = _parse(line)
         if entry is None:
-            return True  # not ours to judge: show it
+            # Not ours to judge: show it, unless only one trigger's entries are asked for.
+            return self.trigger is None
+        if self.trigger is not None and entry.get("trigger") != self.trigger:
+            return False
         rank = LEVEL_RANKS.get(str(entry.get("level", "")).lower())
         return rank is None or rank >= self.min_level
 

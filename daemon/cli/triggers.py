@@ -1,4 +1,4 @@
-"""`musicd triggers list|run|pause|resume`: the commands of the config file's `[[triggers]]`,
+"""`musicd triggers list|run|pause|resume|log`: the commands of the config file's `[[triggers]]`,
 as the running daemon has them. Nothing here adds or changes a command: only the config
 file does."""
 
@@ -8,7 +8,15 @@ import argparse
 import time
 from typing import Any
 
-from daemon.cli.command import Output, Subcommands, add_client_command, add_group, connect
+from daemon.cli.command import (
+    Output,
+    Subcommands,
+    add_client_command,
+    add_command,
+    add_group,
+    connect,
+)
+from daemon.cli.logs import add_log_arguments, cmd_logs
 
 _ABOUT = (
     "Commands the daemon starts when the library changes ([[triggers]] in the config file). "
@@ -18,9 +26,9 @@ _ABOUT = (
 
 def register(sub: Subcommands) -> None:
     """Add `triggers` to the `musicd` parser."""
-    what = "show, run, pause or resume the config file's triggers"
+    what = "show, run, pause or resume the config file's triggers, or read their log"
     group = add_group(
-        sub, "triggers", what, actions_help="list, run, pause or resume", description=_ABOUT
+        sub, "triggers", what, actions_help="list, run, pause, resume or log", description=_ABOUT
     )
     add_client_command(group, "list", "show each trigger's state and last run", cmd_list)
     run = add_client_command(group, "run", "run a trigger now if events are pending", cmd_run)
@@ -32,6 +40,11 @@ def register(sub: Subcommands) -> None:
     ):
         parser = add_client_command(group, action, help_text, cmd_pause_or_resume)
         parser.add_argument("name", metavar="NAME", help="the trigger's name")
+    log = add_command(
+        group, "log", "show a trigger's runs and its command's output from the log", cmd_log
+    )
+    log.add_argument("name", metavar="NAME", help="the trigger's name")
+    add_log_arguments(log)
 
 
 def _when(at: float | None) -> str:
@@ -49,6 +62,12 @@ def _line(t: dict[str, Any]) -> str:
     if t["next_start"] is not None:
         parts.append(f"next {_when(t['next_start'])}")
     return ", ".join(parts)
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    """`musicd logs --trigger NAME`: the log file is read here, the daemon need not run."""
+    args.trigger = args.name
+    return cmd_logs(args)
 
 
 def cmd_list(args: argparse.Namespace) -> Output:

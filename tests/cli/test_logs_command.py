@@ -86,6 +86,29 @@ def test_level_warning_shows_warning_and_above(
     assert [orjson.loads(ln)["event"] for ln in lines] == ["w", "e"]
 
 
+def test_one_triggers_entries_by_logs_trigger_and_by_triggers_log(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    append(
+        log_file(config),
+        entry("trigger_output", trigger="genre-updater", stream="stdout", line="tagged 3"),
+        entry("track_modified", seq=7),
+        b"not json\n",
+        entry("trigger_output", trigger="year-updater", stream="stdout", line="other"),
+        entry("trigger_finished", trigger="genre-updater", exit_status=0, events=3),
+    )
+    by_logs = run_logs(config, "--trigger", "genre-updater", "--json", capsys=capsys)
+    assert [orjson.loads(line)["event"] for line in by_logs] == [
+        "trigger_output",
+        "trigger_finished",
+    ]
+    assert all(orjson.loads(line)["trigger"] == "genre-updater" for line in by_logs)
+    argv = ["triggers", "log", "genre-updater", "--config", str(config), "--json", "-n", "1"]
+    assert main(argv) == 0
+    by_triggers = capsys.readouterr().out.splitlines()
+    assert by_triggers == by_logs[-1:]
+
+
 def test_a_line_that_is_not_json_is_shown_as_is(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
