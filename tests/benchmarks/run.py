@@ -21,6 +21,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -262,42 +263,44 @@ RSS_TARGET_MIB = {100_000: 80.0, 300_000: 100.0}
 BUILD_PEAK_TARGET_MIB = {300_000: 150.0}
 
 
+def _latency(m: Measured) -> float:
+    return statistics.median(m.latencies)
+
+
+def _floor(m: Measured) -> float:
+    return statistics.median(m.floors)
+
+
+# Each column of the scale table: its heading, its key in --save / --before files, its unit,
+# and how it is read off one size's measurements.
+_SCALE_COLUMNS: list[tuple[str, str, str, Callable[[Measured], float | None]]] = [
+    ("steady RSS", "rss_mib", "MiB", lambda m: m.rss),
+    ("peak RSS, first build", "build_peak_mib", "MiB", lambda m: m.build_peak),
+    ("floor", "floor_s", "s", _floor),
+    ("change-to-event", "latency_s", "s", _latency),
+    ("/ floor", "ratio", "x", lambda m: _latency(m) / _floor(m)),
+    ("edit CPU", "edit_cpu_s", "s", lambda m: m.edit.cpu_s if m.edit else None),
+    (
+        "edit written",
+        "edit_write_kib",
+        "KiB",
+        lambda m: m.edit.write_bytes / KIB if m.edit else None,
+    ),
+    ("cold start", "cold_s", "s", lambda m: m.cold_s),
+    ("first build", "build_s", "s", lambda m: m.build_s),
+    ("idle CPU/min", "idle_cpu_s", "s", lambda m: m.idle_cpu),
+    ("cache.get", "get_rate", "/s", lambda m: m.get["rate"]),
+    ("cache.put", "put_rate", "/s", lambda m: m.put["rate"]),
+]
+
+
 def scale_row(m: Measured) -> dict[str, Any]:
     """One size's figures for the scale table, and for --save / --before."""
     assert m.edit is not None
-    latency, floor = statistics.median(m.latencies), statistics.median(m.floors)
-    return {
-        "tracks": m.settings.tracks,
-        "cache_entries": m.settings.cache_entries,
-        "rss_mib": m.rss,
-        "build_peak_mib": m.build_peak,
-        "floor_s": floor,
-        "latency_s": latency,
-        "ratio": latency / floor,
-        "edit_cpu_s": m.edit.cpu_s,
-        "edit_write_kib": m.edit.write_bytes / KIB,
-        "cold_s": m.cold_s,
-        "build_s": m.build_s,
-        "idle_cpu_s": m.idle_cpu,
-        "get_rate": m.get["rate"],
-        "put_rate": m.put["rate"],
-    }
-
-
-_SCALE_COLUMNS: list[tuple[str, str, str]] = [
-    ("steady RSS", "rss_mib", "MiB"),
-    ("peak RSS, first build", "build_peak_mib", "MiB"),
-    ("floor", "floor_s", "s"),
-    ("change-to-event", "latency_s", "s"),
-    ("/ floor", "ratio", "x"),
-    ("edit CPU", "edit_cpu_s", "s"),
-    ("edit written", "edit_write_kib", "KiB"),
-    ("cold start", "cold_s", "s"),
-    ("first build", "build_s", "s"),
-    ("idle CPU/min", "idle_cpu_s", "s"),
-    ("cache.get", "get_rate", "/s"),
-    ("cache.put", "put_rate", "/s"),
-]
+    row: dict[str, Any] = {"tracks": m.settings.tracks, "cache_entries": m.settings.cache_entries}
+    for _, key, _, read in _SCALE_COLUMNS:
+        row[key] = read(m)
+    return row
 
 
 def _cell(value: float | None, unit: str) -> str:
@@ -308,13 +311,13 @@ def _cell(value: float | None, unit: str) -> str:
 
 def scale_table(rows: list[dict[str, Any]], before: dict[int, dict[str, Any]]) -> str:
     """A line per size (so the growth per track shows), the former figures (--before) beside."""
-    head = ["tracks (cache entries)"] + [name for name, _, _ in _SCALE_COLUMNS] + ["targets"]
+    head = ["tracks (cache entries)"] + [name for name, _, _, _ in _SCALE_COLUMNS] + ["targets"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for row in rows:
         n = row["tracks"]
         old = before.get(n, {})
         cells = [f"{n // 1000}k ({row['cache_entries'] // 1000}k)"]
-        for _, key, unit in _SCALE_COLUMNS:
+        for _, key, unit, _ in _SCALE_COLUMNS:
             cell = _cell(row[key], unit)
             if key in old:
                 cell += f" (was {_cell(old[key], unit)})"

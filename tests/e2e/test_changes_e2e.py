@@ -61,6 +61,13 @@ def add_track(tracks: dict[str, dict[str, Any]], pid: str, name: str) -> None:
     tracks["9001"] = template
 
 
+def head_cursor(d: DaemonProc) -> str:
+    """The journal's head, as the position a program that starts now follows from."""
+    with MusicdClient(d.socket) as client:
+        cursor: str = client.changes_since(None)["cursor"]
+    return cursor
+
+
 def test_consumer_gets_exactly_the_edits_made_while_away_across_kill_9() -> None:
     with daemon_env() as d:
         d.start_built()
@@ -144,8 +151,7 @@ def test_subscribe_since_replays_then_goes_live_without_gap_or_duplicate() -> No
     with daemon_env(data) as d:
         d.start()
         d.wait_log("snapshot_built", timeout=60)
-        with MusicdClient(d.socket) as client:
-            start = client.changes_since(None)["cursor"]
+        start = head_cursor(d)
         # A couple of thousand events to replay (every track of 150 albums renamed)...
         albums = titled_albums(data)
         renamed = 0
@@ -196,8 +202,7 @@ def test_subscribe_since_replays_then_goes_live_without_gap_or_duplicate() -> No
 def test_cursor_of_a_rebuilt_database_says_resync() -> None:
     with daemon_env() as d:
         d.start_built()
-        with MusicdClient(d.socket) as client:
-            old = client.changes_since(None)["cursor"]
+        old = head_cursor(d)
         assert d.stop()[0] == 0
         for path in d.state_dir.glob("musicd.db*"):
             path.unlink()
