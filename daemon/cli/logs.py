@@ -90,12 +90,17 @@ def _count(text: str) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    return show_log(args, trigger=args.trigger)
+
+
+def show_log(args: argparse.Namespace, *, trigger: str | None) -> int:
+    """The log's last entries (`add_log_arguments`' options), only `trigger`'s when given."""
     path = log_file_for(args.config)
     printer = LogPrinter(
         min_level=LEVEL_RANKS[args.level] if args.level else 0,
         raw=args.json,
         colors=sys.stdout.isatty(),
-        trigger=args.trigger,
+        trigger=trigger,
     )
     try:
         fh: BinaryIO | None = path.open("rb")

@@ -16,7 +16,7 @@ from daemon.cli.command import (
     add_group,
     connect,
 )
-from daemon.cli.logs import add_log_arguments, cmd_logs
+from daemon.cli.logs import add_log_arguments, show_log
 
 _ABOUT = (
     "Commands the daemon starts when the library changes ([[triggers]] in the config file). "
@@ -66,8 +66,7 @@ def _line(t: dict[str, Any]) -> str:
 
 def cmd_log(args: argparse.Namespace) -> int:
     """`musicd logs --trigger NAME`: the log file is read here, the daemon need not run."""
-    args.trigger = args.name
-    return cmd_logs(args)
+    return show_log(args, trigger=args.name)
 
 
 def cmd_list(args: argparse.Namespace) -> Output:
