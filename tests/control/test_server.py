@@ -233,6 +233,7 @@ def test_handler_that_raises_is_an_internal_error_and_the_connection_goes_on(
     still_served(local)
 
 
+@pytest.mark.slow
 def test_write_refused_while_another_program_holds_the_write_lock_then_recovers(
     local: LocalServer,
 ) -> None:

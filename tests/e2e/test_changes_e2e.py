@@ -68,6 +68,7 @@ def head_cursor(d: DaemonProc) -> str:
     return cursor
 
 
+@pytest.mark.slow
 def test_consumer_gets_exactly_the_edits_made_while_away_across_kill_9() -> None:
     with daemon_env() as d:
         d.start_built()
@@ -146,6 +147,7 @@ def titled_albums(data: bytes) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_subscribe_since_replays_then_goes_live_without_gap_or_duplicate() -> None:
     data = generate_library(3000, seed=3)
     with daemon_env(data) as d:

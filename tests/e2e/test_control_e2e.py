@@ -138,6 +138,7 @@ def test_subscriber_sees_track_modified_within_2s_of_the_write_and_cache_get_mis
         assert d.stop()[0] == 0
 
 
+@pytest.mark.slow
 def test_200_concurrent_clients_doing_50_cache_gets_each_get_correct_answers() -> None:
     clients, calls = 200, 50
     with daemon_env() as d:

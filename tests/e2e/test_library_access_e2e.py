@@ -158,6 +158,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_a_hung_read_is_reported_and_does_not_hold_up_shutdown() -> None:
     with music_app_env() as env:
         d = env.daemon

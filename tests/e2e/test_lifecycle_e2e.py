@@ -13,6 +13,7 @@ from tests.support import daemon_env, journal_seqs, wait_for
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.mark.slow
 def test_journal_trims_by_age_while_only_rescans_happen() -> None:
     # 0.00002 days is 1.7 s: scans older than that go at the next maintenance round.
     with daemon_env(
@@ -45,6 +46,7 @@ def test_journal_trims_by_age_while_only_rescans_happen() -> None:
         assert set(cursors) == {"musicd.snapshot", "musicd.cache"}
 
 
+@pytest.mark.slow
 def test_journal_trims_by_count_while_only_rescans_happen() -> None:
     # max_events cannot be set below 1000: 600 rescans make 1200 scan rows.
     with daemon_env(journal={"max_events": 1000}, cache={"cleanup_interval_seconds": 0.3}) as d:

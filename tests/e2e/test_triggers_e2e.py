@@ -23,7 +23,7 @@ from tests.support.triggers import (
     trigger_table,
 )
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 def test_a_trigger_starts_once_per_settled_burst_with_exactly_the_matching_events() -> None:

@@ -12,7 +12,7 @@ import pytest
 from tests.support import DaemonProc, daemon_env, wait_for
 from tests.support.triggers import delivered, edit, runs, trigger_cursor, trigger_table
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 # Records its run, then sets the genre of every track it was given to "Echo": announced first,
 # then written to the library file as Music.app would.

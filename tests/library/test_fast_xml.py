@@ -631,6 +631,7 @@ def test_real_snapshot_pair_reads_like_the_full_reader(workdir: Path) -> None:
     checker.check(expect_fast=True)
 
 
+@pytest.mark.slow
 def test_what_a_reader_keeps_between_reads_costs_bytes_per_track_not_tracks(
     workdir: Path,
 ) -> None:

@@ -407,6 +407,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_hung_osascript_is_killed_with_everything_it_started(
     fake: FakeOsascript, bundle: Path, tmp_path: Path
 ) -> None:
