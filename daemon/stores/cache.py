@@ -173,19 +173,6 @@ def get_json(
     )
 
 
-def get_album(
-    conn: sqlite3.Connection, artist: str, album: str, now: float
-) -> dict[str, CacheEntry]:
-    """Every live entry of an album, by source."""
-    artist_key, album_key_ = album_key(artist, album)
-    rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM api_cache WHERE artist_key = ? AND album_key = ?",
-        (artist_key, album_key_),
-    )
-    entries = (_from_row(row) for row in rows)
-    return {e.source: e for e in entries if not e.expired(now)}
-
-
 def put_many(conn: sqlite3.Connection, entries: Iterable[CacheEntry]) -> None:
     """Store answers, each replacing any for the same album and source."""
     conn.executemany(
