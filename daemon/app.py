@@ -41,7 +41,7 @@ from daemon.library import KnownTracks, LibraryReader
 from daemon.library.fast_xml import FastXmlReader
 from daemon.logs import stop_logging
 from daemon.paths import library_is_dir
-from daemon.process import apply_process_policy
+from daemon.process import apply_process_policy, release_free_memory
 from daemon.service.cache_api import CacheApi
 from daemon.service.core import Service
 from daemon.service.housekeeping import Housekeeping
@@ -227,6 +227,7 @@ def build(
             accept_command=invocation.command("rescan", "--accept-removals"),
         ),
         progress if progress is not None else ScanProgress(),
+        release_free_memory,
     )
     service = Service(
         config=config,

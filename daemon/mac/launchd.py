@@ -38,7 +38,7 @@ _BUILTIN_TEMPLATE: dict[str, Any] = {
     "ExitTimeOut": 20,
     "StandardOutPath": "@LOG_DIR@/musicd.stdout.log",
     "StandardErrorPath": "@LOG_DIR@/musicd.stderr.log",
-    "EnvironmentVariables": {"PATH": "@PATH@"},
+    "EnvironmentVariables": {"PATH": "@PATH@", "PYTHONMALLOC": "malloc"},
 }
 
 

@@ -87,6 +87,7 @@ class Scanner:
         changes: Debouncer,
         removal_guard: RemovalGuard,
         progress: ScanProgress | None = None,
+        after_full_read: Callable[[], None] = lambda: None,
     ) -> None:
         self.library = library
         self.reader = reader
@@ -107,6 +108,10 @@ class Scanner:
         self.progress = progress if progress is not None else ScanProgress()
         self._commit_failures = 0
         self._full_read_unrecorded = False
+        # Called on a worker thread once a scan that read the library in full is over and its
+        # objects are gone (daemon.process.release_free_memory: see there why).
+        self.after_full_read = after_full_read
+        self._read_in_full = False
         self._lock = anyio.Lock()
 
     # -- the loop -------------------------------------------------------------------------
@@ -279,7 +284,11 @@ class Scanner:
             if on_start is not None:
                 on_start()
             with self.progress.scanning(reason, expected_tracks=self.baseline_count):
-                return await self._scan_locked(reason, accept_removals=accept_removals)
+                outcome = await self._scan_locked(reason, accept_removals=accept_removals)
+            if self._read_in_full:
+                self._read_in_full = False
+                await anyio.to_thread.run_sync(self.after_full_read)
+            return outcome
 
     async def _scan_locked(self, reason: str, *, accept_removals: bool) -> ScanOutcome:
         started = time.monotonic()
@@ -301,6 +310,7 @@ class Scanner:
         # A full read whose scan was not recorded (a failed commit, a bug) still counts when a
         # later read is: that one is likely incremental, the reader having moved on.
         self._full_read_unrecorded = self._full_read_unrecorded or read.full
+        self._read_in_full = read.full
 
         if self.initial_build:
             events: list[TrackEvent] = []

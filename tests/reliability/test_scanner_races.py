@@ -54,6 +54,7 @@ async def scanner_running(
     reader: Callable[[], LibraryRead],
     *,
     verify_seconds: float = 0.05,
+    after_full_read: Callable[[], None] = lambda: None,
 ) -> AsyncIterator[tuple[Scanner, Database, Subscription]]:
     """The scanner running on a real database, with a subscription to its recorded scans."""
     await anyio.Path(state_dir).mkdir(mode=0o700)
@@ -65,7 +66,12 @@ async def scanner_running(
         recorder = Recorder(writer, hub, Signal(), last_seq=0)
         head = tracks.HeadTracks(db.path, merger.CONSUMER)
         scanner = fresh_scanner(
-            path, CallReader(reader), recorder, verify_seconds=verify_seconds, snapshot=head
+            path,
+            CallReader(reader),
+            recorder,
+            verify_seconds=verify_seconds,
+            snapshot=head,
+            after_full_read=after_full_read,
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(writer.run)
@@ -236,6 +242,35 @@ async def test_last_full_scan_records_whether_the_read_was_full(tmp_path: Path) 
     assert incremental["last_scan"] > first["last_scan"]
     assert incremental["last_full_scan"] == first["last_full_scan"]
     assert third["last_full_scan"] == third["last_scan"] > incremental["last_scan"]
+
+
+async def test_memory_is_released_after_each_full_read_only(tmp_path: Path) -> None:
+    # daemon.process.release_free_memory runs after the scans that read the library in full
+    # (the build included), once their objects are gone; an incremental read costs nothing.
+    path, final, _ = versions(tmp_path)
+    full = [True, False, True]
+    released: list[int] = []
+
+    def reader() -> LibraryRead:
+        return dataclasses.replace(read_library_xml(path), full=full.pop(0))
+
+    def release() -> None:
+        released.append(scanner.status.scans)
+
+    async with scanner_running(
+        path, tmp_path / "state", reader, verify_seconds=3600, after_full_read=release
+    ) as (scanner, _, scans):
+        with anyio.fail_after(5):
+            await scans.receive.receive()
+            for genre in ("Second", "Third"):
+                next(iter(final.tracks.values()))["Genre"] = genre
+                write_library(path, final.render())
+                scanner.changes.notify("modified")
+                await scans.receive.receive()
+            while scanner._lock.locked():  # the last scan's release, after its record
+                await anyio.sleep(0.01)
+    assert full == []
+    assert released == [1, 3]
 
 
 async def test_a_full_read_whose_scan_was_not_recorded_counts_when_the_next_one_is(

@@ -69,7 +69,9 @@ class DaemonProc:
         """Start the daemon, as `user` and under `wrapper` (a command prefix, else the one set on
         this object) when given: a test running as root needs a daemon that file permissions
         can refuse."""
-        env = {**os.environ, **(extra_env or {})}
+        # As the launchd agent runs it: under the C allocator (daemon.process), so the daemon
+        # does not replace itself at start.
+        env = {"PYTHONMALLOC": "malloc", **os.environ, **(extra_env or {})}
         env.pop("MUSICD_CONFIG", None)
         mark = self.mark()
         prefix = wrapper if wrapper is not None else self.wrapper

@@ -47,6 +47,7 @@ def fresh_scanner(
     settle_max_seconds: float = 0.1,
     snapshot: Snapshot | None = None,
     progress: ScanProgress | None = None,
+    after_full_read: Callable[[], None] = lambda: None,
     **library: Any,
 ) -> Scanner:
     """No snapshot yet: its first scan builds one. `library` are LibraryConfig's fields;
@@ -69,6 +70,7 @@ def fresh_scanner(
             accept_command="musicd rescan --accept-removals",
         ),
         progress=progress,
+        after_full_read=after_full_read,
     )
 
 
