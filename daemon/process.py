@@ -18,7 +18,8 @@ that at 300k). The C allocator frees by the page, and hands free pages back when
 
 - `musicd run` runs under the C allocator (`PYTHONMALLOC=malloc`, read by the interpreter at
   start-up only): the launchd agent sets it, and a `run` started without it replaces itself
-  with the same command under it (exec_with_c_allocator). A value the user set is kept.
+  with the same command under it (`daemon.cli.run.exec_with_c_allocator`). A value the user
+  set is kept.
 - after each full read, release_free_memory() asks the C allocator to return its free pages.
 
 Logging itself is configured by the run command (configure_logging), which owns the console
@@ -30,18 +31,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
-import os
 import resource
-import sys
 
 from daemon.control.endpoint import FD_RESERVE
 from daemon.control.server import Limits
 from daemon.logs import stop_logging
 
 _exit_hook_registered = False
-
-# The interpreter reads it once, at start-up (see the module docstring).
-ALLOCATOR_VARIABLE = "PYTHONMALLOC"
 
 
 def apply_process_policy(*, max_connections: int | None = None) -> None:
@@ -76,17 +72,6 @@ def _register_exit_hook() -> None:
         _exit_hook_registered = True
 
 
-def exec_with_c_allocator() -> None:
-    """Replace this process (same pid, same arguments) with one under the C allocator, unless
-    the environment already chose an allocator. Returns only when nothing was replaced: the
-    variable was set, or the exec failed (the daemon then runs as it is)."""
-    if os.environ.get(ALLOCATOR_VARIABLE):
-        return
-    env = {**os.environ, ALLOCATOR_VARIABLE: "malloc"}
-    with contextlib.suppress(OSError):
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
-
-
 def release_free_memory() -> None:
     """Ask the C allocator to hand its free pages back to the system.
 
@@ -96,10 +81,6 @@ def release_free_memory() -> None:
     """
     libc = ctypes.CDLL(None)
     if hasattr(libc, "malloc_trim"):
-        libc.malloc_trim.argtypes = [ctypes.c_size_t]
-        libc.malloc_trim(0)
+        libc.malloc_trim(ctypes.c_size_t(0))
     elif hasattr(libc, "malloc_zone_pressure_relief"):
-        relief = libc.malloc_zone_pressure_relief
-        relief.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-        relief.restype = ctypes.c_size_t
-        relief(None, 0)
+        libc.malloc_zone_pressure_relief(None, ctypes.c_size_t(0))

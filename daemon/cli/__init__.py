@@ -174,11 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
     if argv is None and args.handler is run.cmd_run:
-        # The daemon's own process (not a caller's, which passes argv): see daemon.process
-        # on memory. Imported here: client commands do not need it.
-        from daemon.process import exec_with_c_allocator
-
-        exec_with_c_allocator()
+        # The daemon's own process, not a caller's (which passes argv).
+        run.exec_with_c_allocator()
     for name in GLOBAL_OPTIONS:
         if not hasattr(args, name):
             setattr(args, name, None if name != "json" else False)

@@ -7,6 +7,7 @@ not when the parser is built, so client commands start fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import shutil
@@ -140,6 +141,18 @@ def _print_demo_help(cfg_path: Path, invocation: Invocation) -> None:
 """,
         flush=True,
     )
+
+
+def exec_with_c_allocator() -> None:
+    """Replace this process (same pid, same arguments) with one under the C allocator, unless
+    the environment already chose an allocator (see daemon.process on memory: the interpreter
+    reads PYTHONMALLOC only at start-up). Returns only when nothing was replaced: the variable
+    was set, or the exec failed (the daemon then runs as it is)."""
+    if os.environ.get("PYTHONMALLOC"):
+        return
+    env = {**os.environ, "PYTHONMALLOC": "malloc"}
+    with contextlib.suppress(OSError):
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

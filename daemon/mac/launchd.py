@@ -38,6 +38,7 @@ _BUILTIN_TEMPLATE: dict[str, Any] = {
     "ExitTimeOut": 20,
     "StandardOutPath": "@LOG_DIR@/musicd.stdout.log",
     "StandardErrorPath": "@LOG_DIR@/musicd.stderr.log",
+    # PYTHONMALLOC: the allocator that hands free pages back (daemon.process, on memory).
     "EnvironmentVariables": {"PATH": "@PATH@", "PYTHONMALLOC": "malloc"},
 }
 

@@ -108,8 +108,7 @@ class Scanner:
         self.progress = progress if progress is not None else ScanProgress()
         self._commit_failures = 0
         self._full_read_unrecorded = False
-        # Called on a worker thread once a scan that read the library in full is over and its
-        # objects are gone (daemon.process.release_free_memory: see there why).
+        # On a worker thread once a full read's scan is over (daemon.process, on memory).
         self.after_full_read = after_full_read
         self._read_in_full = False
         self._lock = anyio.Lock()
@@ -335,13 +334,7 @@ class Scanner:
             removed=sum(isinstance(e, TrackRemoved) for e in events),
             held_removals=len(held),
         )
-        counts = {
-            "added": outcome.added,
-            "modified": outcome.modified,
-            "removed": outcome.removed,
-            "held_removals": outcome.held_removals,
-            "tracks": read.count(),
-        }
+        counts = {**outcome.counts(), "tracks": read.count()}
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         record = ScanRecord(
             stat=read.stat,

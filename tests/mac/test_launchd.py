@@ -236,6 +236,8 @@ def test_install_writes_a_plist_with_every_key_and_only_absolute_existing_paths(
     variables = plist["EnvironmentVariables"]
     assert variables["MUSICD_CONFIG"] == str(env.config)
     assert "/usr/bin" in variables["PATH"].split(":")  # osascript
+    # The allocator that returns free pages (daemon.process), so `run` need not exec itself.
+    assert variables["PYTHONMALLOC"] == "malloc"
 
     for path in [
         program[0],

@@ -267,8 +267,8 @@ async def test_memory_is_released_after_each_full_read_only(tmp_path: Path) -> N
                 write_library(path, final.render())
                 scanner.changes.notify("modified")
                 await scans.receive.receive()
-            while scanner._lock.locked():  # the last scan's release, after its record
-                await anyio.sleep(0.01)
+        # The last scan's release comes after its record.
+        await anyio.to_thread.run_sync(wait_for, lambda: len(released) == 2)
     assert full == []
     assert released == [1, 3]
 
