@@ -38,8 +38,8 @@ class LibraryScan:
     removal_guard: RemovalGuard
     # How far a scan has got: the scanner reports to it; `status` and `musicd run` read it.
     scan_progress: ScanProgress
-    # Called after each scan that read the library in full (see Scanner).
-    after_full_read: Callable[[], None]
+    # Called after each scan (see Scanner).
+    after_scan: Callable[[], None]
     # Made by run() once the baseline is loaded; None until then.
     scanner: Scanner | None = field(default=None, init=False)
 
@@ -59,7 +59,7 @@ class LibraryScan:
             changes=self.changes,
             removal_guard=self.removal_guard,
             progress=self.scan_progress,
-            after_full_read=self.after_full_read,
+            after_scan=self.after_scan,
         )
         try:
             await self.scanner.run()

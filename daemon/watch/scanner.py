@@ -87,7 +87,7 @@ class Scanner:
         changes: Debouncer,
         removal_guard: RemovalGuard,
         progress: ScanProgress | None = None,
-        after_full_read: Callable[[], None] = lambda: None,
+        after_scan: Callable[[], None] = lambda: None,
     ) -> None:
         self.library = library
         self.reader = reader
@@ -108,9 +108,8 @@ class Scanner:
         self.progress = progress if progress is not None else ScanProgress()
         self._commit_failures = 0
         self._full_read_unrecorded = False
-        # On a worker thread once a full read's scan is over (daemon.process, on memory).
-        self.after_full_read = after_full_read
-        self._read_in_full = False
+        # On a worker thread once a scan is over and its objects are gone (daemon.process).
+        self.after_scan = after_scan
         self._lock = anyio.Lock()
 
     # -- the loop -------------------------------------------------------------------------
@@ -284,9 +283,7 @@ class Scanner:
                 on_start()
             with self.progress.scanning(reason, expected_tracks=self.baseline_count):
                 outcome = await self._scan_locked(reason, accept_removals=accept_removals)
-            if self._read_in_full:
-                self._read_in_full = False
-                await anyio.to_thread.run_sync(self.after_full_read)
+            await anyio.to_thread.run_sync(self.after_scan)
             return outcome
 
     async def _scan_locked(self, reason: str, *, accept_removals: bool) -> ScanOutcome:
@@ -309,7 +306,6 @@ class Scanner:
         # A full read whose scan was not recorded (a failed commit, a bug) still counts when a
         # later read is: that one is likely incremental, the reader having moved on.
         self._full_read_unrecorded = self._full_read_unrecorded or read.full
-        self._read_in_full = read.full
 
         if self.initial_build:
             events: list[TrackEvent] = []

@@ -54,7 +54,7 @@ async def scanner_running(
     reader: Callable[[], LibraryRead],
     *,
     verify_seconds: float = 0.05,
-    after_full_read: Callable[[], None] = lambda: None,
+    after_scan: Callable[[], None] = lambda: None,
 ) -> AsyncIterator[tuple[Scanner, Database, Subscription]]:
     """The scanner running on a real database, with a subscription to its recorded scans."""
     await anyio.Path(state_dir).mkdir(mode=0o700)
@@ -71,7 +71,7 @@ async def scanner_running(
             recorder,
             verify_seconds=verify_seconds,
             snapshot=head,
-            after_full_read=after_full_read,
+            after_scan=after_scan,
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(writer.run)
@@ -244,9 +244,9 @@ async def test_last_full_scan_records_whether_the_read_was_full(tmp_path: Path) 
     assert third["last_full_scan"] == third["last_scan"] > incremental["last_scan"]
 
 
-async def test_memory_is_released_after_each_full_read_only(tmp_path: Path) -> None:
-    # daemon.process.release_free_memory runs after the scans that read the library in full
-    # (the build included), once their objects are gone; an incremental read costs nothing.
+async def test_memory_is_released_after_each_scan(tmp_path: Path) -> None:
+    # daemon.process.release_free_memory runs after each scan (the build included), once the
+    # scan is recorded and its objects are gone.
     path, final, _ = versions(tmp_path)
     full = [True, False, True]
     released: list[int] = []
@@ -258,7 +258,7 @@ async def test_memory_is_released_after_each_full_read_only(tmp_path: Path) -> N
         released.append(scanner.status.scans)
 
     async with scanner_running(
-        path, tmp_path / "state", reader, verify_seconds=3600, after_full_read=release
+        path, tmp_path / "state", reader, verify_seconds=3600, after_scan=release
     ) as (scanner, _, scans):
         with anyio.fail_after(5):
             await scans.receive.receive()
@@ -268,9 +268,9 @@ async def test_memory_is_released_after_each_full_read_only(tmp_path: Path) -> N
                 scanner.changes.notify("modified")
                 await scans.receive.receive()
         # The last scan's release comes after its record.
-        await anyio.to_thread.run_sync(wait_for, lambda: len(released) == 2)
+        await anyio.to_thread.run_sync(wait_for, lambda: len(released) == 3)
     assert full == []
-    assert released == [1, 3]
+    assert released == [1, 2, 3]
 
 
 async def test_a_full_read_whose_scan_was_not_recorded_counts_when_the_next_one_is(

@@ -47,7 +47,7 @@ def fresh_scanner(
     settle_max_seconds: float = 0.1,
     snapshot: Snapshot | None = None,
     progress: ScanProgress | None = None,
-    after_full_read: Callable[[], None] = lambda: None,
+    after_scan: Callable[[], None] = lambda: None,
     **library: Any,
 ) -> Scanner:
     """No snapshot yet: its first scan builds one. `library` are LibraryConfig's fields;
@@ -70,7 +70,7 @@ def fresh_scanner(
             accept_command="musicd rescan --accept-removals",
         ),
         progress=progress,
-        after_full_read=after_full_read,
+        after_scan=after_scan,
     )
 
 
