@@ -164,12 +164,3 @@ class ScanOutcome:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
-
-    def counts(self) -> dict[str, int]:
-        """The tracks it added, modified and removed, and the removals it held back."""
-        return {
-            "added": self.added,
-            "modified": self.modified,
-            "removed": self.removed,
-            "held_removals": self.held_removals,
-        }

@@ -330,7 +330,13 @@ class Scanner:
             removed=sum(isinstance(e, TrackRemoved) for e in events),
             held_removals=len(held),
         )
-        counts = {**outcome.counts(), "tracks": read.count()}
+        counts = {
+            "added": outcome.added,
+            "modified": outcome.modified,
+            "removed": outcome.removed,
+            "held_removals": outcome.held_removals,
+            "tracks": read.count(),
+        }
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         record = ScanRecord(
             stat=read.stat,
