@@ -37,7 +37,7 @@ from daemon.journal.hub import EventHub
 from daemon.journal.recorder import Recorder
 from daemon.journal.signal import Signal
 from daemon.journal.triggers import Triggers
-from daemon.library import KnownTracks, LibraryReader
+from daemon.library import KnownTracks, LibraryReader, SnapshotBuild
 from daemon.library.fast_xml import FastXmlReader
 from daemon.logs import stop_logging
 from daemon.paths import library_is_dir
@@ -98,13 +98,23 @@ def instance_lock(state_dir: Path, invocation: Invocation) -> Iterator[None]:
         os.close(fd)
 
 
-def make_reader(config: Config, snapshot: KnownTracks, *, rescan_command: str) -> LibraryReader:
+def make_reader(
+    config: Config,
+    snapshot: KnownTracks,
+    build: SnapshotBuild | None = None,
+    *,
+    rescan_command: str,
+) -> LibraryReader:
     """The library reader chosen by `library.source`; the XML reader compares a full read with
-    `snapshot` as it parses, never holding the whole library. `rescan_command` ends the
-    message of a read that macOS refused."""
+    `snapshot` as it parses, and streams it into `build` while the snapshot is built, never
+    holding the whole library. `rescan_command` ends the message of a read that macOS
+    refused."""
     if config.library.source == "music-app":
         from daemon.library.music_app import MusicAppReader
 
+        # Not given the build: its one read asks Music.app for every track at once (one
+        # Apple Event per property), so it holds them all whatever happens next; the scanner
+        # writes them in batches all the same (`FirstBuild.add_read`).
         return MusicAppReader(
             config.library.path,
             timeout_seconds=config.library.osascript_timeout_seconds,
@@ -117,6 +127,7 @@ def make_reader(config: Config, snapshot: KnownTracks, *, rescan_command: str) -
         config.library.path,
         full_interval_seconds=config.library.full_scan_interval_seconds,
         snapshot=snapshot,
+        build=build,
     )
 
 

@@ -210,7 +210,7 @@ def _output(path: str | None) -> Iterator[IO[bytes]]:
 
 
 def cmd_export_snapshot(args: argparse.Namespace) -> int:
-    from daemon.journal.feed import snapshot_position
+    from daemon.journal.feed import building, snapshot_position
     from daemon.models import TRACK_FIELDS
     from daemon.stores import journal, tracks
     from daemon.stores.transactions import snapshot
@@ -227,7 +227,8 @@ def cmd_export_snapshot(args: argparse.Namespace) -> int:
             out.write(orjson.dumps(head)[:-1] + b',"tracks":[')
             batch: list[list[Any]] = []
             first = True
-            for track in tracks.iterate(conn):
+            # A build under way (or cut short) has filled part of the table: no snapshot yet.
+            for track in () if building(conn) else tracks.iterate(conn):
                 batch.append(track.to_row())
                 if len(batch) == 1000:
                     out.write((b"" if first else b",") + orjson.dumps(batch)[1:-1])

@@ -145,7 +145,11 @@ def gap_reason(conn: sqlite3.Connection, epoch: str, cursor_epoch: str, seq: int
 
 def building(conn: sqlite3.Connection) -> bool:
     """Whether the snapshot's first build (or the rebuild of a damaged database) is still to
-    be committed: until then `tracks.list` answers an empty library with `building: true`."""
+    be committed: until then `tracks.list` answers an empty library with `building: true`,
+    whatever part of it the tracks table holds already, and the scanner builds it."""
+    if journal.meta_value(conn, journal.SNAPSHOT_BUILDING) is not None:
+        # Under way, or cut short (the daemon was killed): its rows are no snapshot.
+        return True
     if journal.meta_value(conn, journal.SNAPSHOT_BUILT) is not None:
         return False
     # A database built before the build recorded its position, or one that imported an older

@@ -39,9 +39,9 @@ class ScanRecord:
     full: bool
     scanned_at: float
     library_path: str
-    # First build with an empty snapshot: fill the tracks table directly, emit no events; the
-    # transaction records its position as `journal.SNAPSHOT_BUILT`.
-    replace: dict[str, Track] | None = None
+    # The last transaction of the snapshot's build, whose tracks are in the table already
+    # (`Recorder.add_to_build`): it records its position as `journal.SNAPSHOT_BUILT`.
+    build: bool = False
 
     def meta(self) -> dict[str, Any]:
         stat = self.stat
@@ -87,21 +87,28 @@ def _log_event(event: AnyEvent) -> None:
 def _record(
     conn: sqlite3.Connection, events: Sequence[AnyEvent], scan: ScanRecord | None
 ) -> list[AnyEvent]:
-    if scan is not None and scan.replace is not None:
-        tracks.replace_all(conn, scan.replace.values())
     now = time.time()
     # Whose write each modification is, decided with the expectations it consumes in this
     # transaction: an event recorded is never tagged later, nor an expectation used twice.
     numbered = journal.append(conn, origins.tag(conn, events, now), now)
     if scan is not None:
         journal.set_meta(conn, scan.meta())
-        if scan.replace is not None and numbered:
+        if scan.build and numbered:
             # The tracks table now reflects the journal up to here (a build emits no track
             # events): the snapshot's position says so, in the same transaction, and so does
             # the build's own position, before which no cursor can be followed (feed.py).
             journal.set_cursor(conn, SNAPSHOT_CONSUMER, numbered[-1].seq, now)
             journal.set_meta(conn, {journal.SNAPSHOT_BUILT: numbered[-1].seq})
+            journal.delete_meta(conn, journal.SNAPSHOT_BUILDING)
     return numbered
+
+
+def _begin_build(conn: sqlite3.Connection) -> None:
+    # Nothing changes (and nothing is committed) when an attempt that failed before its first
+    # batch is followed by another: a library that stays unreadable costs no commits.
+    tracks.delete_all(conn)
+    if journal.meta_value(conn, journal.SNAPSHOT_BUILDING) is None:
+        journal.set_meta(conn, {journal.SNAPSHOT_BUILDING: time.time()})
 
 
 class Recorder:
@@ -124,6 +131,19 @@ class Recorder:
         return await self.writer.submit(
             partial(_record, events=events, scan=scan), after=self._after_commit, quiet=quiet
         )
+
+    async def begin_build(self) -> None:
+        """Start an attempt at the snapshot's build: in one transaction, clear the rows an
+        earlier attempt left (a read that failed, a daemon killed) and mark the build under
+        way (`journal.SNAPSHOT_BUILDING`), so that no part of the table is ever taken for a
+        snapshot. Raises DatabaseUnavailable when it could not be committed."""
+        await self.writer.submit(_begin_build)
+
+    async def add_to_build(self, batch: dict[str, Track]) -> None:
+        """Commit a batch of the build's tracks (after those of the batches before it, in
+        library order): a transaction of its own, so the writer is never held for the whole
+        library. Raises DatabaseUnavailable when it could not be committed."""
+        await self.writer.submit(partial(tracks.upsert, tracks=list(batch.values())))
 
     def _after_commit(self, events: list[AnyEvent]) -> None:
         if not events:

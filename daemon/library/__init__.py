@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import stat as stat_mod
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -89,10 +89,13 @@ class LibraryRead:
     # total.
     gone: list[str] | None = None
     track_count: int = 0
+    # Whether the tracks went to a build's sink as they were parsed (`SnapshotBuild`): then
+    # `tracks` is empty and `track_count` the total.
+    streamed: bool = False
 
     def count(self) -> int:
         """How many tracks the library holds."""
-        return len(self.tracks) if self.gone is None else self.track_count
+        return len(self.tracks) if self.gone is None and not self.streamed else self.track_count
 
 
 class KnownTracks(Protocol):
@@ -104,6 +107,22 @@ class KnownTracks(Protocol):
 
     def keys(self) -> Iterator[str]:
         """Every key."""
+        ...
+
+
+# Where a streamed read hands its tracks: a batch at a time, by key, in library order.
+TrackSink = Callable[[dict[str, Track]], None]
+
+
+class SnapshotBuild(Protocol):
+    """The daemon's build of its snapshot (its first start, or after a damaged database was
+    set aside), for a reader that can stream a full read into it."""
+
+    def begin(self) -> TrackSink | None:
+        """Called at the start of each full read, on the read's thread. While the build is due,
+        makes this read a new attempt at it and returns where its tracks go, in batches as
+        they are parsed (the read keeps none: `LibraryRead.streamed`); None otherwise.
+        Raises what the build's store raises (DatabaseUnavailable)."""
         ...
 
 

@@ -56,7 +56,7 @@ from typing import Final
 
 import structlog
 
-from daemon.library import FileStat, KnownTracks, LibraryRead, ReadProgress
+from daemon.library import FileStat, KnownTracks, LibraryRead, ReadProgress, SnapshotBuild
 from daemon.library.xml_entries import (
     END,
     RUN_ENTRIES,
@@ -69,7 +69,12 @@ from daemon.library.xml_entries import (
     default_fingerprint,
     parse_entries,
 )
-from daemon.library.xml_reader import check_unchanged, read_compared, read_library_xml
+from daemon.library.xml_reader import (
+    check_unchanged,
+    read_compared,
+    read_library_xml,
+    read_streamed,
+)
 from daemon.models import Track
 
 __all__ = ["RUN_ENTRIES", "FastXmlReader"]
@@ -172,7 +177,8 @@ class FastXmlReader:
     same fields), counts and warnings, the stat taken before the read, `LibraryReadError` for
     a bad file (from the full reader) and `LibraryChangedDuringRead` for a file that changed
     during the read. A read that took the fast path has `full` False and `gone` set: it holds
-    only what changed since the read before it.
+    only what changed since the read before it. While `build` (the daemon's build of its
+    snapshot) is due, a full read streams into it instead (`SnapshotBuild`).
     Thread-safe: calls are serialised (the scanner may abandon a cancelled read's thread).
     """
 
@@ -184,9 +190,11 @@ class FastXmlReader:
         clock: Callable[[], float] = time.monotonic,
         fingerprint: Fingerprint | None = None,
         snapshot: KnownTracks | None = None,
+        build: SnapshotBuild | None = None,
     ) -> None:
         self.path = path
         self.snapshot = snapshot
+        self.build = build
         self.full_interval_seconds = full_interval_seconds
         self._clock = clock
         self._fp: Fingerprint = fingerprint or default_fingerprint()
@@ -261,7 +269,10 @@ class FastXmlReader:
         self.last_mode, self.last_reason, self.last_new_entries = "full", reason, 0
         # A bad version leaves what is known as it was: fingerprints name bytes, not versions.
         order: Collection[str]
-        if self.snapshot is None:
+        sink = self.build.begin() if self.build is not None else None
+        if sink is not None:
+            result, order = read_streamed(self.path, sink, progress=progress)
+        elif self.snapshot is None:
             result = read_library_xml(self.path, progress=progress)
             order = result.tracks
         else:

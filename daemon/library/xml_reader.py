@@ -18,11 +18,18 @@ from pathlib import Path
 from typing import BinaryIO
 
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, describe_os_error
-from daemon.library import FileStat, KnownTracks, LibraryRead, ReadProgress
+from daemon.library import FileStat, KnownTracks, LibraryRead, ReadProgress, TrackSink
 from daemon.library.plist_tracks import CHUNK_SIZE, parse_tracks
 from daemon.models import Track
 
-__all__ = ["CHUNK_SIZE", "check_unchanged", "parse_library", "read_compared", "read_library_xml"]
+__all__ = [
+    "CHUNK_SIZE",
+    "check_unchanged",
+    "parse_library",
+    "read_compared",
+    "read_library_xml",
+    "read_streamed",
+]
 
 
 def parse_library(stream: BinaryIO, *, source: str = "xml") -> LibraryRead:
@@ -105,6 +112,24 @@ def read_compared(
     result = read_library_xml(path, sink=compare, progress=progress)
     result.tracks = changed
     result.gone = [key for key in snapshot.keys() if key not in seen]
+    return result, seen
+
+
+def read_streamed(
+    path: Path, sink: TrackSink, *, progress: ReadProgress | None = None
+) -> tuple[LibraryRead, dict[str, None]]:
+    """A full read whose tracks go to `sink` batch by batch as they are parsed (a build of the
+    snapshot), so that the library is never in memory whole: the read is `streamed`, its
+    `tracks` empty. Also returns every key, in file order. Raises as `read_library_xml` does,
+    and what `sink` raises."""
+    seen: dict[str, None] = {}
+
+    def hand_on(batch: dict[str, Track]) -> None:
+        seen.update(dict.fromkeys(batch))
+        sink(batch)
+
+    result = read_library_xml(path, sink=hand_on, progress=progress)
+    result.streamed = True
     return result, seen
 
 

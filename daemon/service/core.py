@@ -22,6 +22,7 @@ import structlog
 from daemon import __version__
 from daemon.config import Config
 from daemon.errors import StateError
+from daemon.journal import feed
 from daemon.journal.consumers import JournalConsumers
 from daemon.journal.hub import EventHub
 from daemon.journal.recorder import Recorder
@@ -128,12 +129,18 @@ class Service:
 
     # -- tracks, for the control server ------------------------------------------------------
 
+    # While the snapshot is built, the tracks table holds part of the library at most: the
+    # tracks are answered as they are before it, none.
+
     def track(self, field: str, value: str | int) -> dict[str, Any] | None:
-        found = tracks.get_by(self.db.read_conn, field, value)
+        conn = self.db.read_conn
+        found = None if feed.building(conn) else tracks.get_by(conn, field, value)
         return found.to_dict() if found is not None else None
 
     def album(self, artist: str, album: str) -> list[dict[str, Any]]:
-        return [t.to_dict() for t in tracks.album(self.db.read_conn, artist, album)]
+        conn = self.db.read_conn
+        found = [] if feed.building(conn) else tracks.album(conn, artist, album)
+        return [t.to_dict() for t in found]
 
     def expectations(self) -> dict[str, int]:
         """The announced writes waiting for their echo, and how many expired unmet."""
@@ -156,6 +163,10 @@ class Service:
             "moved_aside": str(self.db.moved_aside) if self.db.moved_aside else None,
         }
 
+    def _track_count(self) -> int:
+        conn = self.db.read_conn
+        return 0 if feed.building(conn) else tracks.count(conn)
+
     def status(self) -> dict[str, Any]:
         """The daemon's state, each part as it reports itself."""
         scan = self.scan.status()
@@ -168,7 +179,7 @@ class Service:
             "library": {
                 "path": str(self.config.library.path),
                 "source": self.config.library.source,
-                "track_count": tracks.count(self.db.read_conn),
+                "track_count": self._track_count(),
                 **scan.library_dict(),
                 **self.watcher.as_dict(),
             },

@@ -288,7 +288,10 @@ class ProgramApi:
 
         def read(conn: sqlite3.Connection) -> dict[str, Any]:
             position = feed.snapshot_position(conn)
-            building = feed.building(conn)
+            cursor = feed.encode_cursor(self.epoch, position)
+            if feed.building(conn):
+                # The table holds part of the library at most: none of it is an answer.
+                return {"tracks": [], "next": None, "cursor": cursor, "building": True}
             # Encoded as they are read, never all held: 10,000 rows as Python objects are
             # some 15 MiB, their answer a quarter of it.
             rows = conn.execute(sql, args)
@@ -297,8 +300,8 @@ class ProgramApi:
             return {
                 "tracks": page.array,
                 "next": page.last["persistent_id"] if more else None,
-                "cursor": feed.encode_cursor(self.epoch, position),
-                "building": building,
+                "cursor": cursor,
+                "building": False,
             }
 
         return await self.reads.run(read, small=limit <= SMALL_PAGE)

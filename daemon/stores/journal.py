@@ -30,6 +30,10 @@ TRACK_EVENT_TYPES: Final = (TRACK_ADDED, TRACK_MODIFIED, TRACK_REMOVED)
 # The meta key holding the seq of the build's `scan_finished`: the position at which the first
 # build (or the rebuild of a corrupt database) filled the tracks table without track events.
 SNAPSHOT_BUILT: Final = "snapshot_built_seq"
+# The meta key set (to the time it began) while a build of the snapshot is under way, from its
+# first transaction to its last: the tracks table then holds part of a library at most, never a
+# snapshot, even after the daemon was killed during the build.
+SNAPSHOT_BUILDING: Final = "snapshot_building_since"
 
 
 def head(conn: sqlite3.Connection) -> int:
@@ -204,3 +208,7 @@ def set_meta(conn: sqlite3.Connection, values: dict[str, Any]) -> None:
         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         ((key, orjson.dumps(value).decode()) for key, value in values.items()),
     )
+
+
+def delete_meta(conn: sqlite3.Connection, key: str) -> None:
+    conn.execute("DELETE FROM meta WHERE key = ?", (key,))

@@ -74,8 +74,12 @@ def delete(conn: sqlite3.Connection, persistent_ids: Iterable[str]) -> None:
     conn.executemany("DELETE FROM tracks WHERE persistent_id = ?", ((p,) for p in persistent_ids))
 
 
-def replace_all(conn: sqlite3.Connection, tracks: Iterable[Track]) -> None:
+def delete_all(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM tracks")
+
+
+def replace_all(conn: sqlite3.Connection, tracks: Iterable[Track]) -> None:
+    delete_all(conn)
     upsert(conn, tracks)
 
 

@@ -12,18 +12,20 @@ from typing import Any
 import anyio.to_thread
 
 from daemon.config import Config
-from daemon.journal import merger
+from daemon.journal import feed, merger
 from daemon.journal.recorder import Recorder
-from daemon.library import FileStat, KnownTracks, LibraryReader
+from daemon.library import FileStat, KnownTracks, LibraryReader, SnapshotBuild
 from daemon.stores import journal, tracks
 from daemon.stores.schema import reading
+from daemon.stores.transactions import snapshot
 from daemon.watch.debounce import Debouncer
+from daemon.watch.first_build import FirstBuild
 from daemon.watch.progress import ScanProgress
 from daemon.watch.removal_guard import RemovalGuard
 from daemon.watch.scan_status import ScanStatus
 from daemon.watch.scanner import Scanner
 
-MakeReader = Callable[[Config, KnownTracks], LibraryReader]
+MakeReader = Callable[[Config, KnownTracks, SnapshotBuild], LibraryReader]
 
 
 @dataclass
@@ -45,16 +47,17 @@ class LibraryScan:
 
     async def run(self) -> None:
         config = self.config
-        known, stat, meta = await anyio.to_thread.run_sync(_baseline, self.db_path)
+        known, stat, building = await anyio.to_thread.run_sync(_baseline, self.db_path)
         # The scanner's worker threads read the baseline on a connection of their own.
         head = await anyio.to_thread.run_sync(tracks.HeadTracks, self.db_path, merger.CONSUMER)
+        build = FirstBuild(self.recorder, due=building)
         self.scanner = Scanner(
             library=config.library,
-            reader=self.make_reader(config, head),
+            reader=self.make_reader(config, head, build),
             snapshot=head,
             baseline_count=known,
             baseline_stat=stat,
-            initial_build=not known and meta.get("last_full_scan") is None,
+            build=build,
             recorder=self.recorder,
             changes=self.changes,
             removal_guard=self.removal_guard,
@@ -77,13 +80,14 @@ class LibraryScan:
         return self.scan_progress.snapshot()
 
 
-def _baseline(db_path: Path) -> tuple[int, FileStat | None, dict[str, object]]:
-    """The track count, library stat and metadata the journal's head describes (after
-    catch-up)."""
+def _baseline(db_path: Path) -> tuple[int, FileStat | None, bool]:
+    """The track count and library stat the journal's head describes (after catch-up), and
+    whether the snapshot is still to be built (then it counts no track)."""
     # Its own connection: this runs in a worker thread while the loop reads on its own.
-    with reading(db_path) as conn:
+    with reading(db_path) as conn, snapshot(conn):
         meta = journal.meta(conn)
-        known = tracks.count(conn)
+        building = feed.building(conn)
+        known = 0 if building else tracks.count(conn)
     parts = (meta.get("library_mtime_ns"), meta.get("library_size"), meta.get("library_inode"))
     stat = FileStat(*parts) if all(isinstance(p, int) for p in parts) else None  # type: ignore[arg-type]
-    return known, stat, meta
+    return known, stat, building

@@ -36,6 +36,7 @@ from daemon.models import Track
 from daemon.stores.writer import DatabaseUnavailable
 from daemon.watch.baseline import Snapshot, diff_read
 from daemon.watch.debounce import Debouncer
+from daemon.watch.first_build import FirstBuild
 from daemon.watch.progress import ScanProgress
 from daemon.watch.read_job import ReadJob, run_abandonable
 from daemon.watch.removal_guard import RemovalGuard
@@ -82,7 +83,7 @@ class Scanner:
         snapshot: Snapshot,
         baseline_count: int,
         baseline_stat: FileStat | None,
-        initial_build: bool,
+        build: FirstBuild,
         recorder: Recorder,
         changes: Debouncer,
         removal_guard: RemovalGuard,
@@ -97,7 +98,8 @@ class Scanner:
         self.last_stat: Stat = baseline_stat
         self._job: ReadJob[LibraryRead] | None = None
         self._stat_pending: _PendingStat | None = None
-        self.initial_build = initial_build
+        # While the snapshot is still to be built, a scan builds it (no track events).
+        self.build = build
         self.recorder = recorder
         # The watcher notifies `changes` (and the scanner itself, for a read that finished
         # late); the library's settle times make bursts of those notifications.
@@ -293,23 +295,26 @@ class Scanner:
         before = await self._stat()
         try:
             read = await self._read()
-            if self.initial_build and read.gone is not None and not read.full:
+            if self.build.due and read.gone is not None and not read.full:
                 # An incremental read cannot build a snapshot (the build's commit failed after
                 # the reader moved on): read again in full.
                 self.reader.forget()
                 read = await self._read()
+            if self.build.due and not read.streamed:
+                await self.build.add_read(read.tracks)
         except LibraryReadError as err:
             return await self._failed(err, reason, before)
-        except DatabaseUnavailable as err:  # a full read compares with the snapshot as it goes
+        except DatabaseUnavailable as err:
+            # A full read compares with the snapshot as it goes, a build writes as it goes.
             return self._not_recorded(reason, err)
         self.status.read_succeeded(read, self.library.path)
         # A full read whose scan was not recorded (a failed commit, a bug) still counts when a
         # later read is: that one is likely incremental, the reader having moved on.
         self._full_read_unrecorded = self._full_read_unrecorded or read.full
 
-        if self.initial_build:
+        if self.build.due:
+            # The tracks are in the table already: the build's last transaction records it.
             events: list[TrackEvent] = []
-            replace: dict[str, Track] | None = read.tracks
             held: dict[str, Track] = {}
         else:
             try:
@@ -323,7 +328,6 @@ class Scanner:
             )
             self.status.held_removals = len(held)
             self.status.held_since = self.removal_guard.since
-            replace = None
         outcome = ScanOutcome(
             added=sum(isinstance(e, TrackAdded) for e in events),
             modified=sum(isinstance(e, TrackModified) for e in events),
@@ -343,10 +347,10 @@ class Scanner:
             full=self._full_read_unrecorded,
             scanned_at=now,
             library_path=str(self.library.path),
-            replace=replace,
+            build=self.build.due,
         )
         data: dict[str, object] = dict(duration_ms=duration_ms, reason=reason, **counts)
-        if self.initial_build:
+        if self.build.due:
             # A live subscriber's only sign of the build (it has no track events): read the
             # library with tracks.list now.
             data["build"] = True
@@ -364,14 +368,14 @@ class Scanner:
         self.baseline_count = read.count() + len(held)
         self.last_stat = read.stat
         self.status.scan_recorded(reason, at=now, duration_ms=duration_ms, counts=counts)
-        if self.initial_build:
+        if self.build.due:
             log.info(
                 "snapshot_built",
                 tracks=read.count(),
                 duration_ms=duration_ms,
                 without_persistent_id=read.without_persistent_id,
             )
-            self.initial_build = False
+            self.build.finished()
         log.info("scan_finished", reason=reason, duration_ms=duration_ms, **counts)
         return outcome
 

@@ -15,9 +15,10 @@ from daemon.journal import feed
 from daemon.journal.invalidator import CONSUMER as INVALIDATOR
 from daemon.journal.merger import CONSUMER as SNAPSHOT
 from daemon.journal.recorder import ScanRecord
+from daemon.journal.recorder import _begin_build as begin_build
 from daemon.journal.recorder import _record as record_scan
 from daemon.models import Track
-from daemon.stores import journal
+from daemon.stores import journal, tracks
 from daemon.stores.database import Database, open_database
 from daemon.stores.transactions import snapshot
 
@@ -144,12 +145,14 @@ def test_a_position_before_the_build_answers_resync_and_tracks_list_says_buildin
     assert feed.building(db.read_conn)
     record(db, [ObserverEvent("scan_started")])
     during = since(db, None)["cursor"]  # what a program is handed while the build reads
+    with db.transaction() as tx:
+        begin_build(tx)
+    with db.transaction() as tx:
+        tracks.upsert(tx, [Track("P0001", name="t")])
+    # A batch is in the table, the build is not committed: still building.
+    assert feed.building(db.read_conn)
     build = ScanRecord(
-        stat=None,
-        full=True,
-        scanned_at=time.time(),
-        library_path="Library.xml",
-        replace={"P0001": Track("P0001", name="t")},
+        stat=None, full=True, scanned_at=time.time(), library_path="Library.xml", build=True
     )
     with db.transaction() as tx:
         [finished] = record_scan(tx, [ObserverEvent("scan_finished")], build)

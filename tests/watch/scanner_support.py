@@ -17,6 +17,7 @@ from daemon.journal.recorder import Recorder
 from daemon.library import LibraryRead, LibraryReader, ReadProgress
 from daemon.watch.baseline import Snapshot
 from daemon.watch.debounce import Debouncer
+from daemon.watch.first_build import FirstBuild
 from daemon.watch.progress import ScanProgress
 from daemon.watch.removal_guard import RemovalGuard
 from daemon.watch.scanner import Scanner
@@ -61,7 +62,7 @@ def fresh_scanner(
         snapshot=snapshot,  # type: ignore[arg-type]  # None: the test never diffs
         baseline_count=0,
         baseline_stat=None,
-        initial_build=True,
+        build=FirstBuild(recorder, due=True),  # type: ignore[arg-type]  # as recorder
         recorder=recorder,  # type: ignore[arg-type]  # None: the test never records a scan
         changes=Debouncer(settle_seconds=settle_seconds, settle_max_seconds=settle_max_seconds),
         removal_guard=RemovalGuard(
