@@ -104,8 +104,8 @@ def _record(
 
 
 def _begin_build(conn: sqlite3.Connection) -> None:
-    # Nothing changes (and nothing is committed) when an attempt that failed before its first
-    # batch is followed by another: a library that stays unreadable costs no commits.
+    # Nothing changes when an attempt that failed before its first batch is followed by
+    # another (a library that stays unreadable): the writer then counts no commit.
     tracks.delete_all(conn)
     if journal.meta_value(conn, journal.SNAPSHOT_BUILDING) is None:
         journal.set_meta(conn, {journal.SNAPSHOT_BUILDING: time.time()})

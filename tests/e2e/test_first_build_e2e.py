@@ -4,17 +4,22 @@ after a corrupt database) does what the README says ("list every page, then foll
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
 
 from daemon.client import MusicdClient
+from daemon.journal import feed
+from daemon.stores import journal
+from daemon.stores.schema import DB_FILE, connect
 from tests.support import (
     DaemonProc,
     SynthLibrary,
     album_of,
     artist_of,
     daemon_env,
+    db_meta,
     wait_for,
     write_library,
 )
@@ -139,3 +144,43 @@ def test_a_cursor_handed_out_before_the_build_answers_resync() -> None:
             assert batch["resync"] and "built" in batch["reason"], batch
             # From the first page's cursor: nothing to resync.
             assert not client.changes_since(page["cursor"])["resync"]
+
+
+def _part_built(d: DaemonProc) -> bool:
+    """Whether the build under way has committed some of its batches, and not all."""
+    meta = db_meta(d.state_dir)
+    return journal.SNAPSHOT_BUILDING in meta and 0 < len(d.snapshot_tracks()) < BIG
+
+
+@pytest.mark.slow
+def test_a_daemon_killed_during_the_build_leaves_no_snapshot_and_builds_clean_again() -> None:
+    lib = SynthLibrary.generate(BIG)
+    with daemon_env(lib.render()) as d:
+        d.start(wait_ready=False)
+        wait_for(lambda: _part_built(d), 60, what="some of the build's batches committed")
+        d.kill9()
+        # What the next start finds: part of a library, and the build still to be made.
+        assert 0 < len(d.snapshot_tracks()) < BIG
+        meta = db_meta(d.state_dir)
+        assert journal.SNAPSHOT_BUILT not in meta and "last_full_scan" not in meta
+        with contextlib.closing(connect(d.state_dir / DB_FILE, read_only=True)) as conn:
+            assert feed.building(conn)
+
+        # Tracks the cut-short build wrote are gone from the file: no row of theirs may stay.
+        fewer = SynthLibrary({p: t for i, (p, t) in enumerate(lib.tracks.items()) if i >= 100})
+        write_library(d.library, fewer.render())
+        d.start(wait_ready=False)
+        d.wait_socket(timeout=60)
+        pages: list[dict[str, Any]] = []
+
+        def built() -> bool:
+            with d.client() as client:
+                pages.append(client.tracks_list(limit=10))
+            return not pages[-1]["building"]
+
+        wait_for(built, 120, what="the build after the kill")
+        # While it was building, no page showed the rows of either build.
+        assert all(not page["tracks"] for page in pages if page["building"]), pages
+        # Every track once, in the library's order.
+        assert list(d.snapshot_tracks().items()) == list(fewer.expected_rows().items())
+        assert journal.SNAPSHOT_BUILDING not in db_meta(d.state_dir)

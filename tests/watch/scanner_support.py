@@ -49,10 +49,12 @@ def fresh_scanner(
     snapshot: Snapshot | None = None,
     progress: ScanProgress | None = None,
     after_scan: Callable[[], None] = lambda: None,
+    build: FirstBuild | None = None,
     **library: Any,
 ) -> Scanner:
     """No snapshot yet: its first scan builds one. `library` are LibraryConfig's fields;
-    `snapshot` reads the baseline (a test that never diffs needs none)."""
+    `snapshot` reads the baseline (a test that never diffs needs none); `build` is the one
+    the reader streams into, if it does."""
     config = LibraryConfig(
         path=path, settle_seconds=settle_seconds, settle_max_seconds=settle_max_seconds, **library
     )
@@ -62,7 +64,7 @@ def fresh_scanner(
         snapshot=snapshot,  # type: ignore[arg-type]  # None: the test never diffs
         baseline_count=0,
         baseline_stat=None,
-        build=FirstBuild(recorder, due=True),  # type: ignore[arg-type]  # as recorder
+        build=build or FirstBuild(recorder, due=True),  # type: ignore[arg-type]  # as recorder
         recorder=recorder,  # type: ignore[arg-type]  # None: the test never records a scan
         changes=Debouncer(settle_seconds=settle_seconds, settle_max_seconds=settle_max_seconds),
         removal_guard=RemovalGuard(
