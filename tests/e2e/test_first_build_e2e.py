@@ -5,6 +5,7 @@ after a corrupt database) does what the README says ("list every page, then foll
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from typing import Any
 
 import pytest
@@ -148,7 +149,10 @@ def test_a_cursor_handed_out_before_the_build_answers_resync() -> None:
 
 def _part_built(d: DaemonProc) -> bool:
     """Whether the build under way has committed some of its batches, and not all."""
-    meta = db_meta(d.state_dir)
+    try:
+        meta = db_meta(d.state_dir)
+    except sqlite3.OperationalError:
+        return False  # the file is made, its tables not yet
     return journal.SNAPSHOT_BUILDING in meta and 0 < len(d.snapshot_tracks()) < BIG
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import pytest
 
 from daemon.journal import feed, merger
 from daemon.journal.hub import EventHub
@@ -80,6 +81,23 @@ class Building:
     def building(self) -> bool:
         return feed.building(self.db.read_conn)
 
+    async def fails_midway(self) -> str:
+        """A scan that fails after some of its batches: part of the library in the table, and
+        no snapshot. Returns why it failed."""
+        outcome = await self.scan()
+        assert not outcome.ok
+        assert 0 < len(self.rows()) < N_TRACKS
+        assert self.building()
+        meta = journal.meta(self.db.read_conn)
+        assert journal.SNAPSHOT_BUILDING in meta and journal.SNAPSHOT_BUILT not in meta
+        return outcome.error or ""
+
+    def built(self, lib: SynthLibrary) -> None:
+        """The snapshot is built, and is `lib`: every track once, in the library's order."""
+        assert keys(self.rows()) == list(lib.tracks)
+        assert not self.building()
+        assert journal.SNAPSHOT_BUILDING not in journal.meta(self.db.read_conn)
+
 
 @asynccontextmanager
 async def building(library: Path, state_dir: Path, wrap: Any = None) -> AsyncIterator[Building]:
@@ -104,8 +122,10 @@ async def building(library: Path, state_dir: Path, wrap: Any = None) -> AsyncIte
         db.close()
 
 
-def in_order(lib: SynthLibrary) -> list[str]:
-    return list(lib.tracks)
+def library_file(tmp_path: Path, data: bytes) -> Path:
+    library = tmp_path / "Library.xml"
+    write_library(library, data)
+    return library
 
 
 def keys(rows: list[Track]) -> list[str]:
@@ -119,8 +139,7 @@ def without_first(lib: SynthLibrary, n: int) -> SynthLibrary:
 
 async def test_the_writer_is_never_held_for_the_whole_build(tmp_path: Path) -> None:
     lib = SynthLibrary.generate(N_TRACKS)
-    library = tmp_path / "Library.xml"
-    write_library(library, lib.render())
+    library = library_file(tmp_path, lib.render())
     paused: list[Paused] = []
 
     def wrap(build: FirstBuild) -> Paused:
@@ -150,41 +169,32 @@ async def test_the_writer_is_never_held_for_the_whole_build(tmp_path: Path) -> N
             finally:
                 paused[0].go.set()
         assert outcome[0].ok
-        assert keys(b.rows()) == in_order(lib)
-        assert not b.building()
+        b.built(lib)
 
 
+@pytest.mark.slow  # fault injection
 async def test_a_read_that_fails_midway_leaves_no_snapshot_and_the_next_attempt_starts_clean(
     tmp_path: Path,
 ) -> None:
     lib = SynthLibrary.generate(N_TRACKS)
-    library = tmp_path / "Library.xml"
     data = lib.render()
     # Malformed after the third batch's tracks: the first two are committed by then.
     cut = data.index(b"<key>Persistent ID</key>", len(data) * 3 // 4)
-    write_library(library, data[:cut] + b"<oops>" + data[cut:])
+    library = library_file(tmp_path, data[:cut] + b"<oops>" + data[cut:])
     async with building(library, tmp_path / "state") as b:
-        outcome = await b.scan()
-        assert not outcome.ok and "<oops>" in (outcome.error or "")
-        assert 0 < len(b.rows()) < N_TRACKS
-        assert b.building()
-        meta = journal.meta(b.db.read_conn)
-        assert journal.SNAPSHOT_BUILDING in meta and journal.SNAPSHOT_BUILT not in meta
-
+        assert "<oops>" in await b.fails_midway()
         fixed = without_first(lib, 10)
         write_library(library, fixed.render())
         assert (await b.scan()).ok
-        assert keys(b.rows()) == in_order(fixed)
-        assert not b.building()
-        assert journal.SNAPSHOT_BUILDING not in journal.meta(b.db.read_conn)
+        b.built(fixed)
 
 
+@pytest.mark.slow  # fault injection
 async def test_a_file_changed_during_the_build_is_read_again_from_a_clean_table(
     tmp_path: Path,
 ) -> None:
     lib = SynthLibrary.generate(N_TRACKS)
-    library = tmp_path / "Library.xml"
-    write_library(library, lib.render())
+    library = library_file(tmp_path, lib.render())
     edited = without_first(lib, 10)
     edited.tracks[next(iter(edited.tracks))]["Album"] = "Renamed"
 
@@ -196,32 +206,25 @@ async def test_a_file_changed_during_the_build_is_read_again_from_a_clean_table(
 
     async with building(library, tmp_path / "state", wrap) as b:
         assert (await b.scan()).ok
-        rows = b.rows()
-        assert keys(rows) == in_order(edited)
-        assert rows[0].album == "Renamed"
-        assert not b.building()
+        b.built(edited)
+        assert b.rows()[0].album == "Renamed"
 
 
+@pytest.mark.slow  # fault injection
 async def test_a_full_disk_during_the_build_leaves_no_snapshot_and_it_is_built_once_there_is_room(
     tmp_path: Path,
 ) -> None:
     lib = SynthLibrary.generate(N_TRACKS)
-    library = tmp_path / "Library.xml"
-    write_library(library, lib.render())
+    library = library_file(tmp_path, lib.render())
     async with building(library, tmp_path / "state") as b:
         conn = b.db.write_conn
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        # Room for about one batch (some 500 pages of 4 KiB): SQLite answers SQLITE_FULL.
+        # Room for two batches (some 310 pages of 4 KiB each), then SQLite answers SQLITE_FULL.
         conn.execute(f"PRAGMA max_page_count = {pages + 800}")
-        outcome = await b.scan()
-        assert not outcome.ok and "full" in (outcome.error or "")
-        assert 0 < len(b.rows()) < N_TRACKS
-        assert b.building()
-
+        assert "SQLITE_FULL" in await b.fails_midway()
         conn.execute("PRAGMA max_page_count = 1073741823")
         assert (await b.scan()).ok
-        assert keys(b.rows()) == in_order(lib)
-        assert not b.building()
+        b.built(lib)
 
 
 async def test_the_streamed_build_keeps_what_a_whole_read_finds(tmp_path: Path) -> None:
@@ -232,8 +235,7 @@ async def test_the_streamed_build_keeps_what_a_whole_read_finds(tmp_path: Path) 
     # ...and tracks without one get fallback ids, two of them the same Location.
     lib.tracks[pids[-1]]["Location"] = lib.tracks[pids[-2]]["Location"]
     no_pid = {pids[5], pids[-2], pids[-1]}
-    library = tmp_path / "Library.xml"
-    write_library(library, lib.render(without_pid=no_pid))
+    library = library_file(tmp_path, lib.render(without_pid=no_pid))
     whole = read_library_xml(library)
     assert whole.duplicate_ids == 1 and whole.without_persistent_id == 3
 
@@ -246,8 +248,7 @@ async def test_the_streamed_build_keeps_what_a_whole_read_finds(tmp_path: Path) 
 
 async def test_the_library_is_never_in_memory_whole(tmp_path: Path) -> None:
     lib = SynthLibrary.generate(N_TRACKS)
-    library = tmp_path / "Library.xml"
-    write_library(library, lib.render())
+    library = library_file(tmp_path, lib.render())
     sizes: list[int] = []
 
     def wrap(build: FirstBuild) -> SnapshotBuild:
@@ -276,8 +277,7 @@ async def test_a_read_that_did_not_stream_is_committed_in_batches_all_the_same(
     tmp_path: Path,
 ) -> None:
     lib = SynthLibrary.generate(N_TRACKS)
-    library = tmp_path / "Library.xml"
-    write_library(library, lib.render())
+    library = library_file(tmp_path, lib.render())
     await anyio.Path(tmp_path / "state").mkdir(mode=0o700)
     db = await anyio.to_thread.run_sync(open_database, tmp_path / "state")
     head = tracks.HeadTracks(db.path, merger.CONSUMER)
