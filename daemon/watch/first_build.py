@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import anyio.from_thread
 import anyio.lowlevel
+import structlog
 
 from daemon.journal.recorder import Recorder
-from daemon.library import TrackSink
+from daemon.library import LibraryRead, TrackSink
 from daemon.library.plist_tracks import SINK_BATCH
 from daemon.models import Track
 
 __all__ = ["FirstBuild"]
+
+log = structlog.get_logger(__name__)
 
 
 class FirstBuild:
@@ -65,6 +68,13 @@ class FirstBuild:
         if batch:
             await self.recorder.add_to_build(batch)
 
-    def finished(self) -> None:
-        """The build was recorded: later full reads are compared with the snapshot."""
+    def finished(self, read: LibraryRead, duration_ms: float) -> None:
+        """The build was recorded (from `read`): later full reads are compared with the
+        snapshot."""
         self.due = False
+        log.info(
+            "snapshot_built",
+            tracks=read.count(),
+            duration_ms=duration_ms,
+            without_persistent_id=read.without_persistent_id,
+        )

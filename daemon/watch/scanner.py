@@ -369,13 +369,7 @@ class Scanner:
         self.last_stat = read.stat
         self.status.scan_recorded(reason, at=now, duration_ms=duration_ms, counts=counts)
         if self.build.due:
-            log.info(
-                "snapshot_built",
-                tracks=read.count(),
-                duration_ms=duration_ms,
-                without_persistent_id=read.without_persistent_id,
-            )
-            self.build.finished()
+            self.build.finished(read, duration_ms)
         log.info("scan_finished", reason=reason, duration_ms=duration_ms, **counts)
         return outcome
 
