@@ -122,6 +122,11 @@ async def building(library: Path, state_dir: Path, wrap: Any = None) -> AsyncIte
         db.close()
 
 
+@pytest.fixture
+def lib() -> SynthLibrary:
+    return SynthLibrary.generate(N_TRACKS)
+
+
 def library_file(tmp_path: Path, data: bytes) -> Path:
     library = tmp_path / "Library.xml"
     write_library(library, data)
@@ -174,9 +179,8 @@ async def test_the_writer_is_never_held_for_the_whole_build(tmp_path: Path) -> N
 
 @pytest.mark.slow  # fault injection
 async def test_a_read_that_fails_midway_leaves_no_snapshot_and_the_next_attempt_starts_clean(
-    tmp_path: Path,
+    tmp_path: Path, lib: SynthLibrary
 ) -> None:
-    lib = SynthLibrary.generate(N_TRACKS)
     data = lib.render()
     # Malformed after the third batch's tracks: the first two are committed by then.
     cut = data.index(b"<key>Persistent ID</key>", len(data) * 3 // 4)
@@ -191,9 +195,8 @@ async def test_a_read_that_fails_midway_leaves_no_snapshot_and_the_next_attempt_
 
 @pytest.mark.slow  # fault injection
 async def test_a_file_changed_during_the_build_is_read_again_from_a_clean_table(
-    tmp_path: Path,
+    tmp_path: Path, lib: SynthLibrary
 ) -> None:
-    lib = SynthLibrary.generate(N_TRACKS)
     library = library_file(tmp_path, lib.render())
     edited = without_first(lib, 10)
     edited.tracks[next(iter(edited.tracks))]["Album"] = "Renamed"
@@ -212,9 +215,8 @@ async def test_a_file_changed_during_the_build_is_read_again_from_a_clean_table(
 
 @pytest.mark.slow  # fault injection
 async def test_a_full_disk_during_the_build_leaves_no_snapshot_and_it_is_built_once_there_is_room(
-    tmp_path: Path,
+    tmp_path: Path, lib: SynthLibrary
 ) -> None:
-    lib = SynthLibrary.generate(N_TRACKS)
     library = library_file(tmp_path, lib.render())
     async with building(library, tmp_path / "state") as b:
         conn = b.db.write_conn
