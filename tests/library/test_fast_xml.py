@@ -23,9 +23,11 @@ from daemon.events import TrackEvent
 from daemon.library import LibraryRead, fast_xml
 from daemon.library.differ import diff_changes, diff_tracks
 from daemon.library.fast_xml import RUN_ENTRIES, FastXmlReader
+from daemon.library.file_window import CHUNK_SIZE
 from daemon.library.xml_entries import keyed_fingerprint
 from daemon.library.xml_reader import read_library_xml
 from daemon.models import Track
+from tests.benchmarks.generate import generate_library, rename_album
 
 REAL_LIBRARIES = (
     Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "real-libraries"
@@ -367,17 +369,34 @@ def odd(lib: Lib) -> bool:
     return False
 
 
-@settings(
+RANDOM_EDITS = settings(
     max_examples=int(os.environ.get("FAST_XML_EXAMPLES", "60")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+@RANDOM_EDITS
 @given(data=st.data(), size=st.integers(1, 9))
 def test_random_edits_read_like_the_full_reader(
     workdir: Path, data: st.DataObject, size: int
 ) -> None:
+    edit_and_compare(workdir, data, size)
+
+
+# Chunks smaller than an entry, about one, and holding a few: entries, runs, the header and
+# the end of the file all straddle the reads.
+@RANDOM_EDITS
+@given(data=st.data(), size=st.integers(1, 9), chunk_size=st.sampled_from([64, 100, 1000, 4096]))
+def test_random_edits_read_like_the_full_reader_in_small_chunks(
+    workdir: Path, data: st.DataObject, size: int, chunk_size: int
+) -> None:
+    edit_and_compare(workdir, data, size, chunk_size=chunk_size)
+
+
+def edit_and_compare(workdir: Path, data: st.DataObject, size: int, **reader_args: object) -> None:
     lib = base_library(size)
-    checker = checker_for(workdir, lib.render())
+    checker = checker_for(workdir, lib.render(), **reader_args)
     checker.check(expect_fast=False)  # the first read is a full one
     # Fingerprints exist after a read of a version the fast path understands; a version that
     # fails to read leaves them as they were.
@@ -578,6 +597,142 @@ def test_without_persistent_ids_and_duplicates(workdir: Path) -> None:
     checker.write(lib.render())
     # Such a library is read in full each time, with the full reader's identity rules.
     checker.check(expect_fast=False)
+
+
+# -- reading in chunks
+
+CHUNK_SIZES = [64, 257, 4096]
+
+
+@pytest.mark.parametrize("chunk_size", CHUNK_SIZES)
+def test_entries_and_runs_across_chunk_boundaries(workdir: Path, chunk_size: int) -> None:
+    lib = base_library(5 * RUN_ENTRIES)
+    checker = checker_for(workdir, lib.render(), chunk_size=chunk_size)
+    checker.check(expect_fast=False)
+    for n, (_, values) in enumerate(lib.tracks):
+        if n // 4 == 100:
+            set_value(values, "Album", ("string", "Renamed"))
+    checker.write(lib.render())
+    checker.check(expect_fast=True)
+    assert checker.reader.last_new_entries == 4
+    # Runs found again at other positions, and new entries between them.
+    del lib.tracks[RUN_ENTRIES]
+    block = lib.tracks[3 * RUN_ENTRIES : 3 * RUN_ENTRIES + 40]
+    del lib.tracks[3 * RUN_ENTRIES : 3 * RUN_ENTRIES + 40]
+    lib.tracks[:0] = block
+    lib.tracks[700:700] = [(90_000 + i, base_track(9000 + i)) for i in range(5)]
+    lib.date = "2026-03-01T00:00:00Z"
+    checker.write(lib.render())
+    checker.check(expect_fast=True)
+    assert checker.reader.last_new_entries == 5
+    checker.write(lib.render() + b"\n")  # the end of the file changes alone
+    checker.check(expect_fast=True)
+    assert checker.reader.last_new_entries == 0
+
+
+@pytest.mark.parametrize("chunk_size", CHUNK_SIZES)
+def test_a_file_that_ends_exactly_at_a_chunk_boundary(workdir: Path, chunk_size: int) -> None:
+    lib = base_library(40)
+
+    def padded() -> bytes:
+        data = lib.render()
+        return data + b"\n" * (-len(data) % chunk_size)  # white space after the plist
+
+    checker = checker_for(workdir, padded(), chunk_size=chunk_size)
+    checker.check(expect_fast=False)
+    set_value(lib.tracks[7][1], "Name", ("string", "Renamed"))
+    data = padded()
+    assert len(data) % chunk_size == 0
+    checker.write(data)
+    checker.check(expect_fast=True)
+    assert checker.reader.last_new_entries == 1
+    checker.write(data[:-chunk_size])  # cut at a boundary: the end of the plist goes with it
+    assert checker.check() is None
+
+
+def test_a_file_truncated_anywhere_is_rejected_whatever_the_chunk_size(workdir: Path) -> None:
+    data = base_library(6).render()
+    checker = checker_for(workdir, data, chunk_size=64)
+    checker.check()
+    start = data.index(b"<key>Tracks</key>")
+    cuts = sorted({*range(start, len(data) - 1, 61), *range(64, len(data) - 1, 64)})
+    for cut in cuts:
+        checker.write(data[:cut])
+        assert checker.check() is None, cut
+    checker.write(data)
+    checker.check(expect_fast=True)
+
+
+def test_a_header_past_the_first_mebibyte_is_read_in_full(workdir: Path) -> None:
+    # Finding the Tracks dict that far would mean holding whatever comes before it.
+    lib = base_library(3)
+    lib.header_comment = "saved " * (200 << 10)
+    checker = checker_for(workdir, lib.render(), chunk_size=4096)
+    with capture_logs() as logs:
+        checker.check(expect_fast=False)
+    assert [e["reason"] for e in logs if e["event"] == "fast_read_unavailable"] == [
+        "no Tracks dict found"
+    ]
+    checker.check(expect_fast=False)
+
+
+def test_a_read_never_holds_the_file_whole(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tracks = 10_000
+    data = generate_library(tracks)
+    path = workdir / "Library.xml"
+    path.write_bytes(data)
+    reader = FastXmlReader(path)
+
+    # The fingerprints rebuilt after a full read are measured from the end of the full parse:
+    # its tracks are the read's own, handed to the caller (and tracing would make it slow).
+    def traced_after(*args: Any, **kwargs: Any) -> LibraryRead:
+        result = read_library_xml(*args, **kwargs)
+        tracemalloc.start()
+        return result
+
+    monkeypatch.setattr(fast_xml, "read_library_xml", traced_after)
+    try:
+        reader.read()
+        rebuild = tracemalloc.get_traced_memory()[1]
+        edited, _ = rename_album(data, 10, "Renamed")
+        Checker(path, reader).write(edited)
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        read = reader.read()
+        fast = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert reader.last_mode == "fast" and read.tracks
+    # The window (two chunks), 2 MiB for the rest, and arrays of a few words a track: a
+    # fraction of the file, which a read of twice the tracks would double and this would not.
+    bound = 2 * CHUNK_SIZE + (2 << 20) + 64 * tracks
+    assert fast < bound, f"{fast / 2**20:.1f} MiB"
+    assert rebuild < bound, f"{rebuild / 2**20:.1f} MiB"
+    assert bound < len(data) / 3
+
+
+def test_fingerprints_are_rebuilt_only_from_the_version_fully_read(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lib = base_library(8)
+    checker = checker_for(workdir, lib.render())
+    set_value(lib.tracks[3][1], "Name", ("string", "Saved during the read"))
+
+    def saved_right_after(*args: Any, **kwargs: Any) -> LibraryRead:
+        result = read_library_xml(*args, **kwargs)
+        checker.write(lib.render())
+        return result
+
+    monkeypatch.setattr(fast_xml, "read_library_xml", saved_right_after)
+    with capture_logs() as logs:
+        checker.reader.read()
+    assert [e["reason"] for e in logs if e["event"] == "fast_read_unavailable"] == [
+        "the file changed after it was read"
+    ]
+    monkeypatch.undo()
+    checker.check(expect_fast=False)  # nothing was known of either version
+    checker.check(expect_fast=True)
 
 
 # -- real libraries
