@@ -60,6 +60,7 @@ import structlog
 
 from daemon.library import FileStat, KnownTracks, LibraryRead, ReadProgress, SnapshotBuild
 from daemon.library.file_window import CHUNK_SIZE, Window
+from daemon.library.keys import hex16_key, hex16_number
 from daemon.library.xml_entries import (
     RUN_ENTRIES,
     Fingerprint,
@@ -71,7 +72,6 @@ from daemon.library.xml_entries import (
     cut_paired,
     default_fingerprint,
     parse_entries,
-    pid_number,
 )
 from daemon.library.xml_reader import (
     check_unchanged,
@@ -91,10 +91,6 @@ _MIN_NEW_FOR_FULL: Final = 64
 # Up to this many changes the sorted arrays are edited in place (a memmove each), beyond it
 # rebuilt by one sort.
 _EDITS_IN_PLACE: Final = 64
-
-
-def _key(number: int) -> str:
-    return f"{number:016X}"  # the normalised spelling
 
 
 def _find(values: array[int], value: int) -> int:
@@ -345,7 +341,7 @@ class FastXmlReader:
         changed: dict[str, Track] = {}
         added: list[tuple[int, int]] = []
         for fingerprint, (track, has_id) in parse_entries(new).items():
-            pid = pid_number(track.persistent_id) if has_id else None
+            pid = hex16_number(track.persistent_id) if has_id else None
             if pid is None:
                 raise FullReadNeeded("a track has no Persistent ID of 16 hex digits")
             if track.persistent_id in changed or (
@@ -369,7 +365,7 @@ class FastXmlReader:
             tracks=changed,
             stat=None,
             source="xml",
-            gone=sorted(_key(pid) for pid in gone_pids - new_pids),
+            gone=sorted(hex16_key(pid) for pid in gone_pids - new_pids),
             track_count=len(layout.entries),
         )
         return result, commit

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO, Final
 from daemon.errors import LibraryReadError
 from daemon.library import FileStat
 from daemon.library.file_window import Window
+from daemon.library.keys import hex16_number
 from daemon.library.xml_reader import parse_library
 from daemon.models import Track
 
@@ -44,7 +45,6 @@ __all__ = [
     "default_fingerprint",
     "keyed_fingerprint",
     "parse_entries",
-    "pid_number",
 ]
 
 # Entries per run: big enough that a run check is one long hash, small enough that a changed
@@ -57,7 +57,6 @@ _TRACKS = re.compile(rb"<key>Tracks</key>[ \t\r\n]*<dict>")
 # The start of an entry: optional XML white space, the track id key, the track's <dict>.
 _HEAD = re.compile(rb"[ \t\r\n]*<key>[^<]*</key>[ \t\r\n]*<dict>")
 _BLANK = re.compile(rb"[ \t\r\n]*")
-_HEX16: Final = re.compile(r"[0-9A-F]{16}")
 # Music.app's header before the Tracks dict is a few hundred bytes: past this, the layout is
 # not one the fast path knows, and reading on to find it could hold the whole file.
 _MAX_PREFIX: Final = 1 << 20
@@ -216,7 +215,7 @@ def cut_paired(
 
     def pair(_fingerprint: int, entry: bytes) -> None:
         key = next(remaining, "")
-        number = pid_number(key)
+        number = hex16_number(key)
         if number is None or (key.encode() not in entry and key.encode() not in entry.upper()):
             raise FullReadNeeded("entries and tracks do not pair up")
         numbers.append(number)
@@ -233,11 +232,6 @@ def cut_paired(
     if len(numbers) != len(keys):
         raise FullReadNeeded("entries and tracks do not pair up")
     return layout, numbers
-
-
-def pid_number(persistent_id: str) -> int | None:
-    """A normalised Persistent ID as the 64-bit number it spells, or None if it spells none."""
-    return int(persistent_id, 16) if _HEX16.fullmatch(persistent_id) else None
 
 
 def _tracks_start(window: Window) -> int:

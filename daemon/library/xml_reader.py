@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 from daemon.errors import LibraryChangedDuringRead, LibraryReadError, describe_os_error
 from daemon.library import FileStat, KnownTracks, LibraryRead, ReadProgress, TrackSink
+from daemon.library.keys import KeyOrder
 from daemon.library.plist_tracks import CHUNK_SIZE, parse_tracks
 from daemon.models import Track
 
@@ -96,17 +97,17 @@ def read_library_xml(
 
 def read_compared(
     path: Path, snapshot: KnownTracks, *, progress: ReadProgress | None = None
-) -> tuple[LibraryRead, dict[str, None]]:
+) -> tuple[LibraryRead, KeyOrder]:
     """A full read compared with `snapshot` batch by batch as it is parsed, so that the
     library is never in memory whole: the read's `tracks` are those the snapshot does not hold
     as they are, its `gone` the snapshot's keys the file no longer has. Also returns every
     key, in file order. Raises as `read_library_xml` does."""
     changed: dict[str, Track] = {}
-    seen: dict[str, None] = {}
+    seen = KeyOrder()
 
     def compare(batch: dict[str, Track]) -> None:
         held = snapshot.get(batch)
-        seen.update(dict.fromkeys(batch))
+        seen.extend(batch)
         changed.update((key, track) for key, track in batch.items() if held.get(key) != track)
 
     result = read_library_xml(path, sink=compare, progress=progress)
@@ -117,15 +118,15 @@ def read_compared(
 
 def read_streamed(
     path: Path, sink: TrackSink, *, progress: ReadProgress | None = None
-) -> tuple[LibraryRead, dict[str, None]]:
+) -> tuple[LibraryRead, KeyOrder]:
     """A full read whose tracks go to `sink` batch by batch as they are parsed (a build of the
     snapshot), so that the library is never in memory whole: the read is `streamed`, its
     `tracks` empty. Also returns every key, in file order. Raises as `read_library_xml` does,
     and what `sink` raises."""
-    seen: dict[str, None] = {}
+    seen = KeyOrder()
 
     def hand_on(batch: dict[str, Track]) -> None:
-        seen.update(dict.fromkeys(batch))
+        seen.extend(batch)
         sink(batch)
 
     result = read_library_xml(path, sink=hand_on, progress=progress)
