@@ -41,6 +41,7 @@ import anyio.to_thread
 import structlog
 from anyio.abc import TaskStatus
 from watchdog.events import (
+    DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
     FileSystemEvent,
@@ -282,7 +283,15 @@ class LibraryWatcher:
             handler, str(watched), recursive=self.target_is_dir and watched == resolved
         )
         if watched.parent != watched:
-            observer.schedule(_ParentHandler(watched, poke), str(watched.parent))
+            # Only the watched directory's own creation, deletion or move matters there. The
+            # filter is also inotify's mask: a write to a file beside it (a log, another
+            # program's files) is not even reported, where each one used to wake the
+            # observer's threads (about 90 ms of CPU per library edit with a log there).
+            observer.schedule(
+                _ParentHandler(watched, poke),
+                str(watched.parent),
+                event_filter=[DirCreatedEvent, DirDeletedEvent, DirMovedEvent, EventsLostEvent],
+            )
         observer.daemon = True
         observer.start()
         return observer

@@ -19,7 +19,13 @@ from types import SimpleNamespace
 import anyio
 import anyio.to_thread
 import pytest
-from watchdog.events import DirCreatedEvent, DirMovedEvent, FileModifiedEvent, FileMovedEvent
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+)
 
 from daemon.watch import watcher as watcher_mod
 from daemon.watch.watcher import (
@@ -32,6 +38,7 @@ from daemon.watch.watcher import (
     fsevents_lost,
     resolve,
 )
+from tests.support import wait_for
 from tests.watch.scanner_support import noticed, unsettled
 
 Pokes = list[tuple[str, bool, bool]]
@@ -219,3 +226,31 @@ async def test_a_decomposed_directory_name_is_watched_as_spelled(tmp_path: Path)
         assert lw.watching == folder
         assert (await noticed(changes, library)) & {"modified", "closed", "created"}
         tg.cancel_scope.cancel()
+
+
+async def test_writes_beside_the_watched_directory_do_not_wake_the_watcher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The parent directory is watched only for the library directory's own moves; a log file
+    # written there (as in the test layout) or another program's files must not reach the
+    # observer's threads at all. Events of one watch arrive in order: once the marker
+    # directory's creation is seen, the writes before it would have been too.
+    library = tmp_path / "lib" / "Library.xml"
+    library.parent.mkdir()
+    library.write_bytes(b"x")
+    seen: list[FileSystemEvent] = []
+    monkeypatch.setattr(watcher_mod._ParentHandler, "on_any_event", lambda _, e: seen.append(e))
+    lw = LibraryWatcher(library, unsettled())
+    async with anyio.create_task_group() as tg:
+        await tg.start(lw.run)
+        log = tmp_path / "musicd.log"
+        with log.open("ab") as fh:
+            for _ in range(50):
+                fh.write(b"a line\n")
+                fh.flush()
+        (tmp_path / "marker").mkdir()
+        await anyio.to_thread.run_sync(
+            wait_for, lambda: any(str(e.src_path).endswith("marker") for e in seen)
+        )
+        tg.cancel_scope.cancel()
+    assert [e for e in seen if str(e.src_path).endswith("musicd.log")] == []
