@@ -201,6 +201,7 @@ def test_subscribe_since_replays_then_goes_live_without_gap_or_duplicate() -> No
         assert d.stop()[0] == 0
 
 
+@pytest.mark.slow
 def test_cursor_of_a_rebuilt_database_says_resync() -> None:
     with daemon_env() as d:
         d.start_built()

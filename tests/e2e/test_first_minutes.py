@@ -105,6 +105,7 @@ def test_demo_commands_work_when_pasted_and_prove_the_invalidation() -> None:
         shutil.rmtree(elsewhere, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_status_shows_a_scan_in_progress_while_a_slow_reader_runs() -> None:
     with music_app_env() as env:
         d = env.daemon

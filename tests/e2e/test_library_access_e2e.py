@@ -118,6 +118,7 @@ def _refusable_daemon() -> tuple[str | None, list[str] | None]:
     return None, [setpriv, f"--bounding-set={_NO_DAC}", f"--inh-caps={_NO_DAC}", "--"]
 
 
+@pytest.mark.slow
 def test_a_directory_the_daemon_may_not_enter_is_named_with_its_fix() -> None:
     user, wrapper = _refusable_daemon()
     with daemon_env() as d:

@@ -96,6 +96,7 @@ def test_an_announced_write_is_tagged_and_a_persons_edit_in_between_is_not() -> 
         assert d.stop()[0] == 0
 
 
+@pytest.mark.slow
 def test_announcements_survive_a_restart_of_the_daemon() -> None:
     with daemon_env() as d:
         _, start = announce(d, "retitler", {"name": "So What (Take 2)"})

@@ -170,6 +170,7 @@ def test_sigterm_drains_flushes_and_exits_zero_quickly() -> None:
         assert not wal.exists() or wal.stat().st_size == 0
 
 
+@pytest.mark.slow
 def test_edit_while_stopped_is_reconciled_on_next_start() -> None:
     with daemon_env() as d:
         seed_cache(d, ALBUMS)

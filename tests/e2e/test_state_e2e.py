@@ -26,6 +26,7 @@ def test_an_acknowledged_put_survives_kill_9_with_no_flush() -> None:
         assert d.stop()[0] == 0
 
 
+@pytest.mark.slow
 def test_seq_goes_on_after_a_clean_stop_and_a_kill() -> None:
     with daemon_env() as d:
         seen: list[int] = []
